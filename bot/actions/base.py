@@ -1,0 +1,87 @@
+"""The contract every built-in action implements.
+
+An action is a small class registered under its playbook name (``requeue_stuck_tasks``
+…). It gets its validated :class:`ActionSettings` (from the playbook file, trusted:
+table and column names live here and are checked as identifiers at load time), the
+typed parameters extracted from the Sentry event (untrusted: only ever bind
+parameters), and :class:`Limits` from the playbook's guards.
+
+- ``preview`` is read-only and says exactly which rows/backends would change.
+- ``execute`` runs in ONE transaction with statement_timeout and lock_timeout, and
+  rolls back (raising :class:`~bot.errors.TooManyRows`) when it would change more than
+  ``limits.max_rows``. It returns the before-image of what it changed.
+- ``verify`` checks, after the fact, that the remedy took effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+ParamValue = str | int
+
+
+class ActionSettings(BaseModel):
+    """Base of every action's settings model: playbook-owned, so extra keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_rows: int = 100
+    statement_timeout_ms: int = 5_000
+    lock_timeout_ms: int = 1_000
+    batch_size: int = 500
+
+
+@dataclass
+class Preview:
+    """What an action would change. ``rows`` are JSON-safe dicts (ids, states, pids)."""
+
+    summary: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class Outcome:
+    """What an action changed: count, before-image (JSON-safe), details for the journal."""
+
+    rows_affected: int
+    before_image: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Verification:
+    ok: bool
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Action(Protocol):
+    """One built-in action. ``conn`` is a target connection (see bot.actions.target)."""
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[ActionSettings]]
+    needs_target: ClassVar[bool]
+    # The typed parameters (from extraction) this action understands, by name.
+    accepted_params: ClassVar[frozenset[str]]
+
+    def preview(
+        self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits
+    ) -> Preview: ...
+
+    def execute(
+        self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits
+    ) -> Outcome: ...
+
+    def verify(
+        self, conn: Any, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+    ) -> Verification: ...

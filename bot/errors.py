@@ -1,0 +1,124 @@
+"""The bot's exception tree. Every error the bot raises derives from :class:`BotError`.
+
+::
+
+    BotError
+    ├── ConfigError                 bad or missing settings (CLI exits 2)
+    ├── StoreError                  the bot's own state store
+    ├── SentryError                 talking to Sentry failed for good
+    │   ├── SentryRetryLater        rate-limited / unavailable: try again later
+    │   ├── SentryNotFound          404
+    │   └── SentryBadResponse       malformed JSON or an unexpected shape
+    ├── PlaybookError               a playbook file is invalid (file, line, field)
+    ├── RemediationError            an action failed; the transaction was rolled back
+    │   ├── TooManyRows             would touch more than max_rows
+    │   ├── TargetUnavailable       no DSN configured / cannot connect (retry later)
+    │   ├── LockTimeout             lock_timeout / statement_timeout hit
+    │   └── VerificationFailed      the remedy did not take effect
+    ├── GuardrailBlocked            a guard (pause, cooldown, cap, breaker) refused a run
+    ├── NotifyError                 webhook delivery failed
+    │   └── NotifyRetryLater        429 / 5xx: try again later
+    └── CodeHostError               GitHub failed
+        └── CodeHostRetryLater      rate-limited: try again later
+
+"Try again later" errors derive from :class:`RetryLater` too, so a caller can catch
+that one type for everything transient. Errors carry context (issue, playbook, file,
+line) as attributes; messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BotError(Exception):
+    """The bot failed."""
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.context = context
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.context:
+            return base
+        extra = ", ".join(f"{k}={v}" for k, v in self.context.items() if v is not None)
+        return f"{base} ({extra})" if extra else base
+
+
+class RetryLater(BotError):
+    """A transient failure: the same call may succeed later."""
+
+    def __init__(
+        self, message: str | None = None, *, retry_after: float | None = None, **context: Any
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **context)
+
+
+class ConfigError(BotError):
+    """The configuration is invalid."""
+
+
+class StoreError(BotError):
+    """The bot's state store failed."""
+
+
+class SentryError(BotError):
+    """Talking to Sentry failed."""
+
+
+class SentryRetryLater(SentryError, RetryLater):
+    """Sentry is rate-limiting us or is unavailable; try again later."""
+
+
+class SentryNotFound(SentryError):
+    """Sentry does not know this resource."""
+
+
+class SentryBadResponse(SentryError):
+    """Sentry answered with something we cannot read."""
+
+
+class PlaybookError(BotError):
+    """A playbook is invalid."""
+
+
+class RemediationError(BotError):
+    """A remediation failed and was rolled back."""
+
+
+class TooManyRows(RemediationError):
+    """The action would change more rows than max_rows allows; rolled back."""
+
+
+class TargetUnavailable(RemediationError, RetryLater):
+    """The target database is not configured or not reachable."""
+
+
+class LockTimeout(RemediationError, RetryLater):
+    """The action hit lock_timeout or statement_timeout; rolled back."""
+
+
+class VerificationFailed(RemediationError):
+    """The remedy ran but verification shows it did not take effect."""
+
+
+class GuardrailBlocked(BotError):
+    """A guardrail refused to run this remediation."""
+
+
+class NotifyError(BotError):
+    """Delivering a notification failed."""
+
+
+class NotifyRetryLater(NotifyError, RetryLater):
+    """The webhook asked us to slow down or is unavailable; try again later."""
+
+
+class CodeHostError(BotError):
+    """The code host (GitHub) failed."""
+
+
+class CodeHostRetryLater(CodeHostError, RetryLater):
+    """The code host rate-limited us; try again later."""

@@ -1,0 +1,1 @@
+"""Sentry: the API port, its httpx adapter, the fake, and the issue/event models."""

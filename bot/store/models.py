@@ -1,0 +1,229 @@
+"""The bot's own state: SQLModel tables (schema owned by Alembic migrations).
+
+The unique keys are the idempotency guarantees: ``remediation_run.idempotency_key``
+(a run is journaled once, before it executes) and ``outbox.dedupe_key`` (a
+notification is enqueued once). Datetimes are stored timezone-aware; SQLite hands
+them back naive, so readers go through :func:`bot.clock.ensure_utc`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _ts(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index),
+    )
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class LifecycleState(StrEnum):
+    NEW = "new"
+    MATCHED = "matched"
+    PLANNED = "planned"
+    APPROVED = "approved"
+    REMEDIATING = "remediating"
+    REMEDIATED = "remediated"
+    WATCHING = "watching"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    REGRESSED = "regressed"
+
+
+class RunStatus(StrEnum):
+    SHADOW = "shadow"  # preview only, nothing executed
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    RUNNING = "running"  # journaled as intended; outcome unknown until finished
+    SUCCEEDED = "succeeded"
+    NOOP = "noop"  # ran, nothing needed changing
+    FAILED = "failed"
+    VERIFY_FAILED = "verify_failed"
+    EXPIRED = "expired"
+    INTERRUPTED = "interrupted"  # found RUNNING after a crash; needs a look
+    BLOCKED = "blocked"  # a guardrail refused
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class TrackedIssue(SQLModel, table=True):
+    __tablename__ = "tracked_issue"
+
+    id: str = Field(primary_key=True, max_length=64)  # Sentry issue id
+    short_id: str = Field(index=True, max_length=128)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    culprit: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    permalink: str = Field(default="", max_length=2048)
+    project: str = Field(default="", max_length=256, index=True)
+    environment: str | None = Field(default=None, max_length=256)
+    level: str = Field(default="error", max_length=32)
+    status: str = Field(default="unresolved", max_length=32)
+    substatus: str | None = Field(default=None, max_length=64)
+    count: int = 0
+    user_count: int = 0
+    first_seen: datetime | None = _ts()
+    last_seen: datetime | None = _ts(index=True)
+    raw: dict[str, Any] = _json()  # the issue JSON as last seen (incl. latest event)
+    # triage
+    severity: str | None = Field(default=None, max_length=16, index=True)
+    category: str | None = Field(default=None, max_length=32)
+    team: str | None = Field(default=None, max_length=128, index=True)
+    response_due_at: datetime | None = _ts()
+    triage: dict[str, Any] = _json()
+    incident_id: str | None = Field(default=None, max_length=64, index=True)
+    # lifecycle
+    state: str = Field(default=LifecycleState.NEW.value, max_length=32, index=True)
+    playbook_id: str | None = Field(default=None, max_length=128)
+    quiet_since: datetime | None = _ts()
+    resolved_at: datetime | None = _ts()
+    resolved_by_bot: bool = False
+    escalated_at: datetime | None = _ts()
+    requires_approval: bool = False  # set after a regression
+    created_at: datetime | None = _ts(nullable=False)
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class Transition(SQLModel, table=True):
+    """One lifecycle transition with its reason: the issue's timeline."""
+
+    __tablename__ = "transition"
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: str = Field(index=True, max_length=64)
+    from_state: str | None = Field(default=None, max_length=32)
+    to_state: str = Field(max_length=32)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime | None = _ts(nullable=False, index=True)
+
+
+class RemediationRun(SQLModel, table=True):
+    """The journal: one row per planned remediation, written before it executes."""
+
+    __tablename__ = "remediation_run"
+
+    id: str = Field(primary_key=True, max_length=36)
+    idempotency_key: str = Field(max_length=128, sa_column_kwargs={"unique": True})
+    playbook_id: str = Field(index=True, max_length=128)
+    issue_id: str = Field(index=True, max_length=64)
+    action: str = Field(max_length=64)
+    target: str | None = Field(default=None, max_length=64)
+    params: dict[str, Any] = _json()
+    mode: str = Field(max_length=16)
+    status: str = Field(max_length=32, index=True)
+    rows_affected: int | None = None
+    preview: dict[str, Any] = _json()
+    before_image: dict[str, Any] = _json()
+    verify: dict[str, Any] = _json()
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    approved_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime | None = _ts(nullable=False, index=True)
+    expires_at: datetime | None = _ts()
+    approved_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+class FixLink(SQLModel, table=True):
+    __tablename__ = "fix_link"
+    __table_args__ = (UniqueConstraint("issue_id", "repo", "kind", "ref", name="uq_fix_link"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: str = Field(index=True, max_length=64)
+    repo: str = Field(max_length=256)
+    kind: str = Field(max_length=16)  # "pr" | "commit"
+    ref: str = Field(max_length=64)  # PR number or commit sha
+    commit_sha: str | None = Field(default=None, max_length=64)
+    pr_number: int | None = None
+    url: str = Field(default="", max_length=2048)
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    merged: bool = False
+    comment_id: int | None = None
+    comment_body_hash: str | None = Field(default=None, max_length=64)
+    found_at: datetime | None = _ts(nullable=False)
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)  # "slack" | "sentry_comment" | "github_comment"
+    dedupe_key: str = Field(max_length=256, sa_column_kwargs={"unique": True})
+    issue_id: str | None = Field(default=None, max_length=64, index=True)
+    kind: str = Field(default="", max_length=32)
+    payload: dict[str, Any] = _json()
+    status: str = Field(default=OutboxStatus.PENDING.value, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts(nullable=False)
+    sent_at: datetime | None = _ts()
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class PollWatermark(SQLModel, table=True):
+    __tablename__ = "poll_watermark"
+
+    source: str = Field(primary_key=True, max_length=256)
+    last_seen: datetime | None = _ts()
+    seen_ids_at_mark: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class Lease(SQLModel, table=True):
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=128)
+    holder: str = Field(max_length=128)
+    expires_at: datetime | None = _ts(nullable=False)
+    acquired_at: datetime | None = _ts(nullable=False)
+
+
+class PlaybookState(SQLModel, table=True):
+    """Circuit breaker per playbook."""
+
+    __tablename__ = "playbook_state"
+
+    playbook_id: str = Field(primary_key=True, max_length=128)
+    consecutive_failures: int = 0
+    breaker_open_until: datetime | None = _ts()
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class Setting(SQLModel, table=True):
+    """Operator switches kept in the store (e.g. the global pause)."""
+
+    __tablename__ = "bot_setting"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class Incident(SQLModel, table=True):
+    """Related issues (same release / transaction / culprit, appearing together)."""
+
+    __tablename__ = "incident"
+
+    id: str = Field(primary_key=True, max_length=64)
+    group_key: str = Field(max_length=512, index=True)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    severity: str | None = Field(default=None, max_length=16)
+    opened_at: datetime | None = _ts(nullable=False)
+    closed_at: datetime | None = _ts()
