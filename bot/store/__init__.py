@@ -1,0 +1,1 @@
+"""The bot's own state store (SQLite by default, PostgreSQL for several replicas)."""
