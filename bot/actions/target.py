@@ -1,0 +1,310 @@
+"""Target databases: the port actions run against, and its psycopg 3 adapter.
+
+An action never opens a connection itself. The executor asks a :class:`TargetDatabase`
+for ONE transaction (``statement_timeout`` and ``lock_timeout`` applied with ``SET
+LOCAL``) and hands the action the :class:`TargetConnection` it yields. Library errors
+are translated here, at the boundary, ``from exc``:
+
+- ``lock_not_available`` (55P03) / ``query_canceled`` (57014) -> :class:`LockTimeout`
+- cannot connect / connection lost                          -> :class:`TargetUnavailable`
+- any other database error                                  -> :class:`RemediationError`
+
+Messages never contain the DSN or its password.
+
+Identifiers (table and column names) come only from playbook files; they are checked
+with :func:`check_identifier` at load time and again when an action composes SQL with
+:func:`ident`, which quotes them with :class:`psycopg.sql.Identifier`. Values always
+travel as bind parameters.
+
+The few places where SQL differs between engines are gathered in :class:`Dialect` so an
+action states explicitly what it relies on (``FOR UPDATE SKIP LOCKED``, ``now()``,
+interval arithmetic, array membership). Only PostgreSQL has an adapter today.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, LiteralString, Protocol
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.rows import dict_row
+from pydantic import AfterValidator
+
+from bot.errors import LockTimeout, RemediationError, TargetUnavailable
+
+# What actions may pass as SQL: reviewed literal text or psycopg.sql compositions.
+SqlQuery = LiteralString | sql.SQL | sql.Composed
+
+_IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+_IDENT_RE = re.compile(rf"^{_IDENT_PART}(?:\.{_IDENT_PART})?$")
+
+
+def check_identifier(name: str) -> str:
+    """Return ``name`` unchanged if it is a plain (optionally ``schema.``-qualified) SQL
+    identifier of at most 63 characters per part; raise ``ValueError`` otherwise.
+
+    Used as a pydantic validator on every table/column setting, so a hostile or mistyped
+    name fails when the playbook loads, never when SQL runs.
+    """
+    if not isinstance(name, str) or not _IDENT_RE.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid SQL identifier "
+            "(letters, digits, underscore; optionally schema.name; at most 63 chars each)"
+        )
+    return name
+
+
+# A settings field holding a table/column name: validated when the playbook loads.
+Ident = Annotated[str, AfterValidator(check_identifier)]
+
+
+def ident(name: str) -> sql.Identifier:
+    """Quote a checked identifier (``schema.table`` becomes ``"schema"."table"``)."""
+    return sql.Identifier(*check_identifier(name).split("."))
+
+
+def json_safe(value: Any) -> Any:
+    """Turn a database value into something the journal can store as JSON."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return str(value)
+
+
+def scope_filter(
+    alias: str, scope: Mapping[str, str], params: Mapping[str, Any]
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """``AND alias.col = %(scope_i)s`` for each ``column: param`` in ``scope``, plus binds.
+
+    A scope parameter missing from ``params`` is an error, never a dropped filter: a
+    missing filter would widen the remediation to the whole table.
+    """
+    parts: list[sql.Composable] = []
+    binds: dict[str, Any] = {}
+    for i, (column, param) in enumerate(sorted(scope.items())):
+        if param not in params:
+            raise RemediationError(f"scope parameter {param!r} was not extracted", param=param)
+        key = f"scope_{i}"
+        parts.append(
+            sql.SQL(" AND {}.{} = {}").format(
+                sql.Identifier(alias), ident(column), sql.Placeholder(key)
+            )
+        )
+        binds[key] = params[param]
+    return sql.Composed(parts), binds
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The engine-specific SQL fragments an action may use, named so each use is visible.
+
+    ``skip_locked`` is the row-locking clause for candidate selection: PostgreSQL's
+    ``FOR UPDATE SKIP LOCKED`` lets a live worker that holds a row keep it (the row is
+    skipped, not waited on). Engines without row locks (SQLite) get an empty clause and
+    rely on the compare-and-set re-check inside the UPDATE alone.
+    """
+
+    name: str
+    skip_locked: sql.SQL
+    now: sql.SQL
+    # "<timestamp column> is older than N seconds" with N a bind parameter named here.
+    seconds_ago: sql.SQL
+    supports_arrays: bool
+
+
+POSTGRESQL = Dialect(
+    name="postgresql",
+    skip_locked=sql.SQL("FOR UPDATE SKIP LOCKED"),
+    now=sql.SQL("now()"),
+    seconds_ago=sql.SQL("now() - make_interval(secs => {})"),
+    supports_arrays=True,
+)
+
+
+class TargetConnection(Protocol):
+    """One open transaction on a target database, as handed to an action."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def fetch_all(
+        self, query: SqlQuery, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run ``query`` and return every row as a dict keyed by column name."""
+        ...
+
+    def execute(self, query: SqlQuery, params: Mapping[str, Any] | None = None) -> int:
+        """Run ``query`` and return the number of rows it affected."""
+        ...
+
+
+class TargetDatabase(Protocol):
+    """A named database the bot may remediate."""
+
+    @property
+    def name(self) -> str: ...
+
+    def transaction(
+        self, statement_timeout_ms: int, lock_timeout_ms: int, *, read_only: bool = False
+    ) -> Any:
+        """A context manager yielding a :class:`TargetConnection` inside ONE transaction
+        with both timeouts applied. It commits when the block ends normally and rolls
+        back when it raises; errors come out translated (see module docstring)."""
+        ...
+
+
+# admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away or starting.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def translate_error(exc: psycopg.Error, *, target: str, secret: str | None = None) -> Exception:
+    """Map a psycopg error to the bot's exception tree (the caller raises it ``from exc``)."""
+    message = _first_line(exc)
+    if secret:
+        message = message.replace(secret, "***")
+    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        return LockTimeout(f"timed out on target {target}: {message}", target=target)
+    state = exc.sqlstate or ""
+    lost = isinstance(exc, psycopg.OperationalError) and not state
+    if lost or state.startswith("08") or state in _UNAVAILABLE_STATES:
+        return TargetUnavailable(f"target {target} unavailable: {message}", target=target)
+    return RemediationError(f"database error on target {target}: {message}", target=target)
+
+
+class PgConnection:
+    """:class:`TargetConnection` over one psycopg 3 connection inside a transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any], target: str, secret: str | None) -> None:
+        self._conn = conn
+        self._target = target
+        self._secret = secret
+
+    @property
+    def dialect(self) -> Dialect:
+        return POSTGRESQL
+
+    @property
+    def raw(self) -> psycopg.Connection[Any]:
+        """The underlying psycopg connection (tests and benchmarks only)."""
+        return self._conn
+
+    def fetch_all(
+        self, query: SqlQuery, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        try:
+            with self._conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise translate_error(exc, target=self._target, secret=self._secret) from exc
+
+    def execute(self, query: SqlQuery, params: Mapping[str, Any] | None = None) -> int:
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute(query, params)
+                return cur.rowcount
+        except psycopg.Error as exc:
+            raise translate_error(exc, target=self._target, secret=self._secret) from exc
+
+
+_SET_TIMEOUTS = sql.SQL(
+    "SELECT set_config('statement_timeout', {st}, true), set_config('lock_timeout', {lt}, true)"
+)
+
+
+class PgTarget:
+    """:class:`TargetDatabase` for PostgreSQL through psycopg 3.
+
+    Opens a fresh connection per transaction: remediations are rare, and a connection
+    that was never pooled cannot leak session state (the very bug of seed 001).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        name: str = "target",
+        connect_timeout_s: int = 5,
+        application_name: str = "sentry-remediation-bot",
+    ) -> None:
+        self._dsn = dsn
+        self._name = name
+        self._connect_timeout_s = connect_timeout_s
+        self._application_name = application_name
+        try:
+            password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+            self._secret: str | None = str(password) if password else None
+        except psycopg.Error:
+            self._secret = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"PgTarget(name={self._name!r})"
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(
+                self._dsn,
+                connect_timeout=self._connect_timeout_s,
+                application_name=self._application_name,
+            )
+        except psycopg.Error as exc:
+            raise TargetUnavailable(
+                f"cannot connect to target {self._name}: "
+                + _first_line(exc).replace(self._secret or "\0", "***"),
+                target=self._name,
+            ) from exc
+        except Exception as exc:  # a malformed DSN raises ProgrammingError/ValueError
+            raise TargetUnavailable(
+                f"cannot connect to target {self._name}: invalid DSN", target=self._name
+            ) from exc
+
+    @contextmanager
+    def transaction(
+        self, statement_timeout_ms: int, lock_timeout_ms: int, *, read_only: bool = False
+    ) -> Iterator[PgConnection]:
+        """Yield a :class:`PgConnection` in one transaction with ``SET LOCAL`` timeouts;
+        commit on success, roll back on any exception (which propagates, translated)."""
+        if statement_timeout_ms <= 0 or lock_timeout_ms <= 0:
+            # 0 means "no timeout" to PostgreSQL; a remediation must always have one.
+            raise ValueError("statement_timeout_ms and lock_timeout_ms must be positive")
+        conn = self._connect()
+        wrapped = PgConnection(conn, self._name, self._secret)
+        try:
+            with conn.transaction():
+                if read_only:
+                    wrapped.execute("SET TRANSACTION READ ONLY")
+                wrapped.execute(
+                    _SET_TIMEOUTS.format(
+                        st=sql.Literal(f"{int(statement_timeout_ms)}ms"),
+                        lt=sql.Literal(f"{int(lock_timeout_ms)}ms"),
+                    )
+                )
+                yield wrapped
+        except psycopg.Error as exc:
+            raise translate_error(exc, target=self._name, secret=self._secret) from exc
+        finally:
+            conn.close()
