@@ -8,6 +8,8 @@
     ├── SentryError                 talking to Sentry failed for good
     │   ├── SentryRetryLater        rate-limited / unavailable: try again later
     │   ├── SentryNotFound          404
+    │   ├── SentryBadRequest        400: Sentry refused the request (detail attached)
+    │   │   └── SentryDuplicateComment  the same comment text within an hour
     │   └── SentryBadResponse       malformed JSON or an unexpected shape
     ├── PlaybookError               a playbook file is invalid (file, line, field)
     ├── RemediationError            an action failed; the transaction was rolled back
@@ -74,6 +76,14 @@ class SentryRetryLater(SentryError, RetryLater):
 
 class SentryNotFound(SentryError):
     """Sentry does not know this resource."""
+
+
+class SentryBadRequest(SentryError):
+    """Sentry refused the request as invalid (400), e.g. an inCommit it does not know."""
+
+
+class SentryDuplicateComment(SentryBadRequest):
+    """Sentry refused a comment because the same text was posted within the last hour."""
 
 
 class SentryBadResponse(SentryError):

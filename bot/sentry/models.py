@@ -50,6 +50,21 @@ class SentryIssue(_SentryModel):
     tags: dict[str, str] = Field(default_factory=dict)
     latest_event: SentryEvent | None = Field(default=None, alias="latestEvent")
 
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_from_detail_list(cls, value: Any) -> Any:
+        # GET issues/{id}/ sends tags as [{"key", "topValues": [{"value", "count"}]}]:
+        # keep each key's most frequent value so the dict form works for both shapes.
+        if not isinstance(value, list):
+            return value
+        out: dict[str, str] = {}
+        for item in value:
+            top = item.get("topValues") if isinstance(item, dict) else None
+            first = top[0] if isinstance(top, list) and top else None
+            if isinstance(first, dict) and first.get("value") is not None and item.get("key"):
+                out[str(item["key"])] = str(first["value"])
+        return out
+
     @field_validator("count", mode="before")
     @classmethod
     def _count_is_a_string(cls, value: Any) -> int:

@@ -1,0 +1,413 @@
+"""The Sentry port over HTTP (httpx), with pagination, rate limits and bounded retries.
+
+Retry policy, in one place:
+
+- 429, or a previous response saying ``Remaining: 0``: sleep (injected clock) until
+  ``X-Sentry-Rate-Limit-Reset`` (or ``Retry-After`` when present). If that is further
+  away than ``max_wait``, raise :class:`SentryRetryLater` with ``retry_after`` instead
+  of blocking the cycle.
+- 5xx, timeouts, transport errors, unreadable JSON: exponential backoff with jitter, at
+  most ``max_attempts`` tries, then :class:`SentryRetryLater` (or
+  :class:`SentryBadResponse` for JSON that never became readable).
+- other 4xx: never retried. 404 is :class:`SentryNotFound`, 400 :class:`SentryBadRequest`.
+
+The auth token is only ever placed in the ``Authorization`` header; error messages and
+logs carry method, path, status and attempt, and are scrubbed of the token regardless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from bot.clock import Clock, SystemClock
+from bot.errors import (
+    SentryBadRequest,
+    SentryBadResponse,
+    SentryDuplicateComment,
+    SentryError,
+    SentryNotFound,
+    SentryRetryLater,
+)
+from bot.sentry.models import SentryEvent, SentryIssue
+from bot.sentry.port import MAX_PAGE_SIZE
+from bot.sentry.ratelimit import Backoff, RateLimitInfo, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+Params = list[tuple[str, str]]
+
+
+class HttpSentryClient:
+    """:class:`~bot.sentry.port.SentryPort` for sentry.io or a self-hosted Sentry."""
+
+    def __init__(
+        self,
+        *,
+        org: str,
+        token: str,
+        base_url: str = "https://sentry.io",
+        http: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        max_attempts: int = 4,
+        max_wait: float = 60.0,
+        timeout: float = 30.0,
+    ) -> None:
+        if not org:
+            raise ValueError("org is required")
+        self._org = org
+        self._token = token
+        self._base = base_url.rstrip("/")
+        self._http = http or httpx.Client(transport=transport, timeout=timeout)
+        self._owns_http = http is None
+        self._clock: Clock = clock or SystemClock()
+        self._backoff = backoff or Backoff()
+        self._max_attempts = max(1, max_attempts)
+        self._max_wait = max_wait
+        self._rate_limit: RateLimitInfo | None = None
+        self._requests = 0
+
+    def close(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> HttpSentryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """The rate-limit headers of the last response."""
+        return self._rate_limit
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        return self._requests
+
+    # -- issues ---------------------------------------------------------------------
+
+    def _issues_path(self, issue_id: str | None = None) -> str:
+        base = f"/api/0/organizations/{self._org}/issues/"
+        return f"{base}{_segment(issue_id)}/" if issue_id is not None else base
+
+    def list_issues(
+        self,
+        *,
+        query: str = "is:unresolved",
+        projects: Sequence[str] = (),
+        environments: Sequence[str] = (),
+        sort: str = "date",
+        stats_period: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Iterator[SentryIssue]:
+        """Yield matching issues page by page (``limit`` = page size, 1..100)."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be within 1..{MAX_PAGE_SIZE}, got {limit}")
+        params: Params = [("query", query), ("sort", sort), ("limit", str(limit))]
+        params += [("project", p) for p in projects]
+        params += [("environment", e) for e in environments]
+        if stats_period:
+            params.append(("statsPeriod", stats_period))
+        for page in self._pages("GET", self._issues_path(), params):
+            yield from (_issue(item, "list issues") for item in _as_list(page, "list issues"))
+
+    def get_issue(self, issue_id: str) -> SentryIssue:
+        """One issue, validated."""
+        data = self._json("GET", self._issues_path(issue_id))
+        return _issue(data, f"issue {issue_id}")
+
+    def get_issues(self, issue_ids: Sequence[str]) -> list[SentryIssue]:
+        """Re-read issues by id, 100 ids per request (repeated ``id`` parameters)."""
+        out: list[SentryIssue] = []
+        for chunk in _chunks(list(dict.fromkeys(issue_ids)), MAX_PAGE_SIZE):
+            # An empty query: otherwise the default is:unresolved hides resolved issues.
+            params: Params = [("query", ""), ("limit", str(MAX_PAGE_SIZE))]
+            params += [("id", i) for i in chunk]
+            data = self._json("GET", self._issues_path(), params)
+            out += [_issue(item, "get issues") for item in _as_list(data, "get issues")]
+        return out
+
+    def update_issue(self, issue_id: str, changes: dict[str, Any]) -> SentryIssue:
+        """Partial PUT; returns the whole updated issue."""
+        data = self._json("PUT", self._issues_path(issue_id), body=changes)
+        return _issue(data, f"issue {issue_id}")
+
+    def bulk_update(self, issue_ids: Sequence[str], changes: dict[str, Any]) -> None:
+        """PUT ``.../issues/?id=..`` in chunks of 100; answers 200 (changed fields) or 204."""
+        ids = list(dict.fromkeys(issue_ids))
+        # Without ids the bulk endpoint updates every issue matching the query: never that.
+        for chunk in _chunks(ids, MAX_PAGE_SIZE):
+            params: Params = [("id", i) for i in chunk]
+            self._send("PUT", self._issues_path(), params, changes)
+
+    def add_comment(self, issue_id: str, text: str) -> None:
+        """POST a note; a duplicate within the hour is SentryDuplicateComment."""
+        path = f"{self._issues_path(issue_id)}comments/"
+        try:
+            self._send("POST", path, [], {"text": text})
+        except SentryBadRequest as exc:
+            if "already posted" in str(exc).lower():
+                raise SentryDuplicateComment(
+                    "Sentry refused a duplicate comment", issue_id=issue_id
+                ) from exc
+            raise
+
+    # -- events ---------------------------------------------------------------------
+
+    def list_events(
+        self,
+        issue_id: str,
+        *,
+        stats_period: str,
+        full: bool = False,
+        limit: int | None = None,
+    ) -> list[SentryEvent]:
+        """Events within ``stats_period``, newest first, at most ``limit``."""
+        per_page = min(limit, MAX_PAGE_SIZE) if limit else MAX_PAGE_SIZE
+        params: Params = [
+            ("statsPeriod", stats_period),
+            ("full", "true" if full else "false"),
+            ("per_page", str(per_page)),
+        ]
+        out: list[SentryEvent] = []
+        path = f"{self._issues_path(issue_id)}events/"
+        for page in self._pages("GET", path, params):
+            for item in _as_list(page, f"events of {issue_id}"):
+                out.append(_event(item, f"events of {issue_id}"))
+                if limit is not None and len(out) >= limit:
+                    return out
+        return out
+
+    def latest_event(self, issue_id: str) -> SentryEvent | None:
+        """The latest event (full), or None when Sentry has none (404)."""
+        try:
+            data = self._json("GET", f"{self._issues_path(issue_id)}events/latest/")
+        except SentryNotFound:
+            return None
+        return _event(data, f"latest event of {issue_id}")
+
+    # -- transport ------------------------------------------------------------------
+
+    def _pages(self, method: str, path: str, params: Params) -> Iterator[Any]:
+        """Each page's JSON, following ``Link: rel="next"`` until results="false"."""
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page_params = [*params, ("cursor", cursor)] if cursor else params
+            response, data = self._request_json(method, path, page_params)
+            yield data
+            nxt = response.links.get("next") or {}
+            cursor = nxt.get("cursor")
+            # Only the cursor is taken from the Link header, never its URL: a header
+            # pointing at another host must not receive our token.
+            if nxt.get("results") != "true" or not cursor or cursor in seen:
+                return
+            seen.add(cursor)
+
+    def _json(self, method: str, path: str, params: Params | None = None, body: Any = None) -> Any:
+        return self._request_json(method, path, params or [], body)[1]
+
+    def _send(self, method: str, path: str, params: Params, body: Any) -> httpx.Response:
+        response, _ = self._request_json(method, path, params, body, expect_json=False)
+        return response
+
+    def _request_json(
+        self,
+        method: str,
+        path: str,
+        params: Params,
+        body: Any = None,
+        *,
+        expect_json: bool = True,
+    ) -> tuple[httpx.Response, Any]:
+        """Send with retries; return the response and its parsed JSON body."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self._wait_for_budget(method, path)
+            ctx: dict[str, Any] = {"method": method, "path": path, "attempt": attempt}
+            try:
+                self._requests += 1
+                response = self._http.request(
+                    method,
+                    self._base + path,
+                    params=tuple(params),
+                    json=body,
+                    headers={
+                        "Authorization": f"Bearer {self._token}",
+                        "Accept": "application/json",
+                    },
+                )
+            except httpx.TransportError as exc:  # timeouts, refused, reset, protocol errors
+                kind = type(exc).__name__
+                if attempt >= self._max_attempts:
+                    raise SentryRetryLater(
+                        self._scrub(f"Sentry unreachable after {attempt} attempts ({kind})"),
+                        retry_after=self._backoff.delay(attempt),
+                        **ctx,
+                    ) from exc
+                self._retry_sleep(attempt, f"transport error {kind}", ctx)
+                continue
+            self._rate_limit = RateLimitInfo.from_headers(response.headers) or self._rate_limit
+            status = response.status_code
+            ctx["status"] = status
+            if status == 429:
+                self._wait_after_429(response, attempt, ctx)
+                continue
+            if status >= 500:
+                if attempt >= self._max_attempts:
+                    raise SentryRetryLater(
+                        f"Sentry answered {status} {attempt} times",
+                        retry_after=self._backoff.delay(attempt),
+                        **ctx,
+                    )
+                self._retry_sleep(attempt, f"HTTP {status}", ctx)
+                continue
+            if status >= 400:
+                raise self._client_error(response, ctx)
+            if not expect_json or status == 204 or not response.content:
+                return response, None
+            try:
+                return response, response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                # Truncated bodies happen when a proxy cuts the connection: worth a retry.
+                if attempt >= self._max_attempts:
+                    raise SentryBadResponse(
+                        f"unreadable JSON from Sentry after {attempt} attempts", **ctx
+                    ) from exc
+                self._retry_sleep(attempt, "unreadable JSON", ctx)
+
+    def _wait_for_budget(self, method: str, path: str) -> None:
+        info = self._rate_limit
+        if info is None or not info.exhausted():
+            return
+        wait = info.seconds_until_reset(self._clock.now())
+        if not wait:
+            return
+        if wait > self._max_wait:
+            raise SentryRetryLater(
+                "Sentry rate-limit budget exhausted", retry_after=wait, method=method, path=path
+            )
+        log.info("sentry rate-limit budget spent; waiting %.1fs before %s %s", wait, method, path)
+        self._clock.sleep(wait)
+        # The window has reset; the next response will tell the new budget.
+        self._rate_limit = None
+
+    def _wait_after_429(self, response: httpx.Response, attempt: int, ctx: dict[str, Any]) -> None:
+        wait = retry_after_seconds(response.headers)
+        if wait is None and self._rate_limit is not None:
+            wait = self._rate_limit.seconds_until_reset(self._clock.now())
+        if wait is None:
+            wait = self._backoff.delay(attempt)
+        # A reset time that has just passed still needs a moment; never spin.
+        wait = max(wait, 1.0)
+        if wait > self._max_wait or attempt >= self._max_attempts:
+            raise SentryRetryLater("Sentry rate-limited the bot", retry_after=wait, **ctx)
+        log.warning(
+            "sentry rate-limited %s %s (attempt %d); waiting %.1fs",
+            ctx["method"],
+            ctx["path"],
+            attempt,
+            wait,
+        )
+        self._rate_limit = None
+        self._clock.sleep(wait)
+
+    def _retry_sleep(self, attempt: int, why: str, ctx: dict[str, Any]) -> None:
+        delay = self._backoff.delay(attempt)
+        log.warning(
+            "sentry %s on %s %s (attempt %d); retrying in %.2fs",
+            why,
+            ctx["method"],
+            ctx["path"],
+            attempt,
+            delay,
+        )
+        self._clock.sleep(delay)
+
+    def _client_error(self, response: httpx.Response, ctx: dict[str, Any]) -> SentryError:
+        detail = self._scrub(_detail(response))
+        status = response.status_code
+        if status == 404:
+            return SentryNotFound("Sentry does not know this resource", detail=detail, **ctx)
+        if status == 400:
+            return SentryBadRequest(f"Sentry refused the request: {detail}", **ctx)
+        if status in (401, 403):
+            return SentryError("Sentry refused the credentials or scope", detail=detail, **ctx)
+        return SentryError(f"Sentry answered {status}", detail=detail, **ctx)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+
+def _detail(response: httpx.Response) -> str:
+    """A short readable reason from an error body (JSON detail, bare string, or text)."""
+    try:
+        data: Any = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text[:300]
+    # Sentry sometimes double-encodes: the body is a JSON string holding a JSON object.
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError:
+            return str(data)[:300]
+    if isinstance(data, dict) and isinstance(data.get("detail"), str):
+        return str(data["detail"])[:300]
+    return json.dumps(data)[:300]
+
+
+def _segment(value: str) -> str:
+    text = str(value)
+    if not text or "/" in text or text in (".", ".."):
+        raise ValueError(f"not a valid Sentry id: {value!r}")
+    return text
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _as_list(data: Any, what: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise SentryBadResponse(f"{what}: expected a JSON list, got {type(data).__name__}")
+    return data
+
+
+def _field_errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors()[:3]
+    )
+
+
+def _issue(data: Any, what: str) -> SentryIssue:
+    try:
+        return SentryIssue.model_validate(data)
+    except ValidationError as exc:
+        issue_id = data.get("id") if isinstance(data, dict) else None
+        raise SentryBadResponse(
+            f"{what}: malformed issue ({_field_errors(exc)})", issue_id=issue_id
+        ) from exc
+
+
+def _event(data: Any, what: str) -> SentryEvent:
+    try:
+        return SentryEvent.model_validate(data)
+    except ValidationError as exc:
+        event_id = data.get("eventID") if isinstance(data, dict) else None
+        raise SentryBadResponse(
+            f"{what}: malformed event ({_field_errors(exc)})", event_id=event_id
+        ) from exc

@@ -1,0 +1,93 @@
+"""The Sentry port: everything the bot asks of Sentry, as a Protocol.
+
+:class:`~bot.sentry.client.HttpSentryClient` implements it over HTTP; tests run the same
+client against :class:`~bot.sentry.fake.FakeSentry` through ``httpx.MockTransport`` or a
+loopback server, so the fake and the adapter cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from bot.sentry.models import SentryEvent, SentryIssue
+from bot.sentry.ratelimit import RateLimitInfo
+
+#: Sentry refuses pages larger than this (``limit``/``per_page``).
+MAX_PAGE_SIZE = 100
+
+
+class SentryPort(Protocol):
+    """What the bot needs from Sentry. Errors derive from :class:`bot.errors.SentryError`."""
+
+    def list_issues(
+        self,
+        *,
+        query: str = "is:unresolved",
+        projects: Sequence[str] = (),
+        environments: Sequence[str] = (),
+        sort: str = "date",
+        stats_period: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Iterator[SentryIssue]:
+        """Yield every matching issue, fetching the next page only when needed.
+
+        ``limit`` is the page size (1..100); cap the total with ``itertools.islice``.
+        """
+        ...
+
+    def get_issue(self, issue_id: str) -> SentryIssue:
+        """One issue; :class:`~bot.errors.SentryNotFound` if Sentry does not know it."""
+        ...
+
+    def get_issues(self, issue_ids: Sequence[str]) -> list[SentryIssue]:
+        """Re-read many issues (100 per request); ids Sentry does not return are absent."""
+        ...
+
+    def list_events(
+        self,
+        issue_id: str,
+        *,
+        stats_period: str,
+        full: bool = False,
+        limit: int | None = None,
+    ) -> list[SentryEvent]:
+        """Events of an issue within ``stats_period`` (e.g. ``48h``), newest first.
+
+        An empty list means the issue was quiet for the whole window. ``limit`` caps the
+        number returned (None: all pages).
+        """
+        ...
+
+    def latest_event(self, issue_id: str) -> SentryEvent | None:
+        """The issue's most recent event with its entries, or None if it has none."""
+        ...
+
+    def update_issue(self, issue_id: str, changes: dict[str, Any]) -> SentryIssue:
+        """Partially update one issue (status, statusDetails, ...) and return it whole.
+
+        :class:`~bot.errors.SentryBadRequest` when Sentry refuses (e.g. unknown inCommit).
+        """
+        ...
+
+    def bulk_update(self, issue_ids: Sequence[str], changes: dict[str, Any]) -> None:
+        """Apply ``changes`` to exactly these issues; no ids means no request at all."""
+        ...
+
+    def add_comment(self, issue_id: str, text: str) -> None:
+        """Post a note on the issue.
+
+        :class:`~bot.errors.SentryDuplicateComment` if the same text was posted within
+        the last hour (Sentry refuses it), so callers can treat it as already done.
+        """
+        ...
+
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """The rate-limit headers of the last response, None before any response."""
+        ...
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent so far, retries included (for benchmarks and tests)."""
+        ...
