@@ -1,0 +1,254 @@
+"""``release_advisory_locks``: terminate the idle backend that holds an allowlisted key.
+
+Seed ``001_*``: a job took a session-scoped ``pg_try_advisory_lock(20260417)`` on a
+pooled connection; ``pg_advisory_unlock`` later ran on a different connection, returned
+false, and the lock stayed held by an idle pid forever. Only ending that session frees
+the lock. The blast radius is a whole backend, so the candidate rules are strict:
+
+- a granted advisory lock in *this* database on an allowlisted key;
+- the holder is a ``client backend`` (never a walsender or other background process),
+  not a superuser, not our own ``pg_backend_pid()``;
+- its state is one of ``idle_states`` and has been for at least ``min_idle_seconds``.
+
+Termination re-checks identity (pid AND ``backend_start``, so a recycled pid is never
+hit) and idleness in the same statement that signals. Needs a role with
+``pg_signal_backend`` and ``pg_read_all_stats``.
+
+Advisory keys in ``pg_locks``: ``pg_advisory_lock(bigint k)`` shows ``classid`` = high 32
+bits, ``objid`` = low 32 bits, ``objsubid`` = 1; ``pg_advisory_lock(int a, int b)`` shows
+``classid`` = a, ``objid`` = b, ``objsubid`` = 2 (both as unsigned oids).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from psycopg import sql
+from pydantic import Field
+
+from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
+from bot.actions.target import TargetConnection, json_safe
+from bot.clock import Clock, SystemClock
+from bot.errors import TooManyRows
+
+IdleState = Literal["idle", "idle in transaction", "idle in transaction (aborted)"]
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class AdvisoryLockSettings(ActionSettings):
+    # A bigint key (20260417) or a two-int key ([classid, objid]).
+    allowed_keys: tuple[int | tuple[int, int], ...] = Field(min_length=1)
+    min_idle_seconds: float = Field(default=300, ge=0)
+    idle_states: tuple[IdleState, ...] = Field(default=("idle",), min_length=1)
+    # pg_terminate_backend(pid, timeout): wait this long for the backend to exit.
+    terminate_wait_ms: int = Field(default=5_000, ge=0, le=60_000)
+    verify_attempts: int = Field(default=20, ge=1, le=600)
+    verify_interval_seconds: float = Field(default=0.25, gt=0, le=10)
+
+
+def lock_triple(key: int | tuple[int, int]) -> tuple[int, int, int]:
+    """The (classid, objid, objsubid) under which ``pg_locks`` shows an advisory key."""
+    if isinstance(key, tuple):
+        a, b = key
+        if not all(_INT32[0] <= v <= _INT32[1] for v in (a, b)):
+            raise ValueError(f"two-int advisory key {key} is out of int4 range")
+        return a & 0xFFFFFFFF, b & 0xFFFFFFFF, 2
+    if not _INT64[0] <= key <= _INT64[1]:
+        raise ValueError(f"advisory key {key} is out of bigint range")
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return unsigned >> 32, unsigned & 0xFFFFFFFF, 1
+
+
+def _key_label(classid: int, objid: int, objsubid: int) -> int | list[int]:
+    if objsubid == 2:
+        return [_signed32(classid), _signed32(objid)]
+    value = (classid << 32) | objid
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _signed32(v: int) -> int:
+    return v - 2**32 if v >= 2**31 else v
+
+
+_KEY_MATCH = sql.SQL(
+    "(l.classid::bigint, l.objid::bigint, l.objsubid::integer) IN"
+    " (SELECT * FROM unnest({c}::bigint[], {o}::bigint[], {s}::integer[]))"
+).format(c=sql.Placeholder("k_class"), o=sql.Placeholder("k_obj"), s=sql.Placeholder("k_sub"))
+
+CANDIDATES_SQL = sql.SQL(
+    "SELECT a.pid, a.backend_start, a.state, a.state_change, a.usename,"
+    " a.application_name, l.classid::bigint AS classid, l.objid::bigint AS objid,"
+    " l.objsubid::integer AS objsubid,"
+    " extract(epoch FROM now() - a.state_change)::float8 AS idle_seconds"
+    " FROM pg_locks AS l"
+    " JOIN pg_stat_activity AS a ON a.pid = l.pid"
+    " JOIN pg_roles AS r ON r.oid = a.usesysid"
+    " WHERE l.locktype = 'advisory' AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND a.pid <> pg_backend_pid()"
+    " AND a.backend_type = 'client backend'"
+    " AND NOT r.rolsuper"
+    " AND a.state = ANY({states})"
+    " AND a.state_change <= now() - make_interval(secs => {min_idle})"
+    " AND {key_match}"
+    " ORDER BY a.pid, l.classid, l.objid"
+).format(
+    states=sql.Placeholder("states"),
+    min_idle=sql.Placeholder("min_idle"),
+    key_match=_KEY_MATCH,
+)
+
+# pg_stat_activity is cached per transaction (stats_fetch_consistency): drop the cache so
+# the identity/idleness re-check below reads the backend's state as of now.
+CLEAR_STATS_SNAPSHOT_SQL = sql.SQL("SELECT pg_stat_clear_snapshot()")
+
+TERMINATE_SQL = sql.SQL(
+    "SELECT pg_terminate_backend(a.pid, {wait_ms}) AS terminated"
+    " FROM pg_stat_activity AS a"
+    " WHERE a.pid = {pid} AND a.backend_start = {backend_start}"
+    " AND a.state = ANY({states})"
+    " AND a.state_change <= now() - make_interval(secs => {min_idle})"
+).format(
+    wait_ms=sql.Placeholder("wait_ms"),
+    pid=sql.Placeholder("pid"),
+    backend_start=sql.Placeholder("backend_start"),
+    states=sql.Placeholder("states"),
+    min_idle=sql.Placeholder("min_idle"),
+)
+
+STILL_HELD_SQL = sql.SQL(
+    "SELECT l.pid, l.classid::bigint AS classid, l.objid::bigint AS objid,"
+    " l.objsubid::integer AS objsubid FROM pg_locks AS l"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.pid = ANY({pids}) AND {key_match}"
+).format(pids=sql.Placeholder("pids"), key_match=_KEY_MATCH)
+
+
+def _binds(s: AdvisoryLockSettings, keys: list[int | tuple[int, int]]) -> dict[str, Any]:
+    triples = [lock_triple(k) for k in keys]
+    return {
+        "k_class": [t[0] for t in triples],
+        "k_obj": [t[1] for t in triples],
+        "k_sub": [t[2] for t in triples],
+        "states": list(s.idle_states),
+        "min_idle": s.min_idle_seconds,
+    }
+
+
+def _keys(s: AdvisoryLockSettings, params: dict[str, ParamValue]) -> list[int | tuple[int, int]]:
+    """The allowlist, narrowed to the extracted ``lock_key`` when the event names one."""
+    wanted = params.get("lock_key")
+    if wanted is None:
+        return list(s.allowed_keys)
+    return [k for k in s.allowed_keys if str(k) == str(wanted)]
+
+
+class ReleaseAdvisoryLocks:
+    """Terminate idle, non-superuser client backends holding an allowlisted advisory lock."""
+
+    name: ClassVar[str] = "release_advisory_locks"
+    settings_model: ClassVar[type[ActionSettings]] = AdvisoryLockSettings
+    needs_target: ClassVar[bool] = True
+    accepted_params: ClassVar[frozenset[str]] = frozenset({"lock_key"})
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+
+    def _candidates(
+        self, conn: TargetConnection, s: AdvisoryLockSettings, params: dict[str, ParamValue]
+    ) -> list[dict[str, Any]]:
+        """One entry per backend (pid) with the allowlisted keys it holds."""
+        keys = _keys(s, params)
+        if not keys:
+            return []
+        by_pid: dict[int, dict[str, Any]] = {}
+        for row in conn.fetch_all(CANDIDATES_SQL, _binds(s, keys)):
+            entry = by_pid.setdefault(
+                row["pid"],
+                {
+                    k: row[k]
+                    for k in (
+                        "pid",
+                        "backend_start",
+                        "state",
+                        "state_change",
+                        "usename",
+                        "application_name",
+                        "idle_seconds",
+                    )
+                }
+                | {"keys": []},
+            )
+            entry["keys"].append(_key_label(row["classid"], row["objid"], row["objsubid"]))
+        return list(by_pid.values())
+
+    def preview(
+        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+    ) -> Preview:
+        """List the backends execute would terminate (nothing is signalled)."""
+        s: AdvisoryLockSettings = settings
+        found = self._candidates(conn, s, params)
+        summary = f"would terminate {len(found)} idle backend(s) holding allowlisted locks"
+        if len(found) > limits.max_rows:
+            summary += f"; exceeds max_rows={limits.max_rows}, execute would refuse"
+        return Preview(summary=summary, rows=[json_safe(c) for c in found])
+
+    def execute(
+        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+    ) -> Outcome:
+        """Terminate each candidate after re-checking pid, backend_start and idleness."""
+        s: AdvisoryLockSettings = settings
+        found = self._candidates(conn, s, params)
+        if len(found) > limits.max_rows:
+            raise TooManyRows(
+                f"{len(found)} lock-holding backends exceed max_rows={limits.max_rows}"
+            )
+        binds = _binds(s, _keys(s, params)) | {"wait_ms": s.terminate_wait_ms}
+        terminated: list[dict[str, Any]] = []
+        for cand in found:
+            conn.fetch_all(CLEAR_STATS_SNAPSHOT_SQL)
+            rows = conn.fetch_all(
+                TERMINATE_SQL,
+                binds | {"pid": cand["pid"], "backend_start": cand["backend_start"]},
+            )
+            if rows and rows[0]["terminated"]:
+                terminated.append(json_safe(cand))
+        return Outcome(
+            rows_affected=len(terminated),
+            before_image=terminated,
+            details={
+                "pids": [t["pid"] for t in terminated],
+                "candidates": len(found),
+                "skipped_changed": len(found) - len(terminated),
+            },
+        )
+
+    def verify(
+        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+    ) -> Verification:
+        """OK once no terminated pid holds an allowlisted lock; polls briefly (bounded)."""
+        s: AdvisoryLockSettings = settings
+        pids = list(outcome.details.get("pids", []))
+        if not pids:
+            return Verification(ok=True, summary="no backend was terminated")
+        binds = _binds(s, list(s.allowed_keys)) | {"pids": pids}
+        held: list[dict[str, Any]] = []
+        for attempt in range(s.verify_attempts):
+            # pg_locks is read live on every query (not snapshotted), so polling works
+            # inside one transaction.
+            held = conn.fetch_all(STILL_HELD_SQL, binds)
+            if not held:
+                return Verification(
+                    ok=True,
+                    summary=f"allowlisted locks released by {len(pids)} terminated backend(s)",
+                    details={"attempts": attempt + 1},
+                )
+            self._clock.sleep(s.verify_interval_seconds)
+        return Verification(
+            ok=False,
+            summary=f"{len(held)} allowlisted lock(s) still held after termination",
+            details={"still_held": [json_safe(h) for h in held]},
+        )
+
+
+ACTION = ReleaseAdvisoryLocks()
