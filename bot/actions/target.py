@@ -44,7 +44,7 @@ from bot.errors import LockTimeout, RemediationError, TargetUnavailable
 SqlQuery = LiteralString | sql.SQL | sql.Composed
 
 _IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
-_IDENT_RE = re.compile(rf"^{_IDENT_PART}(?:\.{_IDENT_PART})?$")
+_IDENT_RE = re.compile(rf"{_IDENT_PART}(?:\.{_IDENT_PART})?")
 
 
 def check_identifier(name: str) -> str:
@@ -54,7 +54,7 @@ def check_identifier(name: str) -> str:
     Used as a pydantic validator on every table/column setting, so a hostile or mistyped
     name fails when the playbook loads, never when SQL runs.
     """
-    if not isinstance(name, str) or not _IDENT_RE.match(name):
+    if not isinstance(name, str) or not _IDENT_RE.fullmatch(name):
         raise ValueError(
             f"{name!r} is not a valid SQL identifier "
             "(letters, digits, underscore; optionally schema.name; at most 63 chars each)"

@@ -1,0 +1,180 @@
+"""``reclassify_failures``: credential failures bucketed as transient get the auth bucket.
+
+Seed ``004_*`` bug 2: mongo ``SCRAM-SHA-256`` and redis ``WRONGPASS`` failures sat in the
+``dump`` bucket ("briefly unreachable, we'll retry"), so nobody was paged. Candidate rows
+(in ``from_buckets``, optionally filtered by status and scope) are read, at most
+``scan_limit`` of them, and classified in Python by :func:`classify_failure`; only the
+``auth`` ones are updated, by id, with the old bucket re-checked in the UPDATE
+(compare-and-set). Plain SQL apart from the dialect's row-locking clause.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from psycopg import sql
+from pydantic import Field
+
+from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
+from bot.actions.classify import classify_failure
+from bot.actions.target import Ident, TargetConnection, ident, json_safe, scope_filter
+from bot.errors import TooManyRows
+
+
+class ReclassifySettings(ActionSettings):
+    table: Ident
+    id_column: Ident = "id"
+    text_column: Ident
+    bucket_column: Ident
+    from_buckets: tuple[str, ...] = Field(default=("dump", "transient"), min_length=1)
+    to_bucket: str = "auth"
+    status_column: Ident | None = None
+    status_values: tuple[str, ...] = ()
+    scope: dict[Ident, Ident] = Field(default_factory=dict)
+    scan_limit: int = Field(default=1_000, ge=1, le=100_000)
+
+
+SCAN_SQL = (
+    "SELECT t.{id} AS id, t.{text} AS text, t.{bucket} AS bucket FROM {table} AS t"
+    " WHERE t.{bucket} = ANY({from_buckets}){status}{scope}"
+    " ORDER BY t.{id} LIMIT {scan_limit}"
+)
+
+# Compare-and-set: only rows still in one of the "from" buckets move.
+UPDATE_SQL = sql.SQL(
+    "UPDATE {table} AS t SET {bucket} = {to_bucket}"
+    " WHERE t.{id} = ANY({ids}) AND t.{bucket} = ANY({from_buckets})"
+    " RETURNING t.{id} AS id"
+)
+
+VERIFY_SQL = sql.SQL(
+    "SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids}) AND t.{bucket} <> {to_bucket}"
+)
+
+
+def _scan(
+    conn: TargetConnection,
+    s: ReclassifySettings,
+    params: dict[str, ParamValue],
+    *,
+    lock: bool,
+) -> list[dict[str, Any]]:
+    scope_sql, binds = scope_filter("t", s.scope, params)
+    status: sql.Composable = sql.SQL("")
+    if s.status_column and s.status_values:
+        status = sql.SQL(" AND t.{} = ANY({})").format(
+            ident(s.status_column), sql.Placeholder("statuses")
+        )
+        binds["statuses"] = list(s.status_values)
+    query = sql.SQL(SCAN_SQL + (" {skip_locked}" if lock else "")).format(
+        id=ident(s.id_column),
+        text=ident(s.text_column),
+        bucket=ident(s.bucket_column),
+        table=ident(s.table),
+        from_buckets=sql.Placeholder("from_buckets"),
+        status=status,
+        scope=scope_sql,
+        scan_limit=sql.Placeholder("scan_limit"),
+        skip_locked=conn.dialect.skip_locked,
+    )
+    binds |= {"from_buckets": list(s.from_buckets), "scan_limit": s.scan_limit}
+    rows = conn.fetch_all(query, binds)
+    out = []
+    for row in rows:
+        verdict = classify_failure(row["text"])
+        if verdict.kind == "auth":
+            out.append(row | {"code": verdict.code, "reason": verdict.reason})
+    return out
+
+
+class ReclassifyFailures:
+    """Move authentication failures out of transient buckets into the auth bucket."""
+
+    name: ClassVar[str] = "reclassify_failures"
+    settings_model: ClassVar[type[ActionSettings]] = ReclassifySettings
+    needs_target: ClassVar[bool] = True
+    accepted_params: ClassVar[frozenset[str]] = frozenset()
+
+    def preview(
+        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+    ) -> Preview:
+        """List the rows whose text classifies as auth (error text is not included)."""
+        s: ReclassifySettings = settings
+        found = _scan(conn, s, params, lock=False)
+        summary = f"would move {len(found)} row(s) of {s.table} to bucket {s.to_bucket!r}"
+        if len(found) > limits.max_rows:
+            summary += f"; exceeds max_rows={limits.max_rows}, execute would refuse"
+        rows = [
+            json_safe({"id": r["id"], "bucket": r["bucket"], "code": r["code"]})
+            for r in found[: limits.max_rows]
+        ]
+        return Preview(summary=summary, rows=rows)
+
+    def execute(
+        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+    ) -> Outcome:
+        """Re-bucket exactly the auth rows (at most ``max_rows``; else refuse)."""
+        s: ReclassifySettings = settings
+        found = _scan(conn, s, params, lock=True)
+        if len(found) > limits.max_rows:
+            raise TooManyRows(
+                f"{len(found)} auth failures in {s.table} exceed max_rows={limits.max_rows}",
+                table=s.table,
+            )
+        if not found:
+            return Outcome(rows_affected=0, details={"ids": []})
+        changed = conn.fetch_all(
+            UPDATE_SQL.format(
+                table=ident(s.table),
+                bucket=ident(s.bucket_column),
+                to_bucket=sql.Placeholder("to_bucket"),
+                id=ident(s.id_column),
+                ids=sql.Placeholder("ids"),
+                from_buckets=sql.Placeholder("from_buckets"),
+            ),
+            {
+                "to_bucket": s.to_bucket,
+                "ids": [r["id"] for r in found],
+                "from_buckets": list(s.from_buckets),
+            },
+        )
+        changed_ids = {r["id"] for r in changed}
+        before = [
+            json_safe({s.id_column: r["id"], s.bucket_column: r["bucket"], "code": r["code"]})
+            for r in found
+            if r["id"] in changed_ids
+        ]
+        return Outcome(
+            rows_affected=len(before),
+            before_image=before,
+            details={"ids": [b[s.id_column] for b in before], "to_bucket": s.to_bucket},
+        )
+
+    def verify(
+        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+    ) -> Verification:
+        """OK when every re-bucketed id is in ``to_bucket``."""
+        s: ReclassifySettings = settings
+        ids = list(outcome.details.get("ids", []))
+        if not ids:
+            return Verification(ok=True, summary="nothing was changed")
+        wrong = conn.fetch_all(
+            VERIFY_SQL.format(
+                id=ident(s.id_column),
+                table=ident(s.table),
+                ids=sql.Placeholder("ids"),
+                bucket=ident(s.bucket_column),
+                to_bucket=sql.Placeholder("to_bucket"),
+            ),
+            {"ids": ids, "to_bucket": s.to_bucket},
+        )
+        if wrong:
+            return Verification(
+                ok=False,
+                summary=f"{len(wrong)} row(s) not in bucket {s.to_bucket!r}",
+                details={"wrong": [json_safe(r["id"]) for r in wrong]},
+            )
+        return Verification(ok=True, summary=f"{len(ids)} row(s) now in bucket {s.to_bucket!r}")
+
+
+ACTION = ReclassifyFailures()
