@@ -45,8 +45,8 @@ class LoadError:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        label = f" {self.field}:" if self.field else ""
+        return f"{where}:{label} {self.message}"
 
 
 @dataclass
@@ -160,9 +160,9 @@ def parse_playbook(
         playbook = Playbook.model_validate(data)
     except ValidationError as exc:
         errors.extend(_from_validation(exc, file, root, Playbook))
-        return None, errors, root
+        return None, _by_line(errors), root
     errors.extend(_semantic_errors(playbook, file, root, catalog))
-    return (None if errors else playbook), errors, root
+    return (None if errors else playbook), _by_line(errors), root
 
 
 def _semantic_errors(
@@ -222,26 +222,42 @@ def _semantic_errors(
 def _from_validation(
     exc: ValidationError, file: Path, root: yaml.Node, model: type[BaseModel], prefix: Loc = ()
 ) -> list[LoadError]:
-    out: list[LoadError] = []
+    out: list[tuple[Loc, str]] = []
+    # "priorty" unknown + "priority" missing is one mistake: report only the typo.
+    explained: set[Loc] = set()
     for item in exc.errors(include_url=False):
         loc: Loc = tuple(item["loc"])
-        full = prefix + loc
         kind = item["type"]
         if kind == "extra_forbidden":
             key = str(loc[-1])
-            known = _known_keys(model, loc[:-1])
-            msg = f"unknown field {key!r}" + _suggest(key, known)
+            close = _closest(key, _known_keys(model, loc[:-1]))
+            msg = f"unknown field {key!r}" + (f" — did you mean {close!r}?" if close else "")
+            if close:
+                explained.add((*loc[:-1], close))
         elif kind == "missing":
             msg = f"missing required field {str(loc[-1])!r}"
         else:
             msg = str(item["msg"]).removeprefix("Value error, ")
-        out.append(LoadError(file, _line_for(root, full), _dotted(full), msg))
-    return out
+        out.append((loc, msg))
+    return [
+        LoadError(file, _line_for(root, prefix + loc), _dotted(prefix + loc), msg)
+        for loc, msg in out
+        if not (msg.startswith("missing required") and loc in explained)
+    ]
+
+
+def _closest(word: str, candidates: Sequence[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _suggest(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" — did you mean {close[0]!r}?" if close else ""
+    close = _closest(word, candidates)
+    return f" — did you mean {close!r}?" if close else ""
+
+
+def _by_line(errors: list[LoadError]) -> list[LoadError]:
+    return sorted(errors, key=lambda e: e.line or 0)
 
 
 def _dotted(loc: Loc) -> str:
