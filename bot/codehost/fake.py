@@ -96,6 +96,7 @@ class FakeGitHub:
         search_limit: int = 30,
         search_limit_style: Literal["primary", "secondary"] = "primary",
         core_limit: int = 5000,
+        first_comment_id: int = 2_400_000_001,
     ) -> None:
         self.token = token
         self.clock: Clock = clock or SystemClock()
@@ -107,7 +108,8 @@ class FakeGitHub:
         self.prs: dict[tuple[str, int], FakePR] = {}
         self.commits: dict[tuple[str, str], FakeCommit] = {}
         self._comments: dict[int, FakeComment] = {}
-        self._next_comment_id = 1_000_001
+        # Real issue-comment ids have passed 2**31, so the fake's do too by default.
+        self._next_comment_id = first_comment_id
         self.requests: list[RecordedRequest] = []
         self.failures: list[InjectedFailure] = []
         self.search_window_start: float | None = None
@@ -222,7 +224,9 @@ class FakeGitHub:
         handler = type("BoundHandler", (FakeGitHubHandler,), {"github": self, "prefix": prefix})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, name="fake-github", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="fake-github", daemon=True
+        )
         thread.start()
         host, port = server.server_address[:2]
         try:

@@ -93,8 +93,10 @@ def record_fix_refs(store: Store, issue_id: str, refs: list[FixRef], clock: Cloc
                 insert(FixLink)
                 .values(**values)
                 .on_conflict_do_nothing(index_elements=["issue_id", "repo", "kind", "ref"])
+                .returning(col(FixLink.id))
             )
-            inserted = session.connection().execute(stmt).rowcount == 1
+            # RETURNING, not rowcount: the driver's rowcount is not reliable here.
+            inserted = session.connection().execute(stmt).first() is not None
             link = session.exec(
                 select(FixLink).where(
                     FixLink.issue_id == issue_id,
