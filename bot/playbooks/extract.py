@@ -76,6 +76,7 @@ class CompiledParam:
 
     @classmethod
     def build(cls, name: str, spec: ExtractParam) -> CompiledParam:
+        """Compile ``spec`` for the param called ``name`` (its group defaults to the name)."""
         return cls(name, spec, compile_regex(spec.regex), spec.group or name)
 
 

@@ -51,6 +51,8 @@ class LoadError:
 
 @dataclass
 class LoadResult:
+    """The playbooks that loaded, and every error found in every file."""
+
     playbooks: list[Playbook] = field(default_factory=list)
     errors: list[LoadError] = field(default_factory=list)
 

@@ -180,15 +180,21 @@ class Guards(_Model):
 
 
 class VerifySpec(_Model):
+    """How long to wait after a run before checking that the remedy took effect."""
+
     delay_seconds: int = Field(default=0, ge=0)
 
 
 class ResolveSpec(_Model):
+    """Resolve the Sentry issue after this many quiet hours (in the fixing commit if known)."""
+
     quiet_hours: int = Field(default=48, ge=1)
     in_commit: bool = True
 
 
 class NotifySpec(_Model):
+    """Notification overrides for this playbook."""
+
     owner: str | None = Field(default=None, description="owner team override")
 
 
