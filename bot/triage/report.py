@@ -1,0 +1,499 @@
+"""Post-incident report: the seed's "Incident Documentation Template" from the journal.
+
+``collect_report_facts(session, key)`` reads the store (tracked issue, transitions,
+remediation runs, fix links, incident members) into :class:`ReportFacts`;
+``render_report(facts)`` turns them into Markdown. Everything that came from Sentry,
+GitHub or an event is untrusted: it is flattened to one line, truncated, and escaped
+(HTML entities for ``& < >``, backslashes for Markdown syntax, ``@`` defused) before
+it reaches the report; link targets must be http(s).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+from sqlmodel import Session, col, or_, select
+
+from bot.clock import ensure_utc
+from bot.store.models import FixLink, Incident, RemediationRun, TrackedIssue, Transition
+from bot.triage.models import Category, TriageResult, snippet
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#!|~])")
+_OK_RUN = {"succeeded"}
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def md(text: object, limit: int = 200) -> str:
+    """Untrusted text as inert inline Markdown: one line, bounded, no HTML, no mentions."""
+    flat = snippet(str(text), limit)
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    flat = _MD_SPECIAL.sub(r"\\\1", flat)
+    return flat.replace("@", "@\u200b")  # zero-width space: no @team / @here pings
+
+
+def md_link(label: str, url: str | None) -> str:
+    """``[label](url)`` when url is http(s), else the escaped label alone."""
+    text = md(label)
+    if not url or not url.lower().startswith(("https://", "http://")):
+        return text
+    return f"[{text}]({quote(url, safe=':/?#=&%.-_~+,;')})"
+
+
+def when(value: datetime | None) -> str:
+    return ensure_utc(value).strftime("%Y-%m-%d %H:%M UTC") if value else "unknown"
+
+
+def span(delta: timedelta) -> str:
+    """``2 d 3 h 10 min`` (minutes resolution)."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, rem = divmod(minutes, 1440)
+    parts = zip((days, rem // 60, rem % 60), ("d", "h", "min"), strict=True)
+    return " ".join(f"{n} {unit}" for n, unit in parts if n) or "0 min"
+
+
+@dataclass(frozen=True)
+class IssueFacts:
+    id: str
+    short_id: str
+    title: str
+    culprit: str | None = None
+    project: str = ""
+    environment: str | None = None
+    level: str = "error"
+    permalink: str = ""
+    count: int = 0
+    user_count: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    state: str = "new"
+    severity: str | None = None
+    category: str | None = None
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class TransitionFact:
+    at: datetime
+    from_state: str | None
+    to_state: str
+    reason: str
+    issue: str = ""  # short id, shown when the report covers several issues
+
+
+@dataclass(frozen=True)
+class RunFact:
+    id: str
+    playbook: str
+    mode: str
+    status: str
+    rows: int | None
+    verify: str  # one-line summary: "ok: 0 stuck tasks remain"
+    started: datetime | None
+    finished: datetime | None
+    error: str | None = None
+    issue: str = ""
+
+
+@dataclass(frozen=True)
+class FixFact:
+    repo: str
+    kind: str  # "pr" | "commit"
+    ref: str
+    url: str = ""
+    title: str = ""
+    merged: bool = False
+    found_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ReportFacts:
+    issue: IssueFacts
+    triage: TriageResult | None = None
+    transitions: tuple[TransitionFact, ...] = ()
+    runs: tuple[RunFact, ...] = ()
+    fixes: tuple[FixFact, ...] = ()
+    resolved_at: datetime | None = None
+    quiet_hours: float = 48
+    incident_id: str | None = None
+    incident_title: str | None = None
+    members: tuple[IssueFacts, ...] = field(default_factory=tuple)  # other related issues
+
+
+def verify_summary(verify: dict[str, Any]) -> str:
+    """A one-line summary of a run's stored verification dict."""
+    if not verify:
+        return "not verified"
+    ok = verify.get("ok", verify.get("passed"))
+    detail = verify.get("summary") or verify.get("detail") or ""
+    head = "ok" if ok is True else "FAILED" if ok is False else "recorded"
+    return f"{head}: {detail}" if detail else head
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _summary(f: ReportFacts) -> list[str]:
+    i, t = f.issue, f.triage
+    severity = (t.severity.value if t else i.severity) or "untriaged"
+    ended = f.resolved_at or i.last_seen
+    lines = ["## Summary", ""]
+    lines.append(f"- **Issue:** {md_link(i.short_id, i.permalink)} — {md(i.title)}")
+    lines.append(
+        f"- **Where:** project {md(i.project)}, environment {md(i.environment or 'unknown')},"
+        f" level {md(i.level)}, culprit {md(i.culprit or 'unknown')}"
+    )
+    lines.append(f"- **Date:** {when(i.first_seen)}")
+    if i.first_seen and i.last_seen:
+        lines.append(
+            f"- **Duration:** {span(ensure_utc(i.last_seen) - ensure_utc(i.first_seen))}"
+            " (first event → last event)"
+        )
+    if i.first_seen and ended and f.resolved_at:
+        lines.append(
+            f"- **Time to resolve:** {span(ensure_utc(ended) - ensure_utc(i.first_seen))}"
+            " (first event → resolved)"
+        )
+    lines.append(f"- **Severity:** {severity.capitalize()}")
+    if t:
+        lines.append(
+            f"- **Priority / owner:** {t.priority.value.capitalize()} / {md(t.team)},"
+            f" respond by {when(t.response_due_at)} ({md(t.escalation_path)})"
+        )
+    lines.append(f"- **Impact:** {i.user_count} users affected, {i.count} events")
+    lines.append(f"- **State:** {md(i.state)}")
+    if f.incident_id:
+        lines.append(
+            f"- **Incident:** {md(f.incident_id)} — {md(f.incident_title or '')}"
+            f" ({len(f.members) + 1} related issues)"
+        )
+    return lines
+
+
+def _timeline(f: ReportFacts) -> list[str]:
+    events: list[tuple[datetime, int, str]] = []
+    if f.issue.first_seen:
+        events.append((ensure_utc(f.issue.first_seen), 0, "Error first seen in Sentry"))
+    for tr in f.transitions:
+        who = f"{md(tr.issue)}: " if tr.issue and f.members else ""
+        src = md(tr.from_state) if tr.from_state else "∅"
+        events.append(
+            (ensure_utc(tr.at), 1, f"{who}**{src} → {md(tr.to_state)}** — {md(tr.reason, 300)}")
+        )
+    for run in f.runs:
+        if run.started:
+            rows = "?" if run.rows is None else str(run.rows)
+            events.append(
+                (
+                    ensure_utc(run.started),
+                    2,
+                    f"Remediation run {md(run.id)} ({md(run.playbook)}, {md(run.mode)}):"
+                    f" {md(run.status)}, {rows} rows changed, verify {md(run.verify)}",
+                )
+            )
+    for fix in f.fixes:
+        if fix.found_at:
+            events.append((ensure_utc(fix.found_at), 3, f"Fix linked: {_fix_label(fix)}"))
+    if f.issue.last_seen:
+        events.append((ensure_utc(f.issue.last_seen), 4, "Last event seen in Sentry"))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return ["## Timeline", "", *(f"- {when(at)}: {text}" for at, _, text in events)]
+
+
+def _fix_label(fix: FixFact) -> str:
+    ref = f"#{fix.ref}" if fix.kind == "pr" else f"@{fix.ref[:12]}"
+    label = md_link(f"{fix.repo}{ref}".replace("@", " "), fix.url)
+    merged = " (merged)" if fix.merged else " (not merged)" if fix.kind == "pr" else ""
+    return f"{label} {md(fix.title)}{merged}".rstrip()
+
+
+def _root_cause(f: ReportFacts) -> list[str]:
+    t = f.triage
+    lines = ["## Root Cause", ""]
+    if t is None:
+        lines.append(f"Category: {md(f.issue.category or 'not triaged')}.")
+        return lines
+    label = t.category.value.replace("_", " ").capitalize()
+    lines.append(f"Category: **{label}** (seed table priority {t.priority.value}).")
+    lines += ["", "| Indicator | Effect | Evidence |", "|---|---|---|"]
+    for ind in t.indicators:
+        if ind.weight != 0 and ind.kind == "category":
+            lines.append(f"| {md(ind.name)} | {md(ind.effect)} | {md(ind.evidence, 160)} |")
+    return lines
+
+
+def _detection(f: ReportFacts) -> list[str]:
+    lines = ["## Detection", ""]
+    first_tr = min((ensure_utc(tr.at) for tr in f.transitions), default=None)
+    if f.issue.first_seen and first_tr:
+        delay = span(first_tr - ensure_utc(f.issue.first_seen))
+        lines.append(
+            f"- Sentry first saw it {when(f.issue.first_seen)}; the bot tracked it"
+            f" at {when(first_tr)} ({delay} later)."
+        )
+    if f.triage:
+        why = ", ".join(f"{md(i.name)} {md(i.effect)}" for i in f.triage.deciding("severity"))
+        lines.append(
+            f"- Severity {f.triage.severity.value} (score {f.triage.severity_score}):"
+            f" {why or 'no impact signal'}."
+        )
+    return lines
+
+
+def _bot_actions(f: ReportFacts) -> list[str]:
+    lines = ["## What the Bot Did", ""]
+    if not f.runs:
+        return [*lines, "No remediation ran (notify and watch only)."]
+    lines += [
+        "| Run | Playbook | Mode | Status | Rows changed | Verification | Started | Finished |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in f.runs:
+        rows = "—" if r.rows is None else str(r.rows)
+        lines.append(
+            f"| {md(r.id)} | {md(r.playbook)} | {md(r.mode)} | {md(r.status)} | {rows} |"
+            f" {md(r.verify)} | {when(r.started)} | {when(r.finished)} |"
+        )
+    total = sum(r.rows or 0 for r in f.runs if r.status in _OK_RUN)
+    done = sum(1 for r in f.runs if r.status in _OK_RUN)
+    lines += ["", f"{len(f.runs)} run(s), {done} succeeded, {total} row(s) changed in total."]
+    return lines
+
+
+def _fix_and_resolution(f: ReportFacts) -> list[str]:
+    lines = ["## Fix", ""]
+    lines += [f"- {_fix_label(x)}" for x in f.fixes] or ["No fix linked yet."]
+    lines += ["", "## Resolution", ""]
+    if f.resolved_at:
+        quiet = ""
+        if f.issue.last_seen:
+            observed = ensure_utc(f.resolved_at) - ensure_utc(f.issue.last_seen)
+            quiet = f"; {span(observed)} without an event since the last one"
+        lines.append(
+            f"Resolved {when(f.resolved_at)} after the {f.quiet_hours:g} h quiet window{quiet}."
+        )
+    else:
+        lines.append(
+            f"Not resolved yet (state {md(f.issue.state)}); the bot resolves after"
+            f" {f.quiet_hours:g} quiet hours."
+        )
+    return lines
+
+
+_CATEGORY_ACTIONS = {
+    Category.CODE_BUG: "Add a regression test that reproduces the failure in {where}",
+    Category.DEPENDENCY: "Pin or upgrade the failing library and cover the call in a test",
+    Category.INFRASTRUCTURE: "Add health monitoring/alerting for the failing component",
+    Category.CONFIGURATION: "Validate required settings at startup so this fails at deploy",
+    Category.USER_INPUT: "Validate input at the boundary and answer 4xx instead of erroring",
+    Category.EXTERNAL_API: "Add retry with backoff and a graceful error state around the call",
+    Category.SECURITY: "Review access logs, block the source, confirm no data was exposed",
+}
+
+
+def action_items(f: ReportFacts) -> list[str]:
+    """Follow-ups derived from the facts (hidden debt, missing fix link, tests, ...)."""
+    items: list[str] = []
+    done = [r for r in f.runs if r.status in _OK_RUN and (r.rows or 0) > 0]
+    if len(done) >= 2:
+        items.append(
+            f"Hidden debt: remediated {len(done)} times — fix the root cause instead of"
+            " relying on the bot"
+        )
+    if not f.fixes:
+        items.append(f"Link the fix PR (reference {md(f.issue.short_id)} in the commit or PR)")
+    items += [f"Merge the fix {_fix_label(x)}" for x in f.fixes if x.kind == "pr" and not x.merged]
+    items += [
+        f"Investigate run {md(r.id)}: {md(r.status)}"
+        for r in f.runs
+        if r.status in {"failed", "verify_failed", "interrupted"}
+    ]
+    if any(tr.to_state == "regressed" for tr in f.transitions):
+        items.append("It came back after resolve: check the fix really shipped")
+    if f.triage:
+        where = md(f.issue.culprit or "the failing code path")
+        items.append(_CATEGORY_ACTIONS[f.triage.category].format(where=where))
+    return [f"- [ ] {item}" for item in items]
+
+
+def _lessons(f: ReportFacts) -> list[str]:
+    lines = ["## Lessons Learned", ""]
+    first_run = min((ensure_utc(r.finished) for r in f.runs if r.finished), default=None)
+    if f.issue.first_seen and first_run:
+        took = span(first_run - ensure_utc(f.issue.first_seen))
+        lines.append(f"- Time from first event to first remediation: {took}.")
+    if f.triage:
+        due, met = f.triage.response_due_at, None
+        if first_run:
+            met = first_run <= due
+        verdict = {True: "met", False: "missed", None: "no remediation to measure"}[met]
+        lines.append(f"- Response target ({span(f.triage.response_target)}): {verdict}.")
+    if len(lines) == 2:
+        lines.append("- Nothing measured.")
+    return lines
+
+
+def render_report(facts: ReportFacts) -> str:
+    """The Markdown post-incident report; untrusted text is escaped and truncated."""
+    title = f"# Incident Report: {md(facts.issue.short_id)} — {md(facts.issue.title, 120)}"
+    sections = [
+        [title],
+        _summary(facts),
+        _timeline(facts),
+        _root_cause(facts),
+        _detection(facts),
+        _bot_actions(facts),
+        _fix_and_resolution(facts),
+        ["## Action Items", "", *action_items(facts)],
+        _lessons(facts),
+    ]
+    if facts.members:
+        sections.append(
+            ["## Related Issues", ""]
+            + [
+                f"- {md_link(m.short_id, m.permalink)} — {md(m.title)}"
+                f" ({md(m.severity or 'untriaged')})"
+                for m in facts.members
+            ]
+        )
+    return "\n\n".join("\n".join(s) for s in sections) + "\n"
+
+
+# ---------------------------------------------------------------- reading the store
+
+
+def _issue_facts(row: TrackedIssue) -> IssueFacts:
+    return IssueFacts(
+        id=row.id,
+        short_id=row.short_id,
+        title=row.title,
+        culprit=row.culprit,
+        project=row.project,
+        environment=row.environment,
+        level=row.level,
+        permalink=row.permalink,
+        count=row.count,
+        user_count=row.user_count,
+        first_seen=ensure_utc(row.first_seen) if row.first_seen else None,
+        last_seen=ensure_utc(row.last_seen) if row.last_seen else None,
+        state=row.state,
+        severity=row.severity,
+        category=row.category,
+        team=row.team,
+    )
+
+
+def _triage_of(row: TrackedIssue) -> TriageResult | None:
+    if not row.triage:
+        return None
+    try:
+        return TriageResult.model_validate(row.triage)
+    except ValidationError:
+        return None  # written by an older bot: fall back to the severity/category columns
+
+
+def _find(session: Session, key: str) -> tuple[list[TrackedIssue], Incident | None]:
+    row = session.get(TrackedIssue, key)
+    if row is None:
+        row = session.exec(
+            select(TrackedIssue).where(col(TrackedIssue.short_id) == key.upper())
+        ).first()
+    incident = session.get(Incident, key) if row is None else None
+    if row is not None and row.incident_id:
+        incident = session.get(Incident, row.incident_id)
+    if incident is None:
+        return ([row] if row else []), None
+    members = list(
+        session.exec(select(TrackedIssue).where(col(TrackedIssue.incident_id) == incident.id)).all()
+    )
+    if row is not None and row not in members:
+        members.append(row)
+    return members, incident
+
+
+def collect_report_facts(
+    session: Session, key: str, *, quiet_hours: float = 48
+) -> ReportFacts | None:
+    """Everything the report needs for an issue id, short id or incident id; None if unknown.
+
+    For an incident (or an issue in one) the main issue is the one requested, else the
+    most severe member; the timeline and runs cover every member.
+    """
+    members, incident = _find(session, key)
+    if not members:
+        return None
+    rank = {"critical": 3, "high": 2, "medium": 1, "low": 0}
+    requested = [m for m in members if key in (m.id, m.short_id, m.short_id.lower())]
+    main = (
+        requested[0]
+        if requested
+        else max(members, key=lambda m: (rank.get(m.severity or "", -1), m.user_count, m.id))
+    )
+    ids = [m.id for m in members]
+    short = {m.id: m.short_id for m in members}
+    transitions = session.exec(
+        select(Transition).where(or_(*(col(Transition.issue_id) == i for i in ids)))
+    ).all()
+    runs = session.exec(select(RemediationRun).where(col(RemediationRun.issue_id).in_(ids))).all()
+    fixes = session.exec(select(FixLink).where(col(FixLink.issue_id).in_(ids))).all()
+    return ReportFacts(
+        issue=_issue_facts(main),
+        triage=_triage_of(main),
+        transitions=tuple(
+            sorted(
+                (
+                    TransitionFact(
+                        at=ensure_utc(t.at) if t.at else _EPOCH,
+                        from_state=t.from_state,
+                        to_state=t.to_state,
+                        reason=t.reason,
+                        issue=short[t.issue_id],
+                    )
+                    for t in transitions
+                ),
+                key=lambda t: (t.at, t.issue),
+            )
+        ),
+        runs=tuple(
+            RunFact(
+                id=r.id,
+                playbook=r.playbook_id,
+                mode=r.mode,
+                status=r.status,
+                rows=r.rows_affected,
+                verify=verify_summary(r.verify),
+                started=ensure_utc(r.started_at) if r.started_at else None,
+                finished=ensure_utc(r.finished_at) if r.finished_at else None,
+                error=r.error,
+                issue=short[r.issue_id],
+            )
+            for r in sorted(
+                runs, key=lambda r: (ensure_utc(r.created_at) if r.created_at else _EPOCH, r.id)
+            )
+        ),
+        fixes=tuple(
+            FixFact(
+                repo=x.repo,
+                kind=x.kind,
+                ref=x.ref,
+                url=x.url,
+                title=x.title,
+                merged=x.merged,
+                found_at=ensure_utc(x.found_at) if x.found_at else None,
+            )
+            for x in sorted(
+                fixes, key=lambda x: (ensure_utc(x.found_at) if x.found_at else _EPOCH, x.id or 0)
+            )
+        ),
+        resolved_at=ensure_utc(main.resolved_at) if main.resolved_at else None,
+        quiet_hours=quiet_hours,
+        incident_id=incident.id if incident else None,
+        incident_title=incident.title if incident else None,
+        members=tuple(
+            _issue_facts(m) for m in sorted(members, key=lambda m: m.id) if m is not main
+        ),
+    )
