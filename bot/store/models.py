@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -154,7 +154,9 @@ class FixLink(SQLModel, table=True):
     url: str = Field(default="", max_length=2048)
     title: str = Field(default="", sa_column=Column(Text, nullable=False))
     merged: bool = False
-    comment_id: int | None = None
+    state: str | None = Field(default=None, max_length=16)  # open | closed | merged
+    # GitHub comment ids are already past 2**31.
+    comment_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     comment_body_hash: str | None = Field(default=None, max_length=64)
     found_at: datetime | None = _ts(nullable=False)
 

@@ -111,10 +111,6 @@ def test_real_github_comment_ids_fit_the_store(
     request: pytest.FixtureRequest, store: Store, clock: FakeClock
 ) -> None:
     """GitHub issue-comment ids are past 2**31; fix_link.comment_id must hold them."""
-    if store.dialect == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="fix_link.comment_id is INTEGER: needs BIGINT")
-        )
     fake = FakeGitHub(token=TOKEN, clock=clock)  # realistic ids (2_400_000_001, ...)
     fake.add_pr(REPO, 7, "Fixes BLUE-BANDED-BEE-42")
     host = fake.codehost()
