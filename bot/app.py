@@ -1,0 +1,80 @@
+"""Composition root: build the bot's parts from :class:`~bot.settings.Settings`.
+
+Only the CLI (and tests that want the real wiring) call this. Everything below it
+takes its collaborators as arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.clock import Clock, SystemClock
+from bot.errors import ConfigError
+from bot.settings import Settings
+from bot.sources import IssueSource, ReplaySource, SentryApiSource
+from bot.store.db import Store
+
+log = logging.getLogger(__name__)
+
+DEMO_REPLAY = Path(__file__).parent / "demo" / "seed_incidents.json"
+
+
+@dataclass
+class App:
+    """The wired bot: settings, store, clock and lazily built adapters."""
+
+    settings: Settings
+    store: Store
+    clock: Clock = field(default_factory=SystemClock)
+    _sentry: Any = None
+    playbook_errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> App:
+        store = Store(settings.database_url)
+        return cls(settings=settings, store=store, clock=clock or SystemClock())
+
+    def sentry(self) -> Any:
+        """The real Sentry client (ConfigError when token/org are missing)."""
+        if self._sentry is None:
+            problems = self.settings.sentry_problems()
+            if problems:
+                raise ConfigError("\n".join(problems))
+            from bot.sentry.client import HttpSentryClient
+
+            token = self.settings.sentry_auth_token
+            assert token is not None and self.settings.sentry_org
+            self._sentry = HttpSentryClient(
+                org=self.settings.sentry_org,
+                token=token.get_secret_value(),
+                base_url=self.settings.sentry_base_url,
+                clock=self.clock,
+            )
+        return self._sentry
+
+    def source(self) -> IssueSource:
+        """A replay file when ``BOT_REPLAY_FILE`` is set, else the Sentry API."""
+        if self.settings.replay_file is not None:
+            return ReplaySource(self.settings.replay_file)
+        source = SentryApiSource(
+            self.sentry(),
+            query=self.settings.sentry_query,
+            projects=self.settings.sentry_projects,
+            environments=self.settings.sentry_environments,
+        )
+        # One watermark per distinct poll (org, query, scope): changing the query must
+        # not inherit a watermark that would hide older matching issues.
+        scope = "|".join([self.settings.sentry_base_url, self.settings.sentry_org or "",
+                          self.settings.sentry_query, ",".join(self.settings.sentry_projects),
+                          ",".join(self.settings.sentry_environments)])
+        source.name = f"sentry:{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
+        return source
+
+    def close(self) -> None:
+        if self._sentry is not None and hasattr(self._sentry, "close"):
+            self._sentry.close()
+        self.store.dispose()

@@ -1,0 +1,293 @@
+"""The ``sentry-bot`` command line (typer). The only place settings are read.
+
+Exit status: 0 ok, 1 a command failed (or validation found problems), 2 bad
+configuration or usage. Configuration problems print one line each, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from bot.app import App
+from bot.playbooks.cli import app as playbooks_app
+from bot.errors import BotError, ConfigError
+from bot.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="sentry-bot",
+    help="Poll Sentry, match playbooks, remediate safely, resolve after quiet hours.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The bot's state store.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(playbooks_app, name="playbooks")
+
+T = TypeVar("T")
+
+
+class _State:
+    config: Path | None = None
+
+
+_state = _State()
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML file with settings (env wins).")
+    ] = None,
+) -> None:
+    _state.config = config
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings(_state.config)
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Run a command body, turning bot errors into clean messages and exit codes."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            typer.echo(f"config error: {line}", err=True)
+        raise typer.Exit(2) from None
+    except BotError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _open_app(**overrides: Any) -> App:
+    settings = _settings(**overrides)
+    _setup_logging(settings.log_level)
+    bot = App.from_settings(settings)
+    bot.store.upgrade()  # the bot upgrades its schema on start
+    return bot
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the state-store migrations (also done automatically on start)."""
+
+    def body() -> None:
+        from bot.store.db import redact_url
+
+        bot = _open_app()
+        typer.echo(f"state store at {redact_url(bot.settings.database_url)} is at "
+                   f"revision {bot.store.current_revision()}")
+
+    _run(body)
+
+
+@app.command()
+def cycle(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """One pass: poll Sentry, track, match, plan, execute per mode, verify, record."""
+
+    def body() -> None:
+        from bot.cycle import run_cycle
+
+        bot = _open_app()
+        try:
+            report = run_cycle(bot)
+        finally:
+            bot.close()
+        typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.render())
+
+    _run(body)
+
+
+@app.command()
+def status(
+    issue: Annotated[str | None, typer.Argument(help="Issue id or short id: its timeline.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    team: Annotated[str | None, typer.Option(help="Only issues routed to this team.")] = None,
+    severity: Annotated[str | None, typer.Option(help="Only issues of this severity.")] = None,
+) -> None:
+    """What the store knows: tracked issues, runs, outbox; or one issue's timeline."""
+
+    def body() -> None:
+        from bot import status as status_mod
+
+        bot = _open_app()
+        try:
+            with bot.store.session() as session:
+                if issue:
+                    data = status_mod.issue_timeline(session, issue)
+                    out = json.dumps(data, indent=2, default=str) if as_json else (
+                        status_mod.render_timeline(data))
+                else:
+                    data = status_mod.overview(session, team=team, severity=severity)
+                    out = json.dumps(data, indent=2, default=str) if as_json else (
+                        status_mod.render_overview(data))
+        finally:
+            bot.close()
+        typer.echo(out)
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    state: Annotated[
+        Path | None, typer.Option(help="SQLite file for the demo state (default: temporary).")
+    ] = None,
+) -> None:
+    """One cycle over the bundled seed incidents, SQLite state, shadow mode."""
+
+    def body() -> None:
+        import tempfile
+
+        from bot.app import DEMO_REPLAY
+        from bot.cycle import run_cycle
+
+        tmp = None
+        db_path = state
+        if db_path is None:
+            tmp = tempfile.TemporaryDirectory(prefix="sentry-bot-demo-")
+            db_path = Path(tmp.name) / "demo.db"
+        try:
+            base = _settings()
+            settings = base.model_copy(update={
+                "database_url": f"sqlite:///{db_path}",
+                "replay_file": DEMO_REPLAY,
+                "slack_webhook_url": None,
+                "github_token": None,
+            })
+            _setup_logging("WARNING")
+            bot = App.from_settings(settings)
+            bot.store.upgrade()
+            try:
+                report = run_cycle(bot, shadow_only=True)
+            finally:
+                bot.close()
+            typer.echo(f"demo: replayed {DEMO_REPLAY.name} into {db_path} (shadow mode)\n")
+            typer.echo(report.render(verbose=True))
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+
+    _run(body)
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix) from `status`.")],
+    by: Annotated[str, typer.Option(help="Who approves (journaled).")] = "",
+) -> None:
+    """Approve a run waiting in approval mode, then execute and verify it."""
+
+    def body() -> None:
+        import getpass
+
+        from bot.cycle import resolve_run_id
+        from bot.wiring import build_executor, load_matcher
+
+        bot = _open_app()
+        try:
+            _, playbooks = load_matcher(bot)
+            executor, _ = build_executor(bot, playbooks)
+            full_id = resolve_run_id(bot, run_id)
+            out = executor.approve(full_id, by or getpass.getuser())
+        finally:
+            bot.close()
+        typer.echo(f"run {full_id[:8]} ({out.playbook_id} on {out.short_id}): {out.status}"
+                   + (f", {out.rows_affected} rows changed" if out.rows_affected is not None
+                      else "")
+                   + (f"; verify: {out.verify}" if out.verify else "")
+                   + (f"; {out.note}" if out.note else ""))
+        if out.status not in ("succeeded", "noop"):
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command()
+def pause(
+    reason: Annotated[str, typer.Option(help="Why (shown in status and refusals).")] = "paused",
+) -> None:
+    """Global pause: nothing executes (shadow previews still run) until `resume`."""
+
+    def body() -> None:
+        from bot.engine.guards import set_paused
+
+        bot = _open_app()
+        try:
+            with bot.store.session() as session:
+                set_paused(session, reason or "paused", bot.clock.now())
+        finally:
+            bot.close()
+        typer.echo(f"paused: {reason}")
+
+    _run(body)
+
+
+@app.command()
+def resume() -> None:
+    """Lift the global pause."""
+
+    def body() -> None:
+        from bot.engine.guards import set_paused
+
+        bot = _open_app()
+        try:
+            with bot.store.session() as session:
+                set_paused(session, None, bot.clock.now())
+        finally:
+            bot.close()
+        typer.echo("resumed")
+
+    _run(body)
+
+
+@app.command()
+def backtest(
+    file: Annotated[Path, typer.Argument(help="Replay/export JSON (list endpoint shape).")],
+) -> None:
+    """Replay an export through the matchers: which playbooks would fire, how often."""
+
+    def body() -> None:
+        from bot.playbooks.backtest import backtest as run_backtest
+        from bot.sources import ReplaySource
+        from bot.wiring import load_matcher
+
+        settings = _settings()
+        _setup_logging("WARNING")
+        bot = App.from_settings(settings)
+        matcher, _ = load_matcher(bot)
+        for err in bot.playbook_errors:
+            typer.echo(f"playbook not loaded: {err}", err=True)
+        source = ReplaySource(file)
+        report = run_backtest(matcher, ((i, i.latest_event) for i in source.issues))
+        typer.echo(report.render())
+
+    _run(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Planner, guardrails, journal and executor: from a match to a verified remediation."""

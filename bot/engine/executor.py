@@ -1,0 +1,354 @@
+"""Plan and execute remediations: journal first, one transaction, verify after.
+
+``plan`` turns a match into a journaled run according to the mode: ``shadow`` records
+the preview only, ``approval`` waits for ``sentry-bot approve RUN_ID`` (and expires),
+``auto`` executes at once within the guardrails. ``execute_run`` claims the run with a
+compare-and-set (``approved`` → ``running``), so two schedulers or two ``approve``
+commands can never both execute it. A run found ``running`` after a crash is verified
+against its journaled preview and marked ``interrupted``, never re-executed blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from bot.actions.base import Outcome, Preview
+from bot.actions.registry import get_action
+from bot.actions.target import TargetDatabase
+from bot.clock import Clock, ensure_utc
+from bot.engine import guards as guard_mod
+from bot.engine.journal import claim, idempotency_key, journal_run, stale_cutoff, window_start
+from bot.errors import BotError, RemediationError, RetryLater
+from bot.playbooks.matcher import MatchResult
+from bot.playbooks.models import Playbook
+from bot.store.db import Store
+from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
+from bot.tracker import record_transition
+
+log = logging.getLogger(__name__)
+
+TargetResolver = Callable[[str], TargetDatabase | None]
+# (session, kind, issue, run, playbook, extra): called inside the store transaction that
+# records the state change, so a notification commits together with what it announces.
+EventSink = Callable[
+    [Session, str, TrackedIssue, RemediationRun | None, Playbook | None, dict[str, Any]], None
+]
+
+
+@dataclass
+class PlanOutcome:
+    """What happened to one matched issue in this cycle (for the cycle report)."""
+
+    issue_id: str
+    short_id: str
+    playbook_id: str
+    mode: str
+    status: str
+    run_id: str | None = None
+    preview: Preview | None = None
+    rows_affected: int | None = None
+    verify: str | None = None
+    note: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _no_events(*_args: Any) -> None:
+    return None
+
+
+class Executor:
+    """Runs the plan → journal → execute → verify pipeline for one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        playbooks: Mapping[str, Playbook],
+        targets: TargetResolver,
+        clock: Clock,
+        *,
+        on_event: EventSink = _no_events,
+        hidden_debt_runs: int = 3,
+        hidden_debt_hours: float = 24,
+    ) -> None:
+        self.store = store
+        self.playbooks = playbooks
+        self.targets = targets
+        self.clock = clock
+        self.on_event = on_event
+        self.hidden_debt_runs = hidden_debt_runs
+        self.hidden_debt_hours = hidden_debt_hours
+
+    # --- planning -------------------------------------------------------------------
+
+    def preview(self, playbook: Playbook, params: Mapping[str, Any]) -> tuple[Preview | None, str]:
+        """A read-only preview, or (None, why not) when the target is missing/unreachable."""
+        action = get_action(playbook.action.type)
+        if not action.needs_target:
+            return action.preview(None, playbook.action.parsed_settings, dict(params),
+                                  playbook.guards.limits()), ""
+        target = self.targets(playbook.action.target or "")
+        if target is None:
+            env = f"BOT_TARGET_{(playbook.action.target or '').upper()}_URL"
+            return None, f"needs target {playbook.action.target!r}: set {env}"
+        g = playbook.guards
+        try:
+            with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms,
+                                    read_only=True) as conn:
+                return action.preview(conn, playbook.action.parsed_settings, dict(params),
+                                      g.limits()), ""
+        except BotError as exc:
+            return None, f"preview failed: {exc}"
+
+    def plan(self, issue_id: str, match: MatchResult, *, shadow_only: bool = False) -> PlanOutcome:
+        """Journal a run for ``match`` on the tracked issue and act per its mode."""
+        pb = match.playbook
+        now = self.clock.now()
+        with self.store.session() as session:
+            issue = session.get(TrackedIssue, issue_id)
+            if issue is None:
+                raise BotError(f"issue {issue_id} is not tracked")
+            mode = guard_mod.effective_mode(pb, issue, shadow_only=shadow_only)
+            out = PlanOutcome(issue.id, issue.short_id, pb.id, mode, "", params=dict(match.params))
+            issue.playbook_id = pb.id
+            record_transition(session, issue, LifecycleState.MATCHED,
+                              f"matched playbook {pb.id} (priority {pb.priority})", now)
+            if mode != "shadow":
+                decision = guard_mod.check_guards(
+                    session, pb, issue, now, hidden_debt_runs=self.hidden_debt_runs,
+                    hidden_debt_hours=self.hidden_debt_hours)
+                if not decision.allowed:
+                    out.status, out.note = RunStatus.BLOCKED.value, decision.reason
+                    if decision.escalate and issue.state != LifecycleState.ESCALATED.value:
+                        record_transition(session, issue, LifecycleState.ESCALATED,
+                                          decision.reason, now)
+                        issue.escalated_at = now
+                        self.on_event(session, "hidden_debt", issue, None, pb, {"reason": decision.reason})
+                    return out
+            key_window = window_start(issue.last_seen, pb.guards.cooldown_minutes, now)
+        preview, note = self.preview(pb, match.params)
+        out.preview, out.note = preview, note
+        status = {"shadow": RunStatus.SHADOW, "approval": RunStatus.AWAITING_APPROVAL,
+                  "auto": RunStatus.APPROVED}[mode].value
+        run = RemediationRun(
+            id="", idempotency_key=idempotency_key(pb.id, issue_id, match.params, key_window),
+            playbook_id=pb.id, issue_id=issue_id, action=pb.action.type,
+            target=pb.action.target, params=dict(match.params), mode=mode, status=status,
+            preview={"summary": preview.summary if preview else note,
+                     "rows": preview.rows if preview else []},
+            created_at=now,
+            expires_at=(now + timedelta(minutes=pb.guards.approval_ttl_minutes)
+                        if mode == "approval" else None),
+        )
+        run, inserted = journal_run(self.store, run)
+        out.run_id = run.id
+        if not inserted:
+            out.status, out.note = run.status, "already journaled for this window (no-op)"
+            return out
+        with self.store.session() as session:
+            issue = session.get(TrackedIssue, issue_id)
+            assert issue is not None
+            reason = f"run {run.id[:8]} journaled in {mode} mode"
+            if preview is not None:
+                reason += f": {preview.summary}"
+            record_transition(session, issue, LifecycleState.PLANNED, reason, now)
+            if mode == "approval":
+                self.on_event(session, "plan_awaiting_approval", issue, run, pb, {})
+        out.status = status
+        if mode == "auto":
+            return self.execute_run(run.id)
+        return out
+
+    # --- execution ------------------------------------------------------------------
+
+    def approve(self, run_id: str, approver: str) -> PlanOutcome:
+        """Approve a waiting run (not expired) and execute it now."""
+        now = self.clock.now()
+        with self.store.session() as session:
+            run = session.get(RemediationRun, run_id)
+            if run is None:
+                raise BotError(f"no run {run_id!r}")
+            if run.status != RunStatus.AWAITING_APPROVAL.value:
+                raise BotError(f"run {run_id[:8]} is {run.status}, not awaiting approval")
+            if run.expires_at is not None and ensure_utc(run.expires_at) <= now:
+                run.status = RunStatus.EXPIRED.value
+                session.add(run)
+                expired = True
+            else:
+                expired = False
+        if expired:
+            raise BotError(f"run {run_id[:8]} expired; it will be planned again if still needed")
+        if not claim(self.store, run_id, RunStatus.AWAITING_APPROVAL.value,
+                     RunStatus.APPROVED.value, now):
+            raise BotError(f"run {run_id[:8]} changed while approving; look at `status`")
+        with self.store.session() as session:
+            run = session.get(RemediationRun, run_id)
+            issue = session.get(TrackedIssue, run.issue_id) if run else None
+            if run is not None and issue is not None:
+                run.approved_by, run.approved_at = approver[:128], now
+                issue.requires_approval = False
+                record_transition(session, issue, LifecycleState.APPROVED,
+                                  f"run {run_id[:8]} approved by {approver[:64]}", now)
+        return self.execute_run(run_id)
+
+    def execute_run(self, run_id: str) -> PlanOutcome:
+        """Execute an approved run exactly once (compare-and-set claim), then verify."""
+        now = self.clock.now()
+        with self.store.session() as session:
+            run = session.get(RemediationRun, run_id)
+            if run is None:
+                raise BotError(f"no run {run_id!r}")
+            issue_short = session.get(TrackedIssue, run.issue_id)
+        pb = self.playbooks.get(run.playbook_id)
+        out = PlanOutcome(run.issue_id, issue_short.short_id if issue_short else run.issue_id,
+                          run.playbook_id, run.mode, run.status, run_id=run.id,
+                          params=dict(run.params))
+        if pb is None:
+            out.note = f"playbook {run.playbook_id} is no longer loaded"
+            return out
+        if not claim(self.store, run_id, RunStatus.APPROVED.value, RunStatus.RUNNING.value, now):
+            out.note = "another worker claimed this run (no-op)"
+            return out
+        self._transition(run.issue_id, LifecycleState.REMEDIATING,
+                         f"run {run_id[:8]} executing {pb.action.type}")
+        action = get_action(pb.action.type)
+        g = pb.guards
+        try:
+            target = self.targets(pb.action.target or "") if action.needs_target else None
+            if action.needs_target and target is None:
+                raise RemediationError(f"target {pb.action.target!r} is not configured")
+            if target is None:
+                outcome = action.execute(None, pb.action.parsed_settings, dict(run.params),
+                                         g.limits())
+            else:
+                with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
+                    outcome = action.execute(conn, pb.action.parsed_settings, dict(run.params),
+                                             g.limits())
+        except (RemediationError, RetryLater) as exc:
+            return self._failed(out, run_id, pb, f"{type(exc).__name__}: {exc}")
+        status = RunStatus.SUCCEEDED if outcome.rows_affected else RunStatus.NOOP
+        with self.store.session() as session:
+            row = session.get(RemediationRun, run_id)
+            assert row is not None
+            row.status, row.rows_affected = status.value, outcome.rows_affected
+            row.before_image = {"rows": outcome.before_image, "details": outcome.details}
+            row.finished_at = self.clock.now()
+        out.status, out.rows_affected = status.value, outcome.rows_affected
+        return self._verify(out, run_id, pb, outcome)
+
+    def _verify(self, out: PlanOutcome, run_id: str, pb: Playbook, outcome: Outcome) -> PlanOutcome:
+        action = get_action(pb.action.type)
+        g = pb.guards
+        try:
+            target = self.targets(pb.action.target or "") if action.needs_target else None
+            if target is None:
+                result = action.verify(None, pb.action.parsed_settings, out.params, outcome)
+            else:
+                with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms,
+                                        read_only=True) as conn:
+                    result = action.verify(conn, pb.action.parsed_settings, out.params, outcome)
+            ok, summary, details = result.ok, result.summary, result.details
+        except BotError as exc:
+            ok, summary, details = False, f"verification could not run: {exc}", {}
+        now = self.clock.now()
+        with self.store.session() as session:
+            row = session.get(RemediationRun, run_id)
+            issue = session.get(TrackedIssue, out.issue_id)
+            assert row is not None and issue is not None
+            row.verify = {"ok": ok, "summary": summary, "details": details}
+            opened = guard_mod.record_verification(session, pb, ok, now)
+            if ok:
+                record_transition(session, issue, LifecycleState.REMEDIATED,
+                                  f"run {run_id[:8]} changed {out.rows_affected} rows; "
+                                  f"verified: {summary}", now)
+                record_transition(session, issue, LifecycleState.WATCHING,
+                                  "watching for quiet hours", now)
+                issue.quiet_since = ensure_utc(issue.last_seen) if issue.last_seen else now
+                self.on_event(session, "remediated", issue, row, pb, {"verify": summary})
+            else:
+                row.status = RunStatus.VERIFY_FAILED.value
+                out.status = row.status
+                record_transition(session, issue, LifecycleState.FAILED,
+                                  f"run {run_id[:8]} verification failed: {summary}", now)
+                record_transition(session, issue, LifecycleState.ESCALATED,
+                                  "remedy did not take effect; a human must look", now)
+                issue.escalated_at = now
+                self.on_event(session, "failed", issue, row, pb, {"verify": summary,
+                                                         "breaker_opened": opened})
+        out.verify = summary
+        return out
+
+    def _failed(self, out: PlanOutcome, run_id: str, pb: Playbook, error: str) -> PlanOutcome:
+        now = self.clock.now()
+        with self.store.session() as session:
+            row = session.get(RemediationRun, run_id)
+            issue = session.get(TrackedIssue, out.issue_id)
+            assert row is not None and issue is not None
+            row.status, row.error, row.finished_at = RunStatus.FAILED.value, error[:4000], now
+            row.rows_affected = 0
+            opened = guard_mod.record_verification(session, pb, False, now)
+            record_transition(session, issue, LifecycleState.FAILED,
+                              f"run {run_id[:8]} rolled back: {error[:300]}", now)
+            record_transition(session, issue, LifecycleState.ESCALATED,
+                              "remediation failed; nothing was changed", now)
+            issue.escalated_at = now
+            self.on_event(session, "failed", issue, row, pb, {"error": error, "breaker_opened": opened})
+        out.status, out.note, out.rows_affected = RunStatus.FAILED.value, error, 0
+        return out
+
+    def _transition(self, issue_id: str, state: LifecycleState, reason: str) -> None:
+        with self.store.session() as session:
+            issue = session.get(TrackedIssue, issue_id)
+            if issue is not None:
+                record_transition(session, issue, state, reason, self.clock.now())
+
+    # --- housekeeping ---------------------------------------------------------------
+
+    def expire_approvals(self) -> int:
+        """Mark approval requests past their TTL as expired."""
+        now = self.clock.now()
+        count = 0
+        with self.store.session() as session:
+            rows = session.exec(select(RemediationRun).where(
+                RemediationRun.status == RunStatus.AWAITING_APPROVAL.value,
+                col(RemediationRun.expires_at) <= now)).all()
+            for row in rows:
+                row.status = RunStatus.EXPIRED.value
+                count += 1
+        return count
+
+    def recover_interrupted(self) -> list[str]:
+        """Verify runs left ``running`` by a crash against their journaled preview."""
+        now = self.clock.now()
+        recovered: list[str] = []
+        with self.store.session() as session:
+            rows = session.exec(select(RemediationRun).where(
+                RemediationRun.status == RunStatus.RUNNING.value)).all()
+        for row in rows:
+            pb = self.playbooks.get(row.playbook_id)
+            timeout = pb.guards.statement_timeout_ms if pb else 60_000
+            if row.started_at is None or ensure_utc(row.started_at) > stale_cutoff(now, timeout):
+                continue  # may still be executing in another process
+            if not claim(self.store, row.id, RunStatus.RUNNING.value,
+                         RunStatus.INTERRUPTED.value, now):
+                continue
+            recovered.append(row.id)
+            if pb is None:
+                continue
+            journaled = Outcome(rows_affected=len(row.preview.get("rows", [])),
+                                before_image=list(row.preview.get("rows", [])))
+            out = PlanOutcome(row.issue_id, row.issue_id, pb.id, row.mode, row.status,
+                              run_id=row.id, params=dict(row.params))
+            self._verify(out, row.id, pb, journaled)
+            with self.store.session() as session:
+                again = session.get(RemediationRun, row.id)
+                if again is not None:
+                    again.status = RunStatus.INTERRUPTED.value
+                    again.error = ("process died while running; outcome verified against the "
+                                   f"journaled preview: {out.verify}")
+        return recovered

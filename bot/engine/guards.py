@@ -1,0 +1,129 @@
+"""Guardrails checked before a remediation may execute.
+
+In order: the global pause, the playbook's circuit breaker, hidden debt (the issue
+was remediated too often lately: escalate instead of masking the bug), the
+per-issue cooldown and the per-playbook runs-per-hour cap. Each refusal says why.
+The mode itself is decided here too: a regressed issue's next remediation needs
+approval whatever the playbook says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session
+
+from bot.clock import ensure_utc
+from bot.engine.journal import recent_runs
+from bot.playbooks.models import Playbook
+from bot.store.models import PlaybookState, Setting, TrackedIssue
+
+PAUSE_KEY = "paused"
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    allowed: bool
+    reason: str = ""
+    escalate: bool = False  # hidden debt: tell humans instead of running again
+
+
+def is_paused(session: Session) -> str | None:
+    """The pause reason when the operator paused the bot, else None."""
+    row = session.get(Setting, PAUSE_KEY)
+    return row.value if row is not None and row.value else None
+
+
+def set_paused(session: Session, reason: str | None, now: datetime) -> None:
+    row = session.get(Setting, PAUSE_KEY)
+    if row is None:
+        row = Setting(key=PAUSE_KEY, value="", updated_at=now)
+    row.value = reason or ""
+    row.updated_at = now
+    session.add(row)
+
+
+def effective_mode(playbook: Playbook, issue: TrackedIssue, *, shadow_only: bool) -> str:
+    """shadow when forced, approval after a regression, else the playbook's mode."""
+    if shadow_only or playbook.guards.mode == "shadow":
+        return "shadow"
+    if issue.requires_approval:
+        return "approval"
+    return playbook.guards.mode
+
+
+def breaker_open(session: Session, playbook_id: str, now: datetime) -> datetime | None:
+    row = session.get(PlaybookState, playbook_id)
+    if row is None or row.breaker_open_until is None:
+        return None
+    until = ensure_utc(row.breaker_open_until)
+    return until if until > now else None
+
+
+def record_verification(
+    session: Session, playbook: Playbook, ok: bool, now: datetime
+) -> bool:
+    """Count a verification; return True if this failure opened the breaker."""
+    row = session.get(PlaybookState, playbook.id) or PlaybookState(
+        playbook_id=playbook.id, updated_at=now
+    )
+    opened = False
+    if ok:
+        row.consecutive_failures = 0
+    else:
+        row.consecutive_failures += 1
+        if row.consecutive_failures >= playbook.guards.breaker_failures:
+            row.breaker_open_until = now + timedelta(
+                minutes=playbook.guards.breaker_cooldown_minutes
+            )
+            row.consecutive_failures = 0
+            opened = True
+    row.updated_at = now
+    session.add(row)
+    return opened
+
+
+def check_guards(
+    session: Session,
+    playbook: Playbook,
+    issue: TrackedIssue,
+    now: datetime,
+    *,
+    hidden_debt_runs: int = 3,
+    hidden_debt_hours: float = 24,
+) -> GuardDecision:
+    """May ``playbook`` execute against ``issue`` now? (Shadow previews skip this.)"""
+    paused = is_paused(session)
+    if paused:
+        return GuardDecision(False, f"bot is paused: {paused}")
+    until = breaker_open(session, playbook.id, now)
+    if until is not None:
+        return GuardDecision(
+            False, f"circuit breaker open for {playbook.id} until {until.isoformat()}"
+        )
+    cooldown = timedelta(minutes=playbook.guards.cooldown_minutes)
+    debt_window = timedelta(hours=hidden_debt_hours)
+    recent = recent_runs(
+        session, playbook_id=playbook.id, issue_id=issue.id, since=now - max(debt_window, cooldown)
+    )
+    started = [ensure_utc(r.started_at) for r in recent if r.started_at is not None]
+    debt = [at for at in started if at > now - debt_window]
+    if len(debt) >= hidden_debt_runs:
+        return GuardDecision(
+            False,
+            f"hidden debt: remediated {len(debt)} times in {hidden_debt_hours:g} h; "
+            "the root cause needs a fix",
+            escalate=True,
+        )
+    if cooldown and any(at > now - cooldown for at in started):
+        return GuardDecision(
+            False, f"cooldown: ran within the last {playbook.guards.cooldown_minutes} min"
+        )
+    hourly = recent_runs(session, playbook_id=playbook.id, since=now - timedelta(hours=1))
+    if len(hourly) >= playbook.guards.max_runs_per_hour:
+        return GuardDecision(
+            False, f"rate cap: {len(hourly)} runs in the last hour "
+            f"(max_runs_per_hour={playbook.guards.max_runs_per_hour})"
+        )
+    return GuardDecision(True)

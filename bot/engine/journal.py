@@ -1,0 +1,112 @@
+"""The remediation journal: a run is written, with a unique idempotency key, BEFORE
+anything executes.
+
+The key is derived from (playbook, issue, typed parameters, window), where the
+window is the issue's own ``lastSeen`` floored to the playbook's cooldown (at least an
+hour). Two replicas that saw the same Sentry data therefore compute the same key, and
+the unique index lets exactly one of them insert the run: the other gets the existing
+row back and does nothing. After a crash, a run left ``running`` is found by
+:func:`interrupted_runs` and verified, never blindly re-executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from bot.actions.base import ParamValue
+from bot.clock import ensure_utc
+from bot.store.db import Store
+from bot.store.models import RemediationRun, RunStatus
+
+EXECUTED = (RunStatus.SUCCEEDED.value, RunStatus.NOOP.value, RunStatus.VERIFY_FAILED.value,
+            RunStatus.FAILED.value, RunStatus.RUNNING.value, RunStatus.INTERRUPTED.value)
+
+
+def window_start(last_seen: datetime | None, cooldown_minutes: int, now: datetime) -> datetime:
+    """The idempotency window an issue snapshot falls into (from Sentry's clock)."""
+    anchor = ensure_utc(last_seen) if last_seen else now
+    size = max(60, cooldown_minutes) * 60
+    epoch = int(anchor.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % size, tz=anchor.tzinfo)
+
+
+def idempotency_key(
+    playbook_id: str, issue_id: str, params: Mapping[str, ParamValue], window: datetime
+) -> str:
+    """A stable key for one remediation of one issue in one window."""
+    canonical = json.dumps(
+        {"p": playbook_id, "i": issue_id, "a": dict(sorted(params.items())),
+         "w": window.isoformat()},
+        sort_keys=True, separators=(",", ":"),
+    )
+    return f"{playbook_id[:60]}:{hashlib.sha256(canonical.encode()).hexdigest()[:40]}"
+
+
+def journal_run(store: Store, run: RemediationRun) -> tuple[RemediationRun, bool]:
+    """Insert ``run``; return (row, True) if we inserted it, (existing row, False) if the
+    idempotency key was already journaled (by us earlier or by another replica)."""
+    run.id = run.id or str(uuid.uuid4())
+    try:
+        with store.session() as session:
+            session.add(run)
+        return run, True
+    except Exception as exc:  # StoreError wrapping IntegrityError
+        if not isinstance(exc.__cause__, IntegrityError):
+            raise
+    with store.session() as session:
+        existing = session.exec(
+            select(RemediationRun).where(RemediationRun.idempotency_key == run.idempotency_key)
+        ).one()
+    return existing, False
+
+
+def claim(store: Store, run_id: str, from_status: str, to_status: str, now: datetime) -> bool:
+    """Compare-and-set a run's status in one UPDATE; True if this caller won."""
+    values: dict[str, object] = {"status": to_status}
+    if to_status == RunStatus.RUNNING.value:
+        values["started_at"] = now
+    stmt = (
+        update(RemediationRun)
+        .where(col(RemediationRun.id) == run_id, col(RemediationRun.status) == from_status)
+        .values(**values)
+    )
+    with store.session() as session:
+        result = session.exec(stmt)
+        return bool(result.rowcount == 1)
+
+
+def recent_runs(
+    session: Session, *, playbook_id: str, since: datetime, issue_id: str | None = None
+) -> list[RemediationRun]:
+    """Runs of a playbook (optionally for one issue) that executed since ``since``."""
+    query = select(RemediationRun).where(
+        RemediationRun.playbook_id == playbook_id,
+        col(RemediationRun.status).in_(EXECUTED),
+        col(RemediationRun.started_at) >= since,
+    )
+    if issue_id is not None:
+        query = query.where(RemediationRun.issue_id == issue_id)
+    return list(session.exec(query))
+
+
+def interrupted_runs(session: Session, older_than: datetime) -> list[RemediationRun]:
+    """Runs journaled as running whose process is gone (started before ``older_than``)."""
+    return list(session.exec(
+        select(RemediationRun).where(
+            RemediationRun.status == RunStatus.RUNNING.value,
+            col(RemediationRun.started_at) < older_than,
+        )
+    ))
+
+
+def stale_cutoff(now: datetime, statement_timeout_ms: int) -> datetime:
+    """A run still ``running`` this long after it started cannot be alive any more."""
+    return now - timedelta(milliseconds=statement_timeout_ms) - timedelta(minutes=5)

@@ -1,0 +1,59 @@
+"""Wiring of the cycle's collaborators from an :class:`~bot.app.App`.
+
+Kept apart from :mod:`bot.app` so the composition of playbooks, targets and the
+event sink (notifications) reads in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.actions.target import PgTarget, TargetDatabase
+from bot.app import App
+from bot.engine.executor import EventSink, Executor
+from bot.playbooks.loader import load_playbooks
+from bot.playbooks.matcher import Matcher
+from bot.playbooks.models import Playbook
+
+log = logging.getLogger(__name__)
+
+
+def load_matcher(app: App) -> tuple[Matcher, dict[str, Playbook]]:
+    """Load every valid playbook; each broken file is logged with file, line and field.
+
+    A broken playbook never stops the valid ones from running, and never runs itself.
+    """
+    result = load_playbooks(app.settings.playbooks_dir)
+    for error in result.errors:
+        log.error("playbook not loaded: %s", error)
+    app.playbook_errors = [str(e) for e in result.errors]
+    return Matcher(result.playbooks), {pb.id: pb for pb in result.playbooks}
+
+
+def target_resolver(app: App) -> Any:
+    cache: dict[str, TargetDatabase] = {}
+
+    def resolve(name: str) -> TargetDatabase | None:
+        if name in cache:
+            return cache[name]
+        dsn = app.settings.target_url(name)
+        if not dsn:
+            return None
+        cache[name] = PgTarget(dsn, name=name)
+        return cache[name]
+
+    return resolve
+
+
+def build_executor(app: App, playbooks: dict[str, Playbook]) -> tuple[Executor, EventSink]:
+    """An executor whose events go to the notification outbox."""
+    from bot.events import EventRecorder
+
+    sink = EventRecorder(app)
+    executor = Executor(
+        app.store, playbooks, target_resolver(app), app.clock, on_event=sink,
+        hidden_debt_runs=app.settings.hidden_debt_runs,
+        hidden_debt_hours=app.settings.hidden_debt_hours,
+    )
+    return executor, sink
