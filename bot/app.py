@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from bot.clock import Clock, SystemClock
 from bot.errors import ConfigError
 from bot.settings import Settings
 from bot.sources import IssueSource, ReplaySource, SentryApiSource
 from bot.store.db import Store
+from bot.triage import TriageConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,15 @@ class App:
                           ",".join(self.settings.sentry_environments)])
         source.name = f"sentry:{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
         return source
+
+    def triage_config(self) -> TriageConfig:
+        """Routing and response targets from the ``triage:`` block of the config file."""
+        try:
+            return TriageConfig.model_validate(self.settings.triage)
+        except ValidationError as exc:
+            lines = [f"triage.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                     for e in exc.errors()]
+            raise ConfigError("\n".join(lines)) from None
 
     def close(self) -> None:
         if self._sentry is not None and hasattr(self._sentry, "close"):

@@ -74,6 +74,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Migrations run on every start; their chatter is not news.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _open_app(**overrides: Any) -> App:

@@ -22,6 +22,7 @@ from bot.poller import PollResult, poll_and_track
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.store.models import LifecycleState, TrackedIssue
 from bot.tracker import record_transition
+from bot.triage_step import group_incidents, triage_issues
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,12 @@ def run_cycle(app: App, *, shadow_only: bool = False) -> CycleReport:
         overlap=timedelta(seconds=app.settings.poll_overlap_seconds),
     )
     tracked = report.poll.tracked
-    report.regressed = handle_regressions(app, tracked.regressed, emit)
     candidates = tracked.new + tracked.changed
+    with app.store.session() as session:
+        triage_issues(session, candidates, app.triage_config(), app.clock,
+                      regressed=frozenset(tracked.regressed))
+        group_incidents(session, app.clock)
+    report.regressed = handle_regressions(app, tracked.regressed, emit)
     with app.store.session() as session:
         # Issues waiting on a playbook that was unavailable last time get another chance.
         pending = session.exec(select(TrackedIssue.id).where(
