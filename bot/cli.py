@@ -76,6 +76,8 @@ def _setup_logging(level: str) -> None:
     )
     # Migrations run on every start; their chatter is not news.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs full request URLs at INFO; a webhook URL is a secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _open_app(**overrides: Any) -> App:
@@ -180,7 +182,7 @@ def demo(
             bot = App.from_settings(settings)
             bot.store.upgrade()
             try:
-                report = run_cycle(bot, shadow_only=True)
+                report = run_cycle(bot, shadow_only=True, side_steps=False)
             finally:
                 bot.close()
             typer.echo(f"demo: replayed {DEMO_REPLAY.name} into {db_path} (shadow mode)\n")

@@ -94,8 +94,7 @@ class CycleReport:
             lines.append(f"regressed after resolve (escalated): {', '.join(self.regressed)}")
         if self.recovered_runs:
             lines.append(f"interrupted runs verified: {', '.join(self.recovered_runs)}")
-        for key, value in self.extra.items():
-            lines.append(f"{key}: {value}")
+        lines += [str(value) for value in self.extra.values()]
         for err in self.errors:
             lines.append(f"error: {err}")
         return "\n".join(lines)
@@ -129,7 +128,7 @@ def handle_regressions(app: App, issue_ids: list[str], emit: Any) -> list[str]:
 
 def match_and_plan(
     app: App, executor: Executor, matcher: Matcher, issue_ids: list[str], report: CycleReport,
-    *, shadow_only: bool, source: Any = None,
+    *, shadow_only: bool, source: Any = None, emit: Any = None,
 ) -> None:
     """Match each issue, then plan (and per mode execute) the winning playbook."""
     fetches = 0
@@ -154,7 +153,7 @@ def match_and_plan(
                 result = matcher.match(issue, event) if event is not None else None
         if result is None:
             report.unmatched.append(issue.short_id)
-            _no_playbook(app, issue_id)
+            _no_playbook(app, issue_id, emit)
             continue
         try:
             report.plans.append(executor.plan(issue_id, result, shadow_only=shadow_only))
@@ -163,7 +162,7 @@ def match_and_plan(
             report.errors.append(f"{issue.short_id}: {exc}")
 
 
-def _no_playbook(app: App, issue_id: str) -> None:
+def _no_playbook(app: App, issue_id: str, emit: Any) -> None:
     now = app.clock.now()
     with app.store.session() as session:
         row = session.get(TrackedIssue, issue_id)
@@ -171,14 +170,37 @@ def _no_playbook(app: App, issue_id: str) -> None:
             record_transition(session, row, LifecycleState.WATCHING,
                               "no playbook matched: triage, notify, watch for quiet hours", now)
             row.quiet_since = row.last_seen or now
+            if emit is not None:
+                emit(session, "triaged", row, None, None, {})
 
 
-def run_cycle(app: App, *, shadow_only: bool = False) -> CycleReport:
-    """One full pass. Never raises for a single issue's failure; see ``report.errors``."""
+def run_cycle(app: App, *, shadow_only: bool = False, side_steps: bool = True) -> CycleReport:
+    """One full pass. Never raises for a single issue's failure; see ``report.errors``.
+
+    ``side_steps`` adds the lifecycle check, the fix-link scan and the outbox flush
+    (the scheduler runs those on their own intervals instead).
+    """
+    report = poll_step(app, shadow_only=shadow_only)
+    if side_steps:
+        from bot.steps import fixlinks_step, lifecycle_step, outbox_step
+
+        for name, step in (("lifecycle", lifecycle_step), ("fix links", fixlinks_step),
+                           ("outbox", outbox_step)):
+            try:
+                report.extra[name] = step(app)
+            except BotError as exc:
+                log.warning("%s step failed: %s", name, exc)
+                report.errors.append(f"{name}: {exc}")
+    return report
+
+
+def poll_step(app: App, *, shadow_only: bool = False) -> CycleReport:
+    """Poll, track, triage, handle regressions, match and plan (execute per mode)."""
     from bot.wiring import build_executor, load_matcher
 
     report = CycleReport()
     matcher, playbooks = load_matcher(app)
+    report.errors += [f"playbook not loaded: {e}" for e in app.playbook_errors]
     executor, emit = build_executor(app, playbooks)
     report.recovered_runs = executor.recover_interrupted()
     report.expired_approvals = executor.expire_approvals()
@@ -201,7 +223,7 @@ def run_cycle(app: App, *, shadow_only: bool = False) -> CycleReport:
     seen = set(candidates)
     candidates += [i for i in pending if i not in seen]
     match_and_plan(app, executor, matcher, candidates, report, shadow_only=shadow_only,
-                   source=source)
+                   source=source, emit=emit)
     return report
 
 

@@ -1,28 +1,109 @@
 """Lifecycle events (remediated, failed, regressed …) → notification outbox rows.
 
-The executor and lifecycle call the sink inside their store transaction, so the
+The executor and the lifecycle call the sink inside their store transaction, so the
 outbox row commits together with the state change it announces (transactional
 outbox): a crash can never record "remediated" without its notification, or the
-other way round. Each event has a dedupe key, so re-running a step never
-enqueues the same message twice.
+other way round. Each event has a dedupe key, so re-running a step never enqueues
+the same message twice. Channels: ``slack`` (when a webhook is configured) and
+``sentry_comment`` (a note on the Sentry issue whenever the bot acts).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from bot.app import App
+from bot.clock import ensure_utc
+from bot.notify.messages import Link, Notification, NotificationKind, render
+from bot.notify.outbox import enqueue
 from bot.playbooks.models import Playbook
-from bot.store.models import RemediationRun, TrackedIssue
+from bot.store.models import FixLink, RemediationRun, TrackedIssue
 
 log = logging.getLogger(__name__)
 
+# Events on which the bot leaves a note on the Sentry issue itself.
+_SENTRY_NOTE_KINDS = {"remediated", "failed", "resolved", "regressed", "hidden_debt",
+                      "plan_awaiting_approval"}
+
+
+def _iso(value: datetime | None) -> str:
+    return ensure_utc(value).isoformat() if value else "-"
+
+
+def _undo_hint(run: RemediationRun | None, short_id: str) -> str | None:
+    if run is None or not run.rows_affected:
+        return None
+    return (f"the before-image of {run.rows_affected} row(s) is journaled in run {run.id[:8]}: "
+            f"`sentry-bot status {short_id} --json` shows the old values to restore")
+
+
+def episode_key(kind: str, issue: TrackedIssue, run: RemediationRun | None) -> str:
+    """What makes one event distinct: its run, else the moment it is about."""
+    if run is not None:
+        return run.id
+    if kind == "resolved":
+        return _iso(issue.resolved_at)
+    return _iso(issue.last_seen)
+
+
+def build_notification(
+    session: Session, kind: str, issue: TrackedIssue, run: RemediationRun | None,
+    playbook: Playbook | None, extra: dict[str, Any], report_base_url: str | None = None,
+) -> Notification:
+    """A :class:`Notification` for ``kind`` from what the store knows right now."""
+    links = session.exec(select(FixLink).where(FixLink.issue_id == issue.id)).all()
+    facts = {k: str(v)[:300] for k, v in extra.items() if v not in (None, "", False)}
+    if issue.incident_id:
+        facts["incident"] = issue.incident_id
+    verify = extra.get("verify")
+    return Notification(
+        kind=NotificationKind(kind),
+        issue_short_id=issue.short_id,
+        title=issue.title,
+        permalink=issue.permalink or None,
+        detail=(extra.get("error") or extra.get("reason") or issue.message or None),
+        severity=issue.severity,
+        owner=issue.team,
+        category=issue.category,
+        response_due_at=issue.response_due_at,
+        playbook=playbook.id if playbook else issue.playbook_id,
+        mode=run.mode if run else None,
+        rows_changed=run.rows_affected if run else None,
+        verify_result=str(verify) if verify else None,
+        undo_hint=_undo_hint(run, issue.short_id),
+        run_id=run.id if run else None,
+        fix_links=tuple(Link(label=f"{f.repo} {'#' + f.ref if f.kind == 'pr' else f.ref[:10]}",
+                             url=f.url) for f in links if f.url)[:5],
+        report_link=(f"{report_base_url.rstrip('/')}/{issue.short_id}.md"
+                     if report_base_url and kind in ("resolved", "escalated", "regressed")
+                     else None),
+        facts=facts,
+    )
+
+
+def sentry_note(n: Notification) -> str:
+    """Plain text for a Sentry issue comment (Sentry renders it as Markdown)."""
+    parts = [f"sentry-remediation-bot: {n.kind.value.replace('_', ' ')}"]
+    if n.playbook:
+        parts.append(f"playbook {n.playbook}" + (f" ({n.mode})" if n.mode else ""))
+    if n.run_id:
+        parts.append(f"run {n.run_id[:8]}")
+    if n.rows_changed is not None:
+        parts.append(f"{n.rows_changed} rows changed")
+    if n.verify_result:
+        parts.append(f"verify: {n.verify_result[:200]}")
+    for key in ("in_commit", "plain_reason", "reason"):
+        if key in n.facts:
+            parts.append(f"{key.replace('_', ' ')}: {n.facts[key][:200]}")
+    return "; ".join(parts)
+
 
 class EventRecorder:
-    """Callable event sink; records events and enqueues their notifications."""
+    """Callable event sink: enqueues each event's notifications in the caller's session."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -40,3 +121,13 @@ class EventRecorder:
         self.events.append((kind, issue.short_id))
         log.info("event %s on %s%s", kind, issue.short_id,
                  f" (run {run.id[:8]})" if run is not None else "")
+        now = self.app.clock.now()
+        note = build_notification(session, kind, issue, run, playbook, extra,
+                                  self.app.settings.report_base_url)
+        episode = episode_key(kind, issue, run)
+        if self.app.settings.slack_webhook_url is not None:
+            enqueue(session, "slack", f"slack:{kind}:{issue.id}:{episode}", render(note),
+                    issue.id, kind, now)
+        if kind in _SENTRY_NOTE_KINDS and self.app.settings.replay_file is None:
+            enqueue(session, "sentry_comment", f"sentry:{kind}:{issue.id}:{episode}",
+                    {"issue_id": issue.id, "text": sentry_note(note)}, issue.id, kind, now)

@@ -216,6 +216,10 @@ class PrCommentFacts:
     resolved_at: datetime | None = None
     resolved_in_commit: str | None = None
     regressed_at: datetime | None = None
+    severity: str | None = None
+    category: str | None = None
+    team: str | None = None
+    response_due_at: datetime | None = None
 
 
 def _when(value: datetime | None) -> str:
@@ -264,6 +268,12 @@ def render_pr_comment(facts: PrCommentFacts) -> str:
         ("Last seen", _when(facts.last_seen)),
         ("Quiet clock", quiet),
     ]
+    if facts.severity or facts.team:
+        rows.insert(1, (
+            "Triage",
+            f"{inert(facts.severity or '-', 16)} / {inert(facts.category or '-', 32)}; "
+            f"owner {inert(facts.team or '-', 64)}; respond by {_when(facts.response_due_at)}",
+        ))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (
         f"{marker}\n"

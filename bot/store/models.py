@@ -94,6 +94,7 @@ class TrackedIssue(SQLModel, table=True):
     quiet_since: datetime | None = _ts()
     resolved_at: datetime | None = _ts()
     resolved_by_bot: bool = False
+    resolved_in_commit: str | None = Field(default=None, max_length=64)
     escalated_at: datetime | None = _ts()
     requires_approval: bool = False  # set after a regression
     created_at: datetime | None = _ts(nullable=False)
