@@ -1,4 +1,4 @@
-"""sentry-remediation-bot: poll Sentry, match playbooks, remediate safely, resolve after quiet hours."""
+"""sentry-remediation-bot: poll Sentry, match playbooks, remediate safely, resolve when quiet."""
 
 from __future__ import annotations
 

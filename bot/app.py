@@ -71,9 +71,15 @@ class App:
         )
         # One watermark per distinct poll (org, query, scope): changing the query must
         # not inherit a watermark that would hide older matching issues.
-        scope = "|".join([self.settings.sentry_base_url, self.settings.sentry_org or "",
-                          self.settings.sentry_query, ",".join(self.settings.sentry_projects),
-                          ",".join(self.settings.sentry_environments)])
+        scope = "|".join(
+            [
+                self.settings.sentry_base_url,
+                self.settings.sentry_org or "",
+                self.settings.sentry_query,
+                ",".join(self.settings.sentry_projects),
+                ",".join(self.settings.sentry_environments),
+            ]
+        )
         source.name = f"sentry:{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
         return source
 
@@ -82,8 +88,9 @@ class App:
         try:
             return TriageConfig.model_validate(self.settings.triage)
         except ValidationError as exc:
-            lines = [f"triage.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                     for e in exc.errors()]
+            lines = [
+                f"triage.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            ]
             raise ConfigError("\n".join(lines)) from None
 
     def close(self) -> None:

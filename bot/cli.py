@@ -16,8 +16,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from bot.app import App
-from bot.playbooks.cli import app as playbooks_app
 from bot.errors import BotError, ConfigError
+from bot.playbooks.cli import app as playbooks_app
 from bot.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -96,8 +96,10 @@ def db_upgrade() -> None:
         from bot.store.db import redact_url
 
         bot = _open_app()
-        typer.echo(f"state store at {redact_url(bot.settings.database_url)} is at "
-                   f"revision {bot.store.current_revision()}")
+        typer.echo(
+            f"state store at {redact_url(bot.settings.database_url)} is at "
+            f"revision {bot.store.current_revision()}"
+        )
 
     _run(body)
 
@@ -138,12 +140,18 @@ def status(
             with bot.store.session() as session:
                 if issue:
                     data = status_mod.issue_timeline(session, issue)
-                    out = json.dumps(data, indent=2, default=str) if as_json else (
-                        status_mod.render_timeline(data))
+                    out = (
+                        json.dumps(data, indent=2, default=str)
+                        if as_json
+                        else (status_mod.render_timeline(data))
+                    )
                 else:
                     data = status_mod.overview(session, team=team, severity=severity)
-                    out = json.dumps(data, indent=2, default=str) if as_json else (
-                        status_mod.render_overview(data))
+                    out = (
+                        json.dumps(data, indent=2, default=str)
+                        if as_json
+                        else (status_mod.render_overview(data))
+                    )
         finally:
             bot.close()
         typer.echo(out)
@@ -172,12 +180,14 @@ def demo(
             db_path = Path(tmp.name) / "demo.db"
         try:
             base = _settings()
-            settings = base.model_copy(update={
-                "database_url": f"sqlite:///{db_path}",
-                "replay_file": DEMO_REPLAY,
-                "slack_webhook_url": None,
-                "github_token": None,
-            })
+            settings = base.model_copy(
+                update={
+                    "database_url": f"sqlite:///{db_path}",
+                    "replay_file": DEMO_REPLAY,
+                    "slack_webhook_url": None,
+                    "github_token": None,
+                }
+            )
             _setup_logging("WARNING")
             bot = App.from_settings(settings)
             bot.store.upgrade()
@@ -215,11 +225,12 @@ def approve(
             out = executor.approve(full_id, by or getpass.getuser())
         finally:
             bot.close()
-        typer.echo(f"run {full_id[:8]} ({out.playbook_id} on {out.short_id}): {out.status}"
-                   + (f", {out.rows_affected} rows changed" if out.rows_affected is not None
-                      else "")
-                   + (f"; verify: {out.verify}" if out.verify else "")
-                   + (f"; {out.note}" if out.note else ""))
+        typer.echo(
+            f"run {full_id[:8]} ({out.playbook_id} on {out.short_id}): {out.status}"
+            + (f", {out.rows_affected} rows changed" if out.rows_affected is not None else "")
+            + (f"; verify: {out.verify}" if out.verify else "")
+            + (f"; {out.note}" if out.note else "")
+        )
         if out.status not in ("succeeded", "noop"):
             raise typer.Exit(1)
 

@@ -49,14 +49,23 @@ class CycleReport:
             "changed": len(tracked.changed) if tracked else 0,
             "unchanged": tracked.unchanged if tracked else 0,
             "regressed": self.regressed,
-            "watermark": self.poll.watermark.isoformat() if self.poll and self.poll.watermark
+            "watermark": self.poll.watermark.isoformat()
+            if self.poll and self.poll.watermark
             else None,
             "plans": [
-                {"issue": p.short_id, "playbook": p.playbook_id, "mode": p.mode,
-                 "status": p.status, "run_id": p.run_id, "rows_affected": p.rows_affected,
-                 "would_change": p.preview.count if p.preview else None,
-                 "preview": p.preview.summary if p.preview else None, "note": p.note,
-                 "verify": p.verify, "params": p.params}
+                {
+                    "issue": p.short_id,
+                    "playbook": p.playbook_id,
+                    "mode": p.mode,
+                    "status": p.status,
+                    "run_id": p.run_id,
+                    "rows_affected": p.rows_affected,
+                    "would_change": p.preview.count if p.preview else None,
+                    "preview": p.preview.summary if p.preview else None,
+                    "note": p.note,
+                    "verify": p.verify,
+                    "params": p.params,
+                }
                 for p in self.plans
             ],
             "unmatched": self.unmatched,
@@ -68,8 +77,10 @@ class CycleReport:
 
     def render(self, *, verbose: bool = False) -> str:
         d = self.as_dict()
-        lines = [f"polled {d['polled']} issues: {d['new']} new, {d['changed']} changed, "
-                 f"{d['unchanged']} unchanged"]
+        lines = [
+            f"polled {d['polled']} issues: {d['new']} new, {d['changed']} changed, "
+            f"{d['unchanged']} unchanged"
+        ]
         for p in self.plans:
             head = f"- {p.short_id}: playbook {p.playbook_id} [{p.mode}] → {p.status}"
             if p.rows_affected is not None:
@@ -113,10 +124,20 @@ def handle_regressions(app: App, issue_ids: list[str], emit: Any) -> list[str]:
             row = session.get(TrackedIssue, issue_id)
             if row is None:
                 continue
-            record_transition(session, row, LifecycleState.REGRESSED,
-                              f"new event at {row.last_seen} after the bot resolved it", now)
-            record_transition(session, row, LifecycleState.ESCALATED,
-                              "regression: the next remediation needs approval", now)
+            record_transition(
+                session,
+                row,
+                LifecycleState.REGRESSED,
+                f"new event at {row.last_seen} after the bot resolved it",
+                now,
+            )
+            record_transition(
+                session,
+                row,
+                LifecycleState.ESCALATED,
+                "regression: the next remediation needs approval",
+                now,
+            )
             row.requires_approval = True
             row.resolved_by_bot = False
             row.escalated_at = now
@@ -127,8 +148,15 @@ def handle_regressions(app: App, issue_ids: list[str], emit: Any) -> list[str]:
 
 
 def match_and_plan(
-    app: App, executor: Executor, matcher: Matcher, issue_ids: list[str], report: CycleReport,
-    *, shadow_only: bool, source: Any = None, emit: Any = None,
+    app: App,
+    executor: Executor,
+    matcher: Matcher,
+    issue_ids: list[str],
+    report: CycleReport,
+    *,
+    shadow_only: bool,
+    source: Any = None,
+    emit: Any = None,
 ) -> None:
     """Match each issue, then plan (and per mode execute) the winning playbook."""
     fetches = 0
@@ -167,8 +195,13 @@ def _no_playbook(app: App, issue_id: str, emit: Any) -> None:
     with app.store.session() as session:
         row = session.get(TrackedIssue, issue_id)
         if row is not None and row.state == LifecycleState.NEW.value:
-            record_transition(session, row, LifecycleState.WATCHING,
-                              "no playbook matched: triage, notify, watch for quiet hours", now)
+            record_transition(
+                session,
+                row,
+                LifecycleState.WATCHING,
+                "no playbook matched: triage, notify, watch for quiet hours",
+                now,
+            )
             row.quiet_since = row.last_seen or now
             if emit is not None:
                 emit(session, "triaged", row, None, None, {})
@@ -184,8 +217,11 @@ def run_cycle(app: App, *, shadow_only: bool = False, side_steps: bool = True) -
     if side_steps:
         from bot.steps import fixlinks_step, lifecycle_step, outbox_step
 
-        for name, step in (("lifecycle", lifecycle_step), ("fix links", fixlinks_step),
-                           ("outbox", outbox_step)):
+        for name, step in (
+            ("lifecycle", lifecycle_step),
+            ("fix links", fixlinks_step),
+            ("outbox", outbox_step),
+        ):
             try:
                 report.extra[name] = step(app)
             except BotError as exc:
@@ -206,24 +242,40 @@ def poll_step(app: App, *, shadow_only: bool = False) -> CycleReport:
     report.expired_approvals = executor.expire_approvals()
     source = app.source()
     report.poll = poll_and_track(
-        app.store, source, app.clock,
+        app.store,
+        source,
+        app.clock,
         overlap=timedelta(seconds=app.settings.poll_overlap_seconds),
     )
     tracked = report.poll.tracked
     candidates = tracked.new + tracked.changed
     with app.store.session() as session:
-        triage_issues(session, candidates, app.triage_config(), app.clock,
-                      regressed=frozenset(tracked.regressed))
+        triage_issues(
+            session,
+            candidates,
+            app.triage_config(),
+            app.clock,
+            regressed=frozenset(tracked.regressed),
+        )
         group_incidents(session, app.clock)
     report.regressed = handle_regressions(app, tracked.regressed, emit)
     with app.store.session() as session:
         # Issues waiting on a playbook that was unavailable last time get another chance.
-        pending = session.exec(select(TrackedIssue.id).where(
-            col(TrackedIssue.state) == LifecycleState.MATCHED.value)).all()
+        pending = session.exec(
+            select(TrackedIssue.id).where(col(TrackedIssue.state) == LifecycleState.MATCHED.value)
+        ).all()
     seen = set(candidates)
     candidates += [i for i in pending if i not in seen]
-    match_and_plan(app, executor, matcher, candidates, report, shadow_only=shadow_only,
-                   source=source, emit=emit)
+    match_and_plan(
+        app,
+        executor,
+        matcher,
+        candidates,
+        report,
+        shadow_only=shadow_only,
+        source=source,
+        emit=emit,
+    )
     return report
 
 
@@ -234,8 +286,9 @@ def resolve_run_id(app: App, prefix: str) -> str:
     if len(prefix) < 6:
         raise BotError("give at least 6 characters of the run id")
     with app.store.session() as session:
-        ids = session.exec(select(RemediationRun.id).where(
-            col(RemediationRun.id).startswith(prefix))).all()
+        ids = session.exec(
+            select(RemediationRun.id).where(col(RemediationRun.id).startswith(prefix))
+        ).all()
     if not ids:
         raise BotError(f"no run {prefix!r}")
     if len(ids) > 1:

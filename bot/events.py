@@ -26,8 +26,14 @@ from bot.store.models import FixLink, RemediationRun, TrackedIssue
 log = logging.getLogger(__name__)
 
 # Events on which the bot leaves a note on the Sentry issue itself.
-_SENTRY_NOTE_KINDS = {"remediated", "failed", "resolved", "regressed", "hidden_debt",
-                      "plan_awaiting_approval"}
+_SENTRY_NOTE_KINDS = {
+    "remediated",
+    "failed",
+    "resolved",
+    "regressed",
+    "hidden_debt",
+    "plan_awaiting_approval",
+}
 
 
 def _iso(value: datetime | None) -> str:
@@ -37,8 +43,10 @@ def _iso(value: datetime | None) -> str:
 def _undo_hint(run: RemediationRun | None, short_id: str) -> str | None:
     if run is None or not run.rows_affected:
         return None
-    return (f"the before-image of {run.rows_affected} row(s) is journaled in run {run.id[:8]}: "
-            f"`sentry-bot status {short_id} --json` shows the old values to restore")
+    return (
+        f"the before-image of {run.rows_affected} row(s) is journaled in run {run.id[:8]}: "
+        f"`sentry-bot status {short_id} --json` shows the old values to restore"
+    )
 
 
 def episode_key(kind: str, issue: TrackedIssue, run: RemediationRun | None) -> str:
@@ -51,8 +59,13 @@ def episode_key(kind: str, issue: TrackedIssue, run: RemediationRun | None) -> s
 
 
 def build_notification(
-    session: Session, kind: str, issue: TrackedIssue, run: RemediationRun | None,
-    playbook: Playbook | None, extra: dict[str, Any], report_base_url: str | None = None,
+    session: Session,
+    kind: str,
+    issue: TrackedIssue,
+    run: RemediationRun | None,
+    playbook: Playbook | None,
+    extra: dict[str, Any],
+    report_base_url: str | None = None,
 ) -> Notification:
     """A :class:`Notification` for ``kind`` from what the store knows right now."""
     links = session.exec(select(FixLink).where(FixLink.issue_id == issue.id)).all()
@@ -76,11 +89,16 @@ def build_notification(
         verify_result=str(verify) if verify else None,
         undo_hint=_undo_hint(run, issue.short_id),
         run_id=run.id if run else None,
-        fix_links=tuple(Link(label=f"{f.repo} {'#' + f.ref if f.kind == 'pr' else f.ref[:10]}",
-                             url=f.url) for f in links if f.url)[:5],
-        report_link=(f"{report_base_url.rstrip('/')}/{issue.short_id}.md"
-                     if report_base_url and kind in ("resolved", "escalated", "regressed")
-                     else None),
+        fix_links=tuple(
+            Link(label=f"{f.repo} {'#' + f.ref if f.kind == 'pr' else f.ref[:10]}", url=f.url)
+            for f in links
+            if f.url
+        )[:5],
+        report_link=(
+            f"{report_base_url.rstrip('/')}/{issue.short_id}.md"
+            if report_base_url and kind in ("resolved", "escalated", "regressed")
+            else None
+        ),
         facts=facts,
     )
 
@@ -119,15 +137,34 @@ class EventRecorder:
         extra: dict[str, Any],
     ) -> None:
         self.events.append((kind, issue.short_id))
-        log.info("event %s on %s%s", kind, issue.short_id,
-                 f" (run {run.id[:8]})" if run is not None else "")
+        log.info(
+            "event %s on %s%s",
+            kind,
+            issue.short_id,
+            f" (run {run.id[:8]})" if run is not None else "",
+        )
         now = self.app.clock.now()
-        note = build_notification(session, kind, issue, run, playbook, extra,
-                                  self.app.settings.report_base_url)
+        note = build_notification(
+            session, kind, issue, run, playbook, extra, self.app.settings.report_base_url
+        )
         episode = episode_key(kind, issue, run)
         if self.app.settings.slack_webhook_url is not None:
-            enqueue(session, "slack", f"slack:{kind}:{issue.id}:{episode}", render(note),
-                    issue.id, kind, now)
+            enqueue(
+                session,
+                "slack",
+                f"slack:{kind}:{issue.id}:{episode}",
+                render(note),
+                issue.id,
+                kind,
+                now,
+            )
         if kind in _SENTRY_NOTE_KINDS and self.app.settings.replay_file is None:
-            enqueue(session, "sentry_comment", f"sentry:{kind}:{issue.id}:{episode}",
-                    {"issue_id": issue.id, "text": sentry_note(note)}, issue.id, kind, now)
+            enqueue(
+                session,
+                "sentry_comment",
+                f"sentry:{kind}:{issue.id}:{episode}",
+                {"issue_id": issue.id, "text": sentry_note(note)},
+                issue.id,
+                kind,
+                now,
+            )

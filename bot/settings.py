@@ -203,7 +203,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path}: expected a mapping of setting names to values")
-    return {str(k).upper() if str(k).lower() != "triage" else "BOT_TRIAGE": v for k, v in data.items()}
+    return {
+        str(k).upper() if str(k).lower() != "triage" else "BOT_TRIAGE": v for k, v in data.items()
+    }
 
 
 def _alias_of(field_name: str) -> str:

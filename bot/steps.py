@@ -7,13 +7,19 @@ ends the step early, keeping what was done.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from sqlmodel import col, select
 
 from bot.app import App
-from bot.codehost.fixlinks import PrCommentFacts, render_pr_comment, scan_fix_links, sync_pr_comments
+from bot.codehost.fixlinks import (
+    PrCommentFacts,
+    render_pr_comment,
+    scan_fix_links,
+    sync_pr_comments,
+)
 from bot.errors import RetryLater, SentryDuplicateComment
 from bot.notify.outbox import OutboxFlusher
 from bot.store.models import FixLink, LifecycleState, RemediationRun, TrackedIssue
@@ -21,9 +27,16 @@ from bot.store.models import FixLink, LifecycleState, RemediationRun, TrackedIss
 log = logging.getLogger(__name__)
 
 # Issues worth a fix-link search: the bot is involved or watching them.
-_LINKABLE = [LifecycleState.MATCHED, LifecycleState.PLANNED, LifecycleState.REMEDIATED,
-             LifecycleState.WATCHING, LifecycleState.ESCALATED, LifecycleState.FAILED,
-             LifecycleState.REGRESSED, LifecycleState.RESOLVED]
+_LINKABLE = [
+    LifecycleState.MATCHED,
+    LifecycleState.PLANNED,
+    LifecycleState.REMEDIATED,
+    LifecycleState.WATCHING,
+    LifecycleState.ESCALATED,
+    LifecycleState.FAILED,
+    LifecycleState.REGRESSED,
+    LifecycleState.RESOLVED,
+]
 SCAN_BATCH = 10  # issues per step: 2 searches each per repo, GitHub allows 30/min
 
 
@@ -32,25 +45,40 @@ def _codehost(app: App) -> Any:
 
     token = app.settings.github_token
     assert token is not None
-    return GitHubCodeHost(token.get_secret_value(), base_url=app.settings.github_api_url,
-                          repos=app.settings.github_repos, clock=app.clock)
+    return GitHubCodeHost(
+        token.get_secret_value(),
+        base_url=app.settings.github_api_url,
+        repos=app.settings.github_repos,
+        clock=app.clock,
+    )
 
 
 def pr_comment_facts(session: Any, issue: TrackedIssue) -> PrCommentFacts:
-    runs = session.exec(select(RemediationRun).where(
-        RemediationRun.issue_id == issue.id,
-        col(RemediationRun.status).in_(["succeeded", "noop", "interrupted"]))).all()
+    runs = session.exec(
+        select(RemediationRun).where(
+            RemediationRun.issue_id == issue.id,
+            col(RemediationRun.status).in_(["succeeded", "noop", "interrupted"]),
+        )
+    ).all()
     regressed = issue.state in (LifecycleState.REGRESSED.value,) or (
-        issue.state == LifecycleState.ESCALATED.value and issue.requires_approval)
+        issue.state == LifecycleState.ESCALATED.value and issue.requires_approval
+    )
     return PrCommentFacts(
-        short_id=issue.short_id, title=issue.title, permalink=issue.permalink,
-        state=issue.state, playbook_id=issue.playbook_id, runs=len(runs),
-        rows_changed=sum(r.rows_affected or 0 for r in runs), last_seen=issue.last_seen,
+        short_id=issue.short_id,
+        title=issue.title,
+        permalink=issue.permalink,
+        state=issue.state,
+        playbook_id=issue.playbook_id,
+        runs=len(runs),
+        rows_changed=sum(r.rows_affected or 0 for r in runs),
+        last_seen=issue.last_seen,
         quiet_since=issue.quiet_since,
         resolved_at=issue.resolved_at if issue.state == LifecycleState.RESOLVED.value else None,
         resolved_in_commit=issue.resolved_in_commit,
         regressed_at=issue.escalated_at if regressed else None,
-        severity=issue.severity, category=issue.category, team=issue.team,
+        severity=issue.severity,
+        category=issue.category,
+        team=issue.team,
         response_due_at=issue.response_due_at,
     )
 
@@ -72,11 +100,15 @@ def fixlinks_step(app: App, *, codehost: Any = None) -> str:
         ).all()
     found, commented, note = 0, 0, ""
     try:
-        found = len(scan_fix_links(app.store, codehost, app.settings.github_repos, list(issues),
-                                   app.clock))
+        found = len(
+            scan_fix_links(app.store, codehost, app.settings.github_repos, list(issues), app.clock)
+        )
         with app.store.session() as session:
-            with_links = session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(
-                select(FixLink.issue_id).where(FixLink.kind == "pr")))).all()
+            with_links = session.exec(
+                select(TrackedIssue).where(
+                    col(TrackedIssue.id).in_(select(FixLink.issue_id).where(FixLink.kind == "pr"))
+                )
+            ).all()
             bodies = [(i, render_pr_comment(pr_comment_facts(session, i))) for i in with_links]
         for issue, body in bodies:
             commented += sync_pr_comments(app.store, codehost, issue, body)
@@ -89,10 +121,9 @@ def _sentry_comment_sender(app: App) -> Any:
     sentry = app.sentry()
 
     def send(payload: dict[str, Any]) -> None:
-        try:
+        # A duplicate means the same note is already there: delivered.
+        with contextlib.suppress(SentryDuplicateComment):
             sentry.add_comment(str(payload["issue_id"]), str(payload["text"]))
-        except SentryDuplicateComment:
-            pass  # the same note is already there: delivered
 
     return send
 
@@ -105,7 +136,8 @@ def outbox_step(app: App, *, senders: dict[str, Any] | None = None) -> str:
             from bot.notify.webhook import SlackWebhookNotifier
 
             senders["slack"] = SlackWebhookNotifier(
-                app.settings.slack_webhook_url.get_secret_value()).send
+                app.settings.slack_webhook_url.get_secret_value()
+            ).send
         if app.settings.replay_file is None and not app.settings.sentry_problems():
             senders["sentry_comment"] = _sentry_comment_sender(app)
     if not senders:

@@ -46,8 +46,13 @@ def record_transition(
     if row.state == to_state.value:
         return
     session.add(
-        Transition(issue_id=row.id, from_state=row.state, to_state=to_state.value,
-                   reason=reason[:2000], at=now)
+        Transition(
+            issue_id=row.id,
+            from_state=row.state,
+            to_state=to_state.value,
+            reason=reason[:2000],
+            at=now,
+        )
     )
     row.state = to_state.value
     row.updated_at = now
@@ -108,15 +113,26 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
     for issue in issues:
         row = existing.get(issue.id)
         if row is None:
-            row = TrackedIssue(id=issue.id, short_id=issue.short_id, title="", created_at=now,
-                               updated_at=now, state=LifecycleState.NEW.value)
+            row = TrackedIssue(
+                id=issue.id,
+                short_id=issue.short_id,
+                title="",
+                created_at=now,
+                updated_at=now,
+                state=LifecycleState.NEW.value,
+            )
             _apply(row, issue)
             session.add(row)
             existing[issue.id] = row
-            session.add(Transition(issue_id=issue.id, from_state=None,
-                                   to_state=LifecycleState.NEW.value,
-                                   reason=f"first polled ({issue.count} events, "
-                                          f"{issue.user_count} users)", at=now))
+            session.add(
+                Transition(
+                    issue_id=issue.id,
+                    from_state=None,
+                    to_state=LifecycleState.NEW.value,
+                    reason=f"first polled ({issue.count} events, {issue.user_count} users)",
+                    at=now,
+                )
+            )
             result.new.append(issue.id)
             continue
         if not _moved(row, issue):

@@ -24,8 +24,12 @@ INCIDENT_HORIZON = timedelta(days=7)
 
 
 def triage_issues(
-    session: Session, issue_ids: list[str], config: TriageConfig, clock: Clock,
-    *, regressed: frozenset[str] = frozenset(),
+    session: Session,
+    issue_ids: list[str],
+    config: TriageConfig,
+    clock: Clock,
+    *,
+    regressed: frozenset[str] = frozenset(),
 ) -> int:
     """Triage ``issue_ids`` and store each verdict; return how many were triaged."""
     now = clock.now()
@@ -35,8 +39,9 @@ def triage_issues(
         rows = session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(chunk))).all()
         for row in rows:
             issue = SentryIssue.model_validate(row.raw)
-            result = triage(issue, None, config, now,
-                            regression=True if row.id in regressed else None)
+            result = triage(
+                issue, None, config, now, regression=True if row.id in regressed else None
+            )
             row.severity = result.severity.value
             row.category = result.category.value
             row.team = result.team
@@ -49,9 +54,7 @@ def triage_issues(
 def group_incidents(session: Session, clock: Clock) -> int:
     """Group recent related issues into incidents; return how many issues joined one."""
     since = clock.now() - INCIDENT_HORIZON
-    rows = session.exec(
-        select(TrackedIssue).where(col(TrackedIssue.first_seen) >= since)
-    ).all()
+    rows = session.exec(select(TrackedIssue).where(col(TrackedIssue.first_seen) >= since)).all()
     if len(rows) < 2:
         return 0
     candidates = []
@@ -63,13 +66,20 @@ def group_incidents(session: Session, clock: Clock) -> int:
     by_id = {r.id: r for r in rows}
     severities = {r.id: r.severity for r in rows}
     for inc in plan.incidents:
-        row = session.get(Incident, inc.id)
+        incident = session.get(Incident, inc.id)
         worst = _worst([severities.get(m) for m in inc.members])
-        if row is None:
-            session.add(Incident(id=inc.id, group_key=inc.group_key[:512], title=inc.title,
-                                 severity=worst, opened_at=inc.opened_at or clock.now()))
+        if incident is None:
+            session.add(
+                Incident(
+                    id=inc.id,
+                    group_key=inc.group_key[:512],
+                    title=inc.title,
+                    severity=worst,
+                    opened_at=inc.opened_at or clock.now(),
+                )
+            )
         else:
-            row.severity = worst
+            incident.severity = worst
     for issue_id in plan.newly_assigned:
         if issue_id in by_id:
             by_id[issue_id].incident_id = plan.by_issue[issue_id]

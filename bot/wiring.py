@@ -52,7 +52,11 @@ def build_executor(app: App, playbooks: dict[str, Playbook]) -> tuple[Executor, 
 
     sink = EventRecorder(app)
     executor = Executor(
-        app.store, playbooks, target_resolver(app), app.clock, on_event=sink,
+        app.store,
+        playbooks,
+        target_resolver(app),
+        app.clock,
+        on_event=sink,
         hidden_debt_runs=app.settings.hidden_debt_runs,
         hidden_debt_hours=app.settings.hidden_debt_hours,
     )

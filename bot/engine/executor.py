@@ -90,18 +90,21 @@ class Executor:
         """A read-only preview, or (None, why not) when the target is missing/unreachable."""
         action = get_action(playbook.action.type)
         if not action.needs_target:
-            return action.preview(None, playbook.action.parsed_settings, dict(params),
-                                  playbook.guards.limits()), ""
+            return action.preview(
+                None, playbook.action.parsed_settings, dict(params), playbook.guards.limits()
+            ), ""
         target = self.targets(playbook.action.target or "")
         if target is None:
             env = f"BOT_TARGET_{(playbook.action.target or '').upper()}_URL"
             return None, f"needs target {playbook.action.target!r}: set {env}"
         g = playbook.guards
         try:
-            with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms,
-                                    read_only=True) as conn:
-                return action.preview(conn, playbook.action.parsed_settings, dict(params),
-                                      g.limits()), ""
+            with target.transaction(
+                g.statement_timeout_ms, g.lock_timeout_ms, read_only=True
+            ) as conn:
+                return action.preview(
+                    conn, playbook.action.parsed_settings, dict(params), g.limits()
+                ), ""
         except BotError as exc:
             return None, f"preview failed: {exc}"
 
@@ -116,34 +119,61 @@ class Executor:
             mode = guard_mod.effective_mode(pb, issue, shadow_only=shadow_only)
             out = PlanOutcome(issue.id, issue.short_id, pb.id, mode, "", params=dict(match.params))
             issue.playbook_id = pb.id
-            record_transition(session, issue, LifecycleState.MATCHED,
-                              f"matched playbook {pb.id} (priority {pb.priority})", now)
+            record_transition(
+                session,
+                issue,
+                LifecycleState.MATCHED,
+                f"matched playbook {pb.id} (priority {pb.priority})",
+                now,
+            )
             if mode != "shadow":
                 decision = guard_mod.check_guards(
-                    session, pb, issue, now, hidden_debt_runs=self.hidden_debt_runs,
-                    hidden_debt_hours=self.hidden_debt_hours)
+                    session,
+                    pb,
+                    issue,
+                    now,
+                    hidden_debt_runs=self.hidden_debt_runs,
+                    hidden_debt_hours=self.hidden_debt_hours,
+                )
                 if not decision.allowed:
                     out.status, out.note = RunStatus.BLOCKED.value, decision.reason
                     if decision.escalate and issue.state != LifecycleState.ESCALATED.value:
-                        record_transition(session, issue, LifecycleState.ESCALATED,
-                                          decision.reason, now)
+                        record_transition(
+                            session, issue, LifecycleState.ESCALATED, decision.reason, now
+                        )
                         issue.escalated_at = now
-                        self.on_event(session, "hidden_debt", issue, None, pb, {"reason": decision.reason})
+                        self.on_event(
+                            session, "hidden_debt", issue, None, pb, {"reason": decision.reason}
+                        )
                     return out
             key_window = window_start(issue.last_seen, pb.guards.cooldown_minutes, now)
         preview, note = self.preview(pb, match.params)
         out.preview, out.note = preview, note
-        status = {"shadow": RunStatus.SHADOW, "approval": RunStatus.AWAITING_APPROVAL,
-                  "auto": RunStatus.APPROVED}[mode].value
+        status = {
+            "shadow": RunStatus.SHADOW,
+            "approval": RunStatus.AWAITING_APPROVAL,
+            "auto": RunStatus.APPROVED,
+        }[mode].value
         run = RemediationRun(
-            id="", idempotency_key=idempotency_key(pb.id, issue_id, match.params, key_window),
-            playbook_id=pb.id, issue_id=issue_id, action=pb.action.type,
-            target=pb.action.target, params=dict(match.params), mode=mode, status=status,
-            preview={"summary": preview.summary if preview else note,
-                     "rows": preview.rows if preview else []},
+            id="",
+            idempotency_key=idempotency_key(pb.id, issue_id, match.params, key_window),
+            playbook_id=pb.id,
+            issue_id=issue_id,
+            action=pb.action.type,
+            target=pb.action.target,
+            params=dict(match.params),
+            mode=mode,
+            status=status,
+            preview={
+                "summary": preview.summary if preview else note,
+                "rows": preview.rows if preview else [],
+            },
             created_at=now,
-            expires_at=(now + timedelta(minutes=pb.guards.approval_ttl_minutes)
-                        if mode == "approval" else None),
+            expires_at=(
+                now + timedelta(minutes=pb.guards.approval_ttl_minutes)
+                if mode == "approval"
+                else None
+            ),
         )
         run, inserted = journal_run(self.store, run)
         out.run_id = run.id
@@ -183,8 +213,9 @@ class Executor:
                 expired = False
         if expired:
             raise BotError(f"run {run_id[:8]} expired; it will be planned again if still needed")
-        if not claim(self.store, run_id, RunStatus.AWAITING_APPROVAL.value,
-                     RunStatus.APPROVED.value, now):
+        if not claim(
+            self.store, run_id, RunStatus.AWAITING_APPROVAL.value, RunStatus.APPROVED.value, now
+        ):
             raise BotError(f"run {run_id[:8]} changed while approving; look at `status`")
         with self.store.session() as session:
             run = session.get(RemediationRun, run_id)
@@ -192,8 +223,13 @@ class Executor:
             if run is not None and issue is not None:
                 run.approved_by, run.approved_at = approver[:128], now
                 issue.requires_approval = False
-                record_transition(session, issue, LifecycleState.APPROVED,
-                                  f"run {run_id[:8]} approved by {approver[:64]}", now)
+                record_transition(
+                    session,
+                    issue,
+                    LifecycleState.APPROVED,
+                    f"run {run_id[:8]} approved by {approver[:64]}",
+                    now,
+                )
         return self.execute_run(run_id)
 
     def execute_run(self, run_id: str) -> PlanOutcome:
@@ -205,17 +241,24 @@ class Executor:
                 raise BotError(f"no run {run_id!r}")
             issue_short = session.get(TrackedIssue, run.issue_id)
         pb = self.playbooks.get(run.playbook_id)
-        out = PlanOutcome(run.issue_id, issue_short.short_id if issue_short else run.issue_id,
-                          run.playbook_id, run.mode, run.status, run_id=run.id,
-                          params=dict(run.params))
+        out = PlanOutcome(
+            run.issue_id,
+            issue_short.short_id if issue_short else run.issue_id,
+            run.playbook_id,
+            run.mode,
+            run.status,
+            run_id=run.id,
+            params=dict(run.params),
+        )
         if pb is None:
             out.note = f"playbook {run.playbook_id} is no longer loaded"
             return out
         if not claim(self.store, run_id, RunStatus.APPROVED.value, RunStatus.RUNNING.value, now):
             out.note = "another worker claimed this run (no-op)"
             return out
-        self._transition(run.issue_id, LifecycleState.REMEDIATING,
-                         f"run {run_id[:8]} executing {pb.action.type}")
+        self._transition(
+            run.issue_id, LifecycleState.REMEDIATING, f"run {run_id[:8]} executing {pb.action.type}"
+        )
         action = get_action(pb.action.type)
         g = pb.guards
         try:
@@ -223,12 +266,14 @@ class Executor:
             if action.needs_target and target is None:
                 raise RemediationError(f"target {pb.action.target!r} is not configured")
             if target is None:
-                outcome = action.execute(None, pb.action.parsed_settings, dict(run.params),
-                                         g.limits())
+                outcome = action.execute(
+                    None, pb.action.parsed_settings, dict(run.params), g.limits()
+                )
             else:
                 with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
-                    outcome = action.execute(conn, pb.action.parsed_settings, dict(run.params),
-                                             g.limits())
+                    outcome = action.execute(
+                        conn, pb.action.parsed_settings, dict(run.params), g.limits()
+                    )
         except (RemediationError, RetryLater) as exc:
             return self._failed(out, run_id, pb, f"{type(exc).__name__}: {exc}")
         status = RunStatus.SUCCEEDED if outcome.rows_affected else RunStatus.NOOP
@@ -249,8 +294,9 @@ class Executor:
             if target is None:
                 result = action.verify(None, pb.action.parsed_settings, out.params, outcome)
             else:
-                with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms,
-                                        read_only=True) as conn:
+                with target.transaction(
+                    g.statement_timeout_ms, g.lock_timeout_ms, read_only=True
+                ) as conn:
                     result = action.verify(conn, pb.action.parsed_settings, out.params, outcome)
             ok, summary, details = result.ok, result.summary, result.details
         except BotError as exc:
@@ -263,23 +309,39 @@ class Executor:
             row.verify = {"ok": ok, "summary": summary, "details": details}
             opened = guard_mod.record_verification(session, pb, ok, now)
             if ok:
-                record_transition(session, issue, LifecycleState.REMEDIATED,
-                                  f"run {run_id[:8]} changed {out.rows_affected} rows; "
-                                  f"verified: {summary}", now)
-                record_transition(session, issue, LifecycleState.WATCHING,
-                                  "watching for quiet hours", now)
+                record_transition(
+                    session,
+                    issue,
+                    LifecycleState.REMEDIATED,
+                    f"run {run_id[:8]} changed {out.rows_affected} rows; verified: {summary}",
+                    now,
+                )
+                record_transition(
+                    session, issue, LifecycleState.WATCHING, "watching for quiet hours", now
+                )
                 issue.quiet_since = ensure_utc(issue.last_seen) if issue.last_seen else now
                 self.on_event(session, "remediated", issue, row, pb, {"verify": summary})
             else:
                 row.status = RunStatus.VERIFY_FAILED.value
                 out.status = row.status
-                record_transition(session, issue, LifecycleState.FAILED,
-                                  f"run {run_id[:8]} verification failed: {summary}", now)
-                record_transition(session, issue, LifecycleState.ESCALATED,
-                                  "remedy did not take effect; a human must look", now)
+                record_transition(
+                    session,
+                    issue,
+                    LifecycleState.FAILED,
+                    f"run {run_id[:8]} verification failed: {summary}",
+                    now,
+                )
+                record_transition(
+                    session,
+                    issue,
+                    LifecycleState.ESCALATED,
+                    "remedy did not take effect; a human must look",
+                    now,
+                )
                 issue.escalated_at = now
-                self.on_event(session, "failed", issue, row, pb, {"verify": summary,
-                                                         "breaker_opened": opened})
+                self.on_event(
+                    session, "failed", issue, row, pb, {"verify": summary, "breaker_opened": opened}
+                )
         out.verify = summary
         return out
 
@@ -292,12 +354,24 @@ class Executor:
             row.status, row.error, row.finished_at = RunStatus.FAILED.value, error[:4000], now
             row.rows_affected = 0
             opened = guard_mod.record_verification(session, pb, False, now)
-            record_transition(session, issue, LifecycleState.FAILED,
-                              f"run {run_id[:8]} rolled back: {error[:300]}", now)
-            record_transition(session, issue, LifecycleState.ESCALATED,
-                              "remediation failed; nothing was changed", now)
+            record_transition(
+                session,
+                issue,
+                LifecycleState.FAILED,
+                f"run {run_id[:8]} rolled back: {error[:300]}",
+                now,
+            )
+            record_transition(
+                session,
+                issue,
+                LifecycleState.ESCALATED,
+                "remediation failed; nothing was changed",
+                now,
+            )
             issue.escalated_at = now
-            self.on_event(session, "failed", issue, row, pb, {"error": error, "breaker_opened": opened})
+            self.on_event(
+                session, "failed", issue, row, pb, {"error": error, "breaker_opened": opened}
+            )
         out.status, out.note, out.rows_affected = RunStatus.FAILED.value, error, 0
         return out
 
@@ -314,9 +388,12 @@ class Executor:
         now = self.clock.now()
         count = 0
         with self.store.session() as session:
-            rows = session.exec(select(RemediationRun).where(
-                RemediationRun.status == RunStatus.AWAITING_APPROVAL.value,
-                col(RemediationRun.expires_at) <= now)).all()
+            rows = session.exec(
+                select(RemediationRun).where(
+                    RemediationRun.status == RunStatus.AWAITING_APPROVAL.value,
+                    col(RemediationRun.expires_at) <= now,
+                )
+            ).all()
             for row in rows:
                 row.status = RunStatus.EXPIRED.value
                 count += 1
@@ -327,28 +404,41 @@ class Executor:
         now = self.clock.now()
         recovered: list[str] = []
         with self.store.session() as session:
-            rows = session.exec(select(RemediationRun).where(
-                RemediationRun.status == RunStatus.RUNNING.value)).all()
+            rows = session.exec(
+                select(RemediationRun).where(RemediationRun.status == RunStatus.RUNNING.value)
+            ).all()
         for row in rows:
             pb = self.playbooks.get(row.playbook_id)
             timeout = pb.guards.statement_timeout_ms if pb else 60_000
             if row.started_at is None or ensure_utc(row.started_at) > stale_cutoff(now, timeout):
                 continue  # may still be executing in another process
-            if not claim(self.store, row.id, RunStatus.RUNNING.value,
-                         RunStatus.INTERRUPTED.value, now):
+            if not claim(
+                self.store, row.id, RunStatus.RUNNING.value, RunStatus.INTERRUPTED.value, now
+            ):
                 continue
             recovered.append(row.id)
             if pb is None:
                 continue
-            journaled = Outcome(rows_affected=len(row.preview.get("rows", [])),
-                                before_image=list(row.preview.get("rows", [])))
-            out = PlanOutcome(row.issue_id, row.issue_id, pb.id, row.mode, row.status,
-                              run_id=row.id, params=dict(row.params))
+            journaled = Outcome(
+                rows_affected=len(row.preview.get("rows", [])),
+                before_image=list(row.preview.get("rows", [])),
+            )
+            out = PlanOutcome(
+                row.issue_id,
+                row.issue_id,
+                pb.id,
+                row.mode,
+                row.status,
+                run_id=row.id,
+                params=dict(row.params),
+            )
             self._verify(out, row.id, pb, journaled)
             with self.store.session() as session:
                 again = session.get(RemediationRun, row.id)
                 if again is not None:
                     again.status = RunStatus.INTERRUPTED.value
-                    again.error = ("process died while running; outcome verified against the "
-                                   f"journaled preview: {out.verify}")
+                    again.error = (
+                        "process died while running; outcome verified against the "
+                        f"journaled preview: {out.verify}"
+                    )
         return recovered

@@ -61,9 +61,7 @@ def breaker_open(session: Session, playbook_id: str, now: datetime) -> datetime 
     return until if until > now else None
 
 
-def record_verification(
-    session: Session, playbook: Playbook, ok: bool, now: datetime
-) -> bool:
+def record_verification(session: Session, playbook: Playbook, ok: bool, now: datetime) -> bool:
     """Count a verification; return True if this failure opened the breaker."""
     row = session.get(PlaybookState, playbook.id) or PlaybookState(
         playbook_id=playbook.id, updated_at=now
@@ -123,7 +121,8 @@ def check_guards(
     hourly = recent_runs(session, playbook_id=playbook.id, since=now - timedelta(hours=1))
     if len(hourly) >= playbook.guards.max_runs_per_hour:
         return GuardDecision(
-            False, f"rate cap: {len(hourly)} runs in the last hour "
-            f"(max_runs_per_hour={playbook.guards.max_runs_per_hour})"
+            False,
+            f"rate cap: {len(hourly)} runs in the last hour "
+            f"(max_runs_per_hour={playbook.guards.max_runs_per_hour})",
         )
     return GuardDecision(True)

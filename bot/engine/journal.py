@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.actions.base import ParamValue
@@ -26,8 +26,14 @@ from bot.clock import ensure_utc
 from bot.store.db import Store
 from bot.store.models import RemediationRun, RunStatus
 
-EXECUTED = (RunStatus.SUCCEEDED.value, RunStatus.NOOP.value, RunStatus.VERIFY_FAILED.value,
-            RunStatus.FAILED.value, RunStatus.RUNNING.value, RunStatus.INTERRUPTED.value)
+EXECUTED = (
+    RunStatus.SUCCEEDED.value,
+    RunStatus.NOOP.value,
+    RunStatus.VERIFY_FAILED.value,
+    RunStatus.FAILED.value,
+    RunStatus.RUNNING.value,
+    RunStatus.INTERRUPTED.value,
+)
 
 
 def window_start(last_seen: datetime | None, cooldown_minutes: int, now: datetime) -> datetime:
@@ -43,9 +49,14 @@ def idempotency_key(
 ) -> str:
     """A stable key for one remediation of one issue in one window."""
     canonical = json.dumps(
-        {"p": playbook_id, "i": issue_id, "a": dict(sorted(params.items())),
-         "w": window.isoformat()},
-        sort_keys=True, separators=(",", ":"),
+        {
+            "p": playbook_id,
+            "i": issue_id,
+            "a": dict(sorted(params.items())),
+            "w": window.isoformat(),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return f"{playbook_id[:60]}:{hashlib.sha256(canonical.encode()).hexdigest()[:40]}"
 
@@ -99,12 +110,14 @@ def recent_runs(
 
 def interrupted_runs(session: Session, older_than: datetime) -> list[RemediationRun]:
     """Runs journaled as running whose process is gone (started before ``older_than``)."""
-    return list(session.exec(
-        select(RemediationRun).where(
-            RemediationRun.status == RunStatus.RUNNING.value,
-            col(RemediationRun.started_at) < older_than,
+    return list(
+        session.exec(
+            select(RemediationRun).where(
+                RemediationRun.status == RunStatus.RUNNING.value,
+                col(RemediationRun.started_at) < older_than,
+            )
         )
-    ))
+    )
 
 
 def stale_cutoff(now: datetime, statement_timeout_ms: int) -> datetime:
