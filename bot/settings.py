@@ -50,6 +50,7 @@ EXPECTED: dict[str, str] = {
     "SLACK_WEBHOOK_URL": "an https incoming-webhook URL",
     "BOT_QUIET_HOURS": "a number of hours between 1 and 720",
     "BOT_POLL_INTERVAL_SECONDS": "an integer number of seconds >= 10",
+    "BOT_LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR (any case)",
 }
 
 
@@ -74,7 +75,8 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="SENTRY_ENVIRONMENTS"
     )
     sentry_query: str = Field("is:unresolved", validation_alias="SENTRY_QUERY")
-    database_url: str = Field(DEFAULT_DB_URL, validation_alias="BOT_DATABASE_URL")
+    # May carry a password: kept out of repr (status shows it through redact_url).
+    database_url: str = Field(DEFAULT_DB_URL, validation_alias="BOT_DATABASE_URL", repr=False)
     playbooks_dir: Path = Field(Path("playbooks"), validation_alias="BOT_PLAYBOOKS_DIR")
     replay_file: Path | None = Field(None, validation_alias="BOT_REPLAY_FILE")
     github_token: SecretStr | None = Field(None, validation_alias="GITHUB_TOKEN")
@@ -112,6 +114,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        # `BOT_LOG_LEVEL=debug` is what people type; logging's own names are upper case.
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("sentry_base_url")
     @classmethod
