@@ -170,6 +170,7 @@ def demo(
     def body() -> None:
         import tempfile
 
+        from bot import status as status_mod
         from bot.app import DEMO_REPLAY
         from bot.cycle import run_cycle
 
@@ -193,10 +194,14 @@ def demo(
             bot.store.upgrade()
             try:
                 report = run_cycle(bot, shadow_only=True, side_steps=False)
+                # One row per incident: what triage and matching made of each.
+                with bot.store.session() as session:
+                    table = status_mod.render_overview(status_mod.overview(session))
             finally:
                 bot.close()
             typer.echo(f"demo: replayed {DEMO_REPLAY.name} into {db_path} (shadow mode)\n")
             typer.echo(report.render(verbose=True))
+            typer.echo("\n" + table)
         finally:
             if tmp is not None:
                 tmp.cleanup()

@@ -92,7 +92,14 @@ class Store:
         """Apply the shipped Alembic migrations up to ``revision``."""
         from alembic import command
 
-        command.upgrade(self._alembic_config(), revision)
+        try:
+            command.upgrade(self._alembic_config(), revision)
+        except SQLAlchemyError as exc:
+            # An unreachable server is a StoreError (clean CLI message), not a traceback.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StoreError(
+                f"cannot upgrade the state store at {redact_url(self.url)}: {first}"
+            ) from exc
 
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
