@@ -189,6 +189,40 @@ class HttpSentryClient:
                     return out
         return out
 
+    def event_counts(
+        self,
+        issue_ids: Sequence[str],
+        *,
+        stats_period: str,
+        environments: Sequence[str] = (),
+    ) -> dict[str, int]:
+        """Count events per issue on ``organizations/{org}/events/`` (errors dataset).
+
+        One request per 100 ids (``issue.id:[1,2,3]``); issues without events in the
+        window have no row and come back as 0. 400/403 propagate for the caller's fallback.
+        """
+        ids = list(dict.fromkeys(str(i) for i in issue_ids))
+        for issue_id in ids:
+            if not issue_id.isdigit():
+                raise ValueError(f"not a numeric Sentry issue id: {issue_id!r}")
+        counts = dict.fromkeys(ids, 0)
+        path = f"/api/0/organizations/{self._org}/events/"
+        for chunk in _chunks(ids, MAX_PAGE_SIZE):
+            params: Params = [
+                ("dataset", "errors"),
+                ("field", "issue.id"),
+                ("field", "count()"),
+                ("query", f"issue.id:[{','.join(chunk)}]"),
+                ("statsPeriod", stats_period),
+                ("per_page", str(MAX_PAGE_SIZE)),
+            ]
+            params += [("environment", e) for e in environments]
+            for page in self._pages("GET", path, params):
+                for issue_id, count in _count_rows(page):
+                    if issue_id in counts:
+                        counts[issue_id] += count
+        return counts
+
     def latest_event(self, issue_id: str) -> SentryEvent | None:
         """The latest event (full), or None when Sentry has none (404)."""
         try:
@@ -384,6 +418,19 @@ def _as_list(data: Any, what: str) -> list[Any]:
     if not isinstance(data, list):
         raise SentryBadResponse(f"{what}: expected a JSON list, got {type(data).__name__}")
     return data
+
+
+def _count_rows(page: Any) -> Iterator[tuple[str, int]]:
+    """``(issue id, count)`` from one events-table page ``{"data": [...], "meta": ...}``."""
+    rows = page.get("data") if isinstance(page, dict) else None
+    if not isinstance(rows, list):
+        raise SentryBadResponse("event counts: expected an object with a data list")
+    for row in rows:
+        issue_id = row.get("issue.id") if isinstance(row, dict) else None
+        count = row.get("count()") if isinstance(row, dict) else None
+        if isinstance(count, bool) or not isinstance(count, int) or issue_id is None:
+            raise SentryBadResponse(f"event counts: malformed row {str(row)[:200]}")
+        yield str(issue_id), count
 
 
 def _field_errors(exc: ValidationError) -> str:

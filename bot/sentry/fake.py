@@ -10,6 +10,7 @@ inCommit validation, duplicate comments), records every request, and can inject 
     issue = fake.add_issue(title="Error: boom", level="warning")
     fake.add_event(issue["id"], at=clock.now(), message="Error: boom")
     fake.inject(Fault.SERVER_ERROR, Fault.TIMEOUT)      # the next two requests fail
+    fake.events_refusal = 403     # organizations/{org}/events/ refuses (plan / scope)
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class IssueState:
 
 
 class FakeSentry:
-    """A stateful fake of Sentry's organization issue endpoints."""
+    """A stateful fake of Sentry's organization issue endpoints and events table."""
 
     def __init__(
         self,
@@ -89,6 +90,8 @@ class FakeSentry:
         self.repositories: dict[str, set[str]] = {}
         self.requests: list[RecordedRequest] = []
         self.faults: deque[Fault] = deque()
+        # 403 or 400: the organization events endpoint refuses (plan or token scope).
+        self.events_refusal: int | None = None
         self._window_start = -1
         self._used = 0
         self._next_id = 4_500_000_001

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bot.sentry import fake_data as data
+from bot.sentry.fake_discover import META, events_table
 from bot.sentry.fake_search import parse_query, sort_issues
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 Answer = tuple[int, Any, dict[str, str]]
 
 _ISSUES = re.compile(r"^/api/0/organizations/(?P<org>[^/]+)/issues/(?P<rest>.*)$")
+_ORG_EVENTS = re.compile(r"^/api/0/organizations/(?P<org>[^/]+)/events/$")
 _NOT_FOUND: Answer = (404, {"detail": "The requested resource does not exist"}, {})
 _MAX_PAGE = 100
 _DUPLICATE_COMMENT_WINDOW = timedelta(hours=1)
@@ -47,6 +49,9 @@ class Routes:
 
     def dispatch(self, request: httpx.Request) -> Answer:
         """Route by path and method; unknown routes are 404 like Sentry's."""
+        events = _ORG_EVENTS.match(request.url.path)
+        if events and events.group("org") == self.fake.org and request.method == "GET":
+            return self.org_events(request)
         m = _ISSUES.match(request.url.path)
         if not m or m.group("org") != self.fake.org:
             return _NOT_FOUND
@@ -153,6 +158,12 @@ class Routes:
             targets = targets[:_MAX_PAGE]
         if not targets:
             return (204, None, {})
+        details = body.get("statusDetails")
+        projects = {s.data["project"]["id"] for s in targets}
+        if isinstance(details, dict) and details.get("inCommit") and len(projects) > 1:
+            # Sentry's update_groups refuses commit resolution across projects.
+            detail = "Cannot set resolved in commit for multiple projects."
+            return (400, {"detail": detail}, {})
         problem = self._check_in_commit(body)
         if problem:
             return problem
@@ -179,6 +190,19 @@ class Routes:
         return None
 
     # -- events and comments ----------------------------------------------------------
+
+    def org_events(self, request: httpx.Request) -> Answer:
+        """The events table (counts per issue); see :mod:`bot.sentry.fake_discover`."""
+        limit, error = _page_size(request.url.params.get("per_page"))
+        if error:
+            return error
+        rows, refusal = events_table(self.fake, request)
+        if refusal is not None:
+            return (refusal[0], refusal[1], {})
+        status, page, headers = _paginate(request, rows, limit)
+        if status != 200:
+            return (status, page, headers)
+        return (200, {"data": page, "meta": META}, headers)
 
     def list_events(self, request: httpx.Request, state: IssueState) -> Answer:
         params = request.url.params

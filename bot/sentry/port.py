@@ -59,6 +59,23 @@ class SentryPort(Protocol):
         """
         ...
 
+    def event_counts(
+        self,
+        issue_ids: Sequence[str],
+        *,
+        stats_period: str,
+        environments: Sequence[str] = (),
+    ) -> dict[str, int]:
+        """Events per issue within ``stats_period``, 100 issues per request.
+
+        Every asked id is in the answer (0 when Sentry returned no row for it). Uses the
+        organization events endpoint (errors dataset), which some plans or token scopes
+        refuse: then :class:`~bot.errors.SentryBadRequest` (400) or
+        :class:`~bot.errors.SentryError` (403) is raised and callers fall back to
+        :meth:`list_events` per issue.
+        """
+        ...
+
     def latest_event(self, issue_id: str) -> SentryEvent | None:
         """The issue's most recent event with its entries, or None if it has none."""
         ...

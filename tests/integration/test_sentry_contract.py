@@ -26,11 +26,13 @@ from bot.testing import FakeSentry
 
 SPEC = Path(__file__).parents[2].parent / "shared" / "sentry-api" / "openapi-derefed.json"
 ORG_ISSUES = "/api/0/organizations/{organization_id_or_slug}/issues/"
+ORG_EVENTS = "/api/0/organizations/{organization_id_or_slug}/events/"
 DESCRIBED = (
     ORG_ISSUES,
     ORG_ISSUES + "{issue_id}/",
     ORG_ISSUES + "{issue_id}/events/",
     ORG_ISSUES + "{issue_id}/events/{event_id}/",
+    ORG_EVENTS,
 )
 
 openapi_core = pytest.importorskip("openapi_core")
@@ -212,3 +214,19 @@ def test_a_wrong_shape_is_caught(openapi: Any, clock: FakeClock) -> None:
     broken = httpx.Response(200, json=body)
     with pytest.raises(openapi_core.validation.response.exceptions.InvalidData):
         openapi.validate_response(_Request(request), _Response(broken))
+
+
+def test_event_counts_match_the_spec(
+    openapi: Any, exchanges: tuple[HttpSentryClient, FakeSentry, list[Any]], clock: FakeClock
+) -> None:
+    client, fake, seen = exchanges
+    ids = [fake.add_issue()["id"] for _ in range(3)]
+    fake.add_event(ids[0], at=clock.now() - timedelta(hours=1))
+    assert client.event_counts(ids, stats_period="48h", environments=["production"]) == {
+        ids[0]: 1,
+        ids[1]: 0,
+        ids[2]: 0,
+    }
+    assert _check(openapi, seen) == 1
+    body = seen[0][1].json()
+    assert body["data"] == [{"issue.id": int(ids[0]), "count()": 1}]
