@@ -23,7 +23,14 @@ from bot.actions.registry import get_action
 from bot.actions.target import TargetDatabase
 from bot.clock import Clock, ensure_utc
 from bot.engine import guards as guard_mod
-from bot.engine.journal import claim, idempotency_key, journal_run, stale_cutoff, window_start
+from bot.engine.journal import (
+    claim,
+    find_run,
+    idempotency_key,
+    journal_run,
+    stale_cutoff,
+    window_start,
+)
 from bot.errors import BotError, RemediationError, RetryLater
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
@@ -118,6 +125,31 @@ class Executor:
                 raise BotError(f"issue {issue_id} is not tracked")
             mode = guard_mod.effective_mode(pb, issue, shadow_only=shadow_only)
             out = PlanOutcome(issue.id, issue.short_id, pb.id, mode, "", params=dict(match.params))
+            key_window = window_start(issue.last_seen, pb.guards.cooldown_minutes, now)
+            key = idempotency_key(pb.id, issue_id, match.params, key_window)
+            existing = find_run(session, key)
+            if existing is not None:
+                # Re-planning a journaled match (overlap re-read, a count bump in the same
+                # window) must not move the issue: a watching issue would leave watching.
+                out.run_id, out.status = existing.id, existing.status
+                out.note = "already journaled for this window (no-op)"
+                return out
+            decision = (
+                guard_mod.check_guards(
+                    session,
+                    pb,
+                    issue,
+                    now,
+                    hidden_debt_runs=self.hidden_debt_runs,
+                    hidden_debt_hours=self.hidden_debt_hours,
+                )
+                if mode != "shadow"
+                else guard_mod.GuardDecision(True)
+            )
+            if not decision.allowed:
+                out.status, out.note = RunStatus.BLOCKED.value, decision.reason
+            if decision.escalate and issue.state == LifecycleState.ESCALATED.value:
+                return out  # hidden debt already escalated: no new transition or message
             issue.playbook_id = pb.id
             record_transition(
                 session,
@@ -126,29 +158,25 @@ class Executor:
                 f"matched playbook {pb.id} (priority {pb.priority})",
                 now,
             )
-            if mode != "shadow":
-                decision = guard_mod.check_guards(
-                    session,
-                    pb,
-                    issue,
-                    now,
-                    hidden_debt_runs=self.hidden_debt_runs,
-                    hidden_debt_hours=self.hidden_debt_hours,
-                )
-                if not decision.allowed:
-                    out.status, out.note = RunStatus.BLOCKED.value, decision.reason
-                    if decision.escalate and issue.state != LifecycleState.ESCALATED.value:
-                        record_transition(
-                            session, issue, LifecycleState.ESCALATED, decision.reason, now
-                        )
-                        issue.escalated_at = now
-                        self.on_event(
-                            session, "hidden_debt", issue, None, pb, {"reason": decision.reason}
-                        )
-                    return out
-            key_window = window_start(issue.last_seen, pb.guards.cooldown_minutes, now)
+            if not decision.allowed:
+                if decision.escalate:
+                    record_transition(
+                        session, issue, LifecycleState.ESCALATED, decision.reason, now
+                    )
+                    issue.escalated_at = now
+                    self.on_event(
+                        session, "hidden_debt", issue, None, pb, {"reason": decision.reason}
+                    )
+                return out
         preview, note = self.preview(pb, match.params)
         out.preview, out.note = preview, note
+        if preview is None and mode != "shadow":
+            # No preview, no run: the journal must record what a run intends before it
+            # executes, and a missing/unreachable target is a configuration problem to
+            # retry (the issue stays matched), not a failure to escalate or charge the
+            # breaker with.
+            out.status = RunStatus.BLOCKED.value
+            return out
         status = {
             "shadow": RunStatus.SHADOW,
             "approval": RunStatus.AWAITING_APPROVAL,
@@ -156,7 +184,7 @@ class Executor:
         }[mode].value
         run = RemediationRun(
             id="",
-            idempotency_key=idempotency_key(pb.id, issue_id, match.params, key_window),
+            idempotency_key=key,
             playbook_id=pb.id,
             issue_id=issue_id,
             action=pb.action.type,
@@ -191,7 +219,9 @@ class Executor:
                 self.on_event(session, "plan_awaiting_approval", issue, run, pb, {})
         out.status = status
         if mode == "auto":
-            return self.execute_run(run.id)
+            done = self.execute_run(run.id)
+            done.preview = preview  # the cycle report shows what was intended, too
+            return done
         return out
 
     # --- execution ------------------------------------------------------------------

@@ -73,10 +73,14 @@ def journal_run(store: Store, run: RemediationRun) -> tuple[RemediationRun, bool
         if not isinstance(exc.__cause__, IntegrityError):
             raise
     with store.session() as session:
-        existing = session.exec(
-            select(RemediationRun).where(RemediationRun.idempotency_key == run.idempotency_key)
-        ).one()
+        existing = find_run(session, run.idempotency_key)
+    assert existing is not None  # the unique key said it exists, and runs are never deleted
     return existing, False
+
+
+def find_run(session: Session, key: str) -> RemediationRun | None:
+    """The run journaled under idempotency ``key``, if any."""
+    return session.exec(select(RemediationRun).where(RemediationRun.idempotency_key == key)).first()
 
 
 def claim(store: Store, run_id: str, from_status: str, to_status: str, now: datetime) -> bool:
