@@ -85,3 +85,12 @@ class Action(Protocol):
     def verify(
         self, conn: Any, settings: Any, params: dict[str, ParamValue], outcome: Outcome
     ) -> Verification: ...
+
+
+def params_used(action: Action, settings: ActionSettings) -> frozenset[str]:
+    """Every extracted parameter this configured action binds: its fixed
+    ``accepted_params`` plus the parameter names a ``scope`` setting maps columns to
+    (``scope: {job_id: job_id}`` binds ``WHERE job_id = <param job_id>``). A playbook
+    loader can check these against the playbook's ``extract`` names."""
+    scope: dict[str, str] = getattr(settings, "scope", None) or {}
+    return action.accepted_params | frozenset(scope.values())

@@ -140,3 +140,14 @@ def test_notify_only_changes_nothing() -> None:
     assert "no database change" in action.preview(None, settings, {}, Limits()).summary
     assert action.execute(None, settings, {}, Limits()).rows_affected == 0
     assert action.verify(None, settings, {}, action.execute(None, settings, {}, Limits())).ok
+
+
+def test_params_used_includes_scope_params() -> None:
+    from bot.actions.base import params_used
+    from bot.actions.orphaned import OrphanedSettings
+
+    action: Any = get_action("fail_orphaned_tasks")
+    settings = OrphanedSettings(reason_column="why", scope={"job_id": "job"})
+    assert params_used(action, settings) == frozenset({"job"})
+    locks: Any = get_action("release_advisory_locks")
+    assert params_used(locks, locks.settings_model(allowed_keys=[1])) == frozenset({"lock_key"})
