@@ -7,7 +7,9 @@ PRs) and ``outbox`` (deliver notifications). APScheduler runs them with
 of missed ticks collapses into one run. Every job first acquires or renews the
 leadership lease (:mod:`bot.lifecycle.leader`); a replica that is not the leader skips
 the step. A fifth, tiny job renews the lease every ``ttl / 3`` so a long step never
-loses leadership halfway through.
+loses leadership halfway through. Should a step outlive a lost lease anyway (store
+unreachable for a whole TTL), the journal's idempotency key and the run claim still
+keep any remediation from executing twice.
 
 After each job the replica writes a heartbeat row (``bot_setting`` key
 ``heartbeat:<instance>``); ``sentry-bot health`` reads it with :func:`health_status`.
