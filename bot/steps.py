@@ -146,6 +146,42 @@ def outbox_step(app: App, *, senders: dict[str, Any] | None = None) -> str:
     return f"outbox: {report.sent} sent, {report.retried} to retry, {report.dead} dead"
 
 
-def lifecycle_step(app: App) -> str:
-    """Resolve watched issues after their quiet hours (see bot.lifecycle.quiet)."""
-    return "lifecycle: not wired yet"
+def lifecycle_step(app: App, *, sentry: Any = None) -> str:
+    """Resolve watched issues after their quiet hours (see :mod:`bot.lifecycle.quiet`)."""
+    from bot.codehost.fixlinks import best_fix_commit
+    from bot.lifecycle.quiet import QuietChecker
+    from bot.wiring import build_executor, load_matcher
+
+    if sentry is None:
+        if app.settings.replay_file is not None:
+            return "lifecycle: replay source, no Sentry to resolve in; skipped"
+        sentry = app.sentry()
+    _, playbooks = load_matcher(app)
+    _, sink = build_executor(app, playbooks)
+    default = app.settings.quiet_hours
+
+    def quiet_hours_for(playbook_id: str | None) -> float:
+        pb = playbooks.get(playbook_id or "")
+        return float(pb.resolve.quiet_hours) if pb else default
+
+    def in_commit_for(playbook_id: str | None) -> bool:
+        pb = playbooks.get(playbook_id or "")
+        return pb.resolve.in_commit if pb else True
+
+    checker = QuietChecker(
+        app.store,
+        sentry,
+        app.clock,
+        default_quiet_hours=default,
+        quiet_hours_for=quiet_hours_for,
+        fix_commit_for=lambda issue_id: best_fix_commit(app.store, issue_id),
+        in_commit_for=in_commit_for,
+        on_event=sink,
+    )
+    report = checker.check()
+    return (
+        f"lifecycle: {report.watched} watched, {report.due} due, {report.resolved} resolved "
+        f"({report.resolved_in_commit} in commit), {report.restarted} quiet clocks restarted, "
+        f"{report.requests} Sentry requests"
+        + (f"; stopped: {report.stopped}" if report.stopped else "")
+    )

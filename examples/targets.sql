@@ -1,6 +1,11 @@
--- Demo target database for sentry-remediation-bot: one stuck row per seed incident.
+-- Demo target database for sentry-remediation-bot: stuck rows for each seed incident,
+-- with the ids the bundled replay (bot/demo/seed_incidents.json) carries, so
+-- `sentry-bot demo` previews real rows. The shipped playbooks name four targets
+-- (jobs_db, platform_db, torrentflow_db, api_db); for the demo they can all be this one:
 --
---   psql "$BOT_TARGET_JOBS_DB_URL" -f examples/targets.sql
+--   createdb demo_targets && psql demo_targets -f examples/targets.sql
+--   for t in JOBS_DB PLATFORM_DB TORRENTFLOW_DB API_DB; do
+--     export BOT_TARGET_${t}_URL=postgresql://postgres@127.0.0.1/demo_targets; done
 --
 -- Idempotent: drops and recreates its own tables, so re-running resets the demo.
 --
@@ -16,6 +21,8 @@ DROP TABLE IF EXISTS tasks;
 DROP TABLE IF EXISTS jobs;
 DROP TABLE IF EXISTS workers;
 DROP TABLE IF EXISTS resource_backups;
+DROP TABLE IF EXISTS tf_jobs;
+DROP TABLE IF EXISTS tf_agents;
 
 CREATE TABLE workers (
     id             text PRIMARY KEY,
@@ -56,32 +63,56 @@ CREATE TABLE resource_backups (
 );
 
 INSERT INTO workers (id, last_heartbeat) VALUES
-    ('worker-a', now()),                          -- alive
-    ('worker-b', now() - interval '45 minutes'); -- dead: heartbeat long past 2 x lease
+    ('worker-a', now()),                               -- alive
+    ('worker-3f7e21', now() - interval '45 minutes'); -- dead: heartbeat long past 2 x lease
 
+-- Job 0bf5a3fc-… (BLUE-BANDED-BEE-42 and -3Y) is NOT here: seed 000 says its row was
+-- removed while its tasks were still running. Both playbooks touch its tasks; their
+-- compare-and-set UPDATEs converge whichever runs first (requeued rows of a removed job
+-- are then failed with job_removed).
 INSERT INTO jobs (id, name) VALUES
-    ('0bf5a3fc-4cae-4e2b-9d1a-6f2b7c1d0e11', 'crawl example.org'),
     ('7d9e2c41-5b3a-4f1e-8c6d-2a4b6c8d0e12', 'crawl example.net');
 
 INSERT INTO tasks (job_id, status, worker_id, requeue_count, started_at, updated_at) VALUES
     -- Seed 000 BLUE-BANDED-BEE-42: running forever, its worker is dead.
-    ('0bf5a3fc-4cae-4e2b-9d1a-6f2b7c1d0e11', 'running', 'worker-b', 0,
+    ('0bf5a3fc-4cae-4d4b-9c59-4b5b3a0f1e2d', 'running', 'worker-3f7e21', 0,
      now() - interval '3 hours', now() - interval '3 hours'),
     -- ...and one whose worker row is gone entirely.
-    ('0bf5a3fc-4cae-4e2b-9d1a-6f2b7c1d0e11', 'running', 'worker-x', 1,
+    ('0bf5a3fc-4cae-4d4b-9c59-4b5b3a0f1e2d', 'running', 'worker-x', 1,
      now() - interval '2 hours', now() - interval '2 hours'),
     -- Past the requeue cap (3): dead-lettered, not requeued again.
-    ('0bf5a3fc-4cae-4e2b-9d1a-6f2b7c1d0e11', 'running', 'worker-b', 3,
+    ('0bf5a3fc-4cae-4d4b-9c59-4b5b3a0f1e2d', 'running', 'worker-3f7e21', 3,
      now() - interval '2 hours', now() - interval '2 hours'),
+    -- Seed 000 BLUE-BANDED-BEE-3Y: still pending although its job is gone.
+    ('0bf5a3fc-4cae-4d4b-9c59-4b5b3a0f1e2d', 'pending', NULL, 0,
+     now() - interval '1 hour', now() - interval '1 hour'),
     -- Healthy: running on a live worker; must not be touched.
     ('7d9e2c41-5b3a-4f1e-8c6d-2a4b6c8d0e12', 'running', 'worker-a', 0, now(), now()),
-    ('7d9e2c41-5b3a-4f1e-8c6d-2a4b6c8d0e12', 'done', 'worker-b', 0,
-     now() - interval '1 day', now() - interval '1 day'),
-    -- Seed 000 BLUE-BANDED-BEE-3Y: the job row was deleted under these tasks.
-    ('c3a1f0de-9b8e-4d2c-a7f6-1e2d3c4b5a69', 'running', 'worker-a', 0,
-     now() - interval '1 hour', now() - interval '1 hour'),
-    ('c3a1f0de-9b8e-4d2c-a7f6-1e2d3c4b5a69', 'pending', NULL, 0,
-     now() - interval '1 hour', now() - interval '1 hour');
+    ('7d9e2c41-5b3a-4f1e-8c6d-2a4b6c8d0e12', 'done', 'worker-3f7e21', 0,
+     now() - interval '1 day', now() - interval '1 day');
+
+-- Seed 003 (TorrentFlow RB-02): jobs held by a compute agent whose heartbeat went silent.
+CREATE TABLE tf_agents (
+    id             text PRIMARY KEY,
+    last_heartbeat timestamptz NOT NULL
+);
+CREATE TABLE tf_jobs (
+    id            bigserial PRIMARY KEY,
+    status        text NOT NULL
+                  CHECK (status IN ('queued', 'submitted', 'running', 'uploading', 'done', 'failed')),
+    worker_id     text,
+    requeue_count integer NOT NULL DEFAULT 0,
+    error         text,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO tf_agents (id, last_heartbeat) VALUES
+    ('torrentflow-agent-5d9c8b7f6-q4wz2', now() - interval '5 minutes'),  -- offline
+    ('torrentflow-agent-5d9c8b7f6-h8k2m', now());                         -- online
+INSERT INTO tf_jobs (status, worker_id, updated_at) VALUES
+    ('submitted', 'torrentflow-agent-5d9c8b7f6-q4wz2', now() - interval '12 minutes'),
+    ('submitted', 'torrentflow-agent-5d9c8b7f6-q4wz2', now() - interval '11 minutes'),
+    ('running',   'torrentflow-agent-5d9c8b7f6-q4wz2', now() - interval '10 minutes'),
+    ('running',   'torrentflow-agent-5d9c8b7f6-h8k2m', now());
 
 INSERT INTO resource_backups
     (id, resource_id, resource_type, status, fail_reason, internal_detail, started_at,

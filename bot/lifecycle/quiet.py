@@ -415,6 +415,7 @@ class QuietChecker:
                 # row meanwhile, or the tracker could not see a later event as a regression.
                 row.status, row.substatus = "resolved", None
                 row.resolved_at, row.resolved_by_bot = now, True
+                row.resolved_in_commit = fix.sha if fix else None
                 record_transition(session, row, LifecycleState.RESOLVED, reason, now)
                 self.on_event(
                     session,

@@ -295,35 +295,25 @@ def _parse_beat(value: str) -> dict[str, Any] | None:
 
 
 class CycleSteps:
-    """The real steps: ``bot.cycle.run_cycle`` for poll, ``bot.cycle.<name>_step`` for the
-    others when that function exists (otherwise the step says so and does nothing)."""
+    """The real steps: :func:`bot.cycle.poll_step` and the side steps of :mod:`bot.steps`."""
 
-    def __init__(self, app: Any, *, cycle: Any = None) -> None:
+    def __init__(self, app: Any, *, cycle: Any = None, steps: Any = None) -> None:
         self.app = app
-        # Imported lazily: bot.cycle pulls in the whole engine, the scheduler does not.
+        # Imported lazily: the cycle pulls in the whole engine, the scheduler does not.
         self.cycle = cycle if cycle is not None else importlib.import_module("bot.cycle")
-        self._missing_logged: set[str] = set()
+        self.steps = steps if steps is not None else importlib.import_module("bot.steps")
 
     def poll(self) -> str:
-        return _summarise(self.cycle.run_cycle(self.app))
+        return _summarise(self.cycle.poll_step(self.app))
 
     def lifecycle(self) -> str:
-        return self._optional("lifecycle_step")
+        return _summarise(self.steps.lifecycle_step(self.app))
 
     def fixlinks(self) -> str:
-        return self._optional("fixlinks_step")
+        return _summarise(self.steps.fixlinks_step(self.app))
 
     def outbox(self) -> str:
-        return self._optional("outbox_step")
-
-    def _optional(self, name: str) -> str:
-        fn = getattr(self.cycle, name, None)
-        if fn is None:
-            if name not in self._missing_logged:
-                log.warning("bot.cycle.%s is not available in this build; step skipped", name)
-                self._missing_logged.add(name)
-            return f"{name} not available"
-        return _summarise(fn(self.app))
+        return _summarise(self.steps.outbox_step(self.app))
 
 
 def _summarise(result: Any) -> str:

@@ -289,29 +289,38 @@ class FakeReport:
         return {"polled": 5, "new": 2, "changed": 1, "plans": [{}], "errors": []}
 
 
-def test_cycle_steps_call_the_cycle_functions_that_exist(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_cycle_steps_call_the_poll_and_side_step_functions() -> None:
     calls: list[tuple[str, Any]] = []
     app = object()
 
-    def run_cycle(a: Any) -> FakeReport:
-        calls.append(("run_cycle", a))
+    def poll_step(a: Any) -> FakeReport:
+        calls.append(("poll_step", a))
         return FakeReport()
 
-    def lifecycle_step(a: Any) -> str:
-        calls.append(("lifecycle_step", a))
-        return "3 watching, 1 resolved"
+    def side(name: str) -> Any:
+        def step(a: Any) -> str:
+            calls.append((name, a))
+            return f"{name} done"
 
-    cycle = SimpleNamespace(run_cycle=run_cycle, lifecycle_step=lifecycle_step)
-    steps = CycleSteps(app, cycle=cycle)
+        return step
+
+    cycle = SimpleNamespace(poll_step=poll_step)
+    side_steps = SimpleNamespace(
+        lifecycle_step=side("lifecycle_step"),
+        fixlinks_step=side("fixlinks_step"),
+        outbox_step=side("outbox_step"),
+    )
+    steps = CycleSteps(app, cycle=cycle, steps=side_steps)
     assert steps.poll() == "polled 5 (2 new, 1 changed), 1 plans, 0 errors"
-    assert steps.lifecycle() == "3 watching, 1 resolved"
-    assert calls == [("run_cycle", app), ("lifecycle_step", app)]
-    assert steps.fixlinks() == "fixlinks_step not available"
-    assert steps.fixlinks() == "fixlinks_step not available"
-    assert caplog.text.count("bot.cycle.fixlinks_step is not available") == 1  # logged once
-    assert steps.outbox() == "outbox_step not available"
+    assert steps.lifecycle() == "lifecycle_step done"
+    assert steps.fixlinks() == "fixlinks_step done"
+    assert steps.outbox() == "outbox_step done"
+    assert calls == [
+        ("poll_step", app),
+        ("lifecycle_step", app),
+        ("fixlinks_step", app),
+        ("outbox_step", app),
+    ]
 
 
 def test_config_from_settings_uses_the_interval_settings() -> None:
