@@ -430,29 +430,36 @@ class Executor:
         return count
 
     def recover_interrupted(self) -> list[str]:
-        """Verify runs left ``running`` by a crash against their journaled preview."""
+        """Find runs a crash left behind, mark them ``interrupted`` (once, by compare-and-
+        set) and verify them against their journaled preview; never re-execute them.
+
+        Left behind means ``running`` (it may or may not have committed) or ``approved``
+        but never claimed (the process died between journal and execution), for longer
+        than the statement timeout plus a margin, so a live executor is never disturbed.
+        """
         now = self.clock.now()
         recovered: list[str] = []
+        left_behind = (RunStatus.RUNNING.value, RunStatus.APPROVED.value)
         with self.store.session() as session:
             rows = session.exec(
-                select(RemediationRun).where(RemediationRun.status == RunStatus.RUNNING.value)
+                select(RemediationRun).where(col(RemediationRun.status).in_(left_behind))
             ).all()
         for row in rows:
             pb = self.playbooks.get(row.playbook_id)
             timeout = pb.guards.statement_timeout_ms if pb else 60_000
-            if row.started_at is None or ensure_utc(row.started_at) > stale_cutoff(now, timeout):
+            since = (
+                row.started_at
+                if row.status == RunStatus.RUNNING.value
+                else (row.approved_at or row.created_at)
+            )
+            if since is None or ensure_utc(since) > stale_cutoff(now, timeout):
                 continue  # may still be executing in another process
-            if not claim(
-                self.store, row.id, RunStatus.RUNNING.value, RunStatus.INTERRUPTED.value, now
-            ):
+            if not claim(self.store, row.id, row.status, RunStatus.INTERRUPTED.value, now):
                 continue
             recovered.append(row.id)
             if pb is None:
                 continue
-            journaled = Outcome(
-                rows_affected=len(row.preview.get("rows", [])),
-                before_image=list(row.preview.get("rows", [])),
-            )
+            was = "running" if row.status == RunStatus.RUNNING.value else "approved, not started"
             out = PlanOutcome(
                 row.issue_id,
                 row.issue_id,
@@ -462,13 +469,30 @@ class Executor:
                 run_id=row.id,
                 params=dict(row.params),
             )
-            self._verify(out, row.id, pb, journaled)
+            self._verify(out, row.id, pb, _journaled_outcome(pb, row))
             with self.store.session() as session:
                 again = session.get(RemediationRun, row.id)
                 if again is not None:
                     again.status = RunStatus.INTERRUPTED.value
                     again.error = (
-                        "process died while running; outcome verified against the "
+                        f"process died ({was}); outcome verified against the "
                         f"journaled preview: {out.verify}"
                     )
         return recovered
+
+
+def _journaled_outcome(pb: Playbook, run: RemediationRun) -> Outcome:
+    """What an interrupted run intended (its journaled preview) in the shape the action's
+    ``verify`` reads: the row ids (``ids``) or backend pids (``pids``) it meant to change.
+    Without them every verify would answer "nothing was changed" and pass vacuously."""
+    rows = [r for r in run.preview.get("rows", []) if isinstance(r, dict)]
+    id_column = str(getattr(pb.action.parsed_settings, "id_column", "id"))
+    ids = [r.get(id_column, r.get("id")) for r in rows]
+    return Outcome(
+        rows_affected=len(rows),
+        before_image=rows,
+        details={
+            "ids": [i for i in ids if i is not None],
+            "pids": [r["pid"] for r in rows if "pid" in r],
+        },
+    )

@@ -88,6 +88,10 @@ def claim(store: Store, run_id: str, from_status: str, to_status: str, now: date
     values: dict[str, object] = {"status": to_status}
     if to_status == RunStatus.RUNNING.value:
         values["started_at"] = now
+    if to_status == RunStatus.APPROVED.value:
+        # Set with the claim, so crash recovery never mistakes a just-approved run
+        # (created long ago, waiting for a human) for one left behind.
+        values["approved_at"] = now
     stmt = (
         update(RemediationRun)
         .where(col(RemediationRun.id) == run_id, col(RemediationRun.status) == from_status)
