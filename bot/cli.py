@@ -304,6 +304,92 @@ def backtest(
     _run(body)
 
 
+@app.command()
+def run() -> None:
+    """The scheduler: poll, lifecycle, fix links and outbox at their intervals, until SIGTERM."""
+
+    def body() -> None:
+        from bot import __version__
+        from bot.lifecycle.scheduler import run_scheduler
+        from bot.selfmon import init_selfmon, secrets_from_settings
+
+        bot = _open_app()
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+        dsn = bot.settings.bot_sentry_dsn
+        init_selfmon(
+            dsn.get_secret_value() if dsn else None,
+            release=f"sentry-remediation-bot@{__version__}",
+            environment=bot.settings.bot_environment,
+            secrets=secrets_from_settings(bot.settings),
+        )
+        try:
+            code = run_scheduler(bot)
+        finally:
+            bot.close()
+        raise typer.Exit(code)
+
+    _run(body)
+
+
+@app.command()
+def health() -> None:
+    """Exit 0 when a scheduler heartbeat is fresh (container healthcheck), else 1."""
+
+    def body() -> None:
+        from datetime import timedelta
+
+        from bot.lifecycle.scheduler import health_status
+
+        settings = _settings()
+        bot = App.from_settings(settings)
+        try:
+            max_age = timedelta(
+                seconds=max(
+                    120, 4 * settings.outbox_interval_seconds, 2 * settings.poll_interval_seconds
+                )
+            )
+            ok, message = health_status(
+                bot.store, bot.clock, max_age, instance=settings.instance_id
+            )
+        finally:
+            bot.close()
+        typer.echo(message)
+        if not ok:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command()
+def report(
+    key: Annotated[str, typer.Argument(help="Issue id, short id or incident id.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead.")
+    ] = None,
+) -> None:
+    """A Markdown post-incident report from what the bot recorded."""
+
+    def body() -> None:
+        from bot.triage.report import collect_report_facts, render_report
+
+        bot = _open_app()
+        try:
+            with bot.store.session() as session:
+                facts = collect_report_facts(session, key, quiet_hours=bot.settings.quiet_hours)
+                if facts is None:
+                    raise BotError(f"no tracked issue or incident {key!r}")
+                text = render_report(facts)
+        finally:
+            bot.close()
+        if output is None:
+            typer.echo(text)
+        else:
+            output.write_text(text, encoding="utf-8")
+            typer.echo(f"report written to {output}")
+
+    _run(body)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
