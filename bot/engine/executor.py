@@ -150,6 +150,14 @@ class Executor:
                 out.status, out.note = RunStatus.BLOCKED.value, decision.reason
             if decision.escalate and issue.state == LifecycleState.ESCALATED.value:
                 return out  # hidden debt already escalated: no new transition or message
+            if (
+                not decision.allowed
+                and not decision.escalate
+                and issue.state == LifecycleState.WATCHING.value
+            ):
+                # A remediated issue still firing inside its cooldown/cap stays on the
+                # quiet clock; the refusal is in the cycle report, not the timeline.
+                return out
             issue.playbook_id = pb.id
             record_transition(
                 session,
@@ -217,6 +225,17 @@ class Executor:
             record_transition(session, issue, LifecycleState.PLANNED, reason, now)
             if mode == "approval":
                 self.on_event(session, "plan_awaiting_approval", issue, run, pb, {})
+            if mode == "shadow":
+                # Shadow logs the plan only; the issue is still tracked, its fix linked,
+                # and it resolves after its quiet hours like any watched issue.
+                record_transition(
+                    session,
+                    issue,
+                    LifecycleState.WATCHING,
+                    "shadow mode: nothing executed; watching for quiet hours",
+                    now,
+                )
+                issue.quiet_since = issue.last_seen or now
         out.status = status
         if mode == "auto":
             done = self.execute_run(run.id)

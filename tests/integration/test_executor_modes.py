@@ -62,7 +62,7 @@ def test_shadow_journals_the_preview_and_changes_nothing(world: World) -> None:
     assert "would requeue 3" in run.preview["summary"]
     assert run.started_at is None and run.rows_affected is None
     assert tasks(world.target_dsn) == before
-    assert states(world.store, issue) == ["new", "matched", "planned"]
+    assert states(world.store, issue) == ["new", "matched", "planned", "watching"]
     assert "shadow mode" in story(world.store, issue)[-1][2]
 
 
