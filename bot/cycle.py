@@ -22,7 +22,7 @@ from bot.poller import PollResult, poll_and_track
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.store.models import LifecycleState, TrackedIssue
 from bot.tracker import record_transition
-from bot.triage_step import group_incidents, triage_issues
+from bot.triage_step import escalate_overdue, group_incidents, triage_issues
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,10 @@ def poll_step(app: App, *, shadow_only: bool = False) -> CycleReport:
         source=source,
         emit=emit,
     )
+    with app.store.session() as session:
+        overdue = escalate_overdue(session, app.clock, emit)
+    if overdue:
+        report.extra["overdue"] = f"escalated past their response deadline: {', '.join(overdue)}"
     return report
 
 

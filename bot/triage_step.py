@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from sqlmodel import Session, col, select
 
-from bot.clock import Clock
+from bot.clock import Clock, ensure_utc
 from bot.sentry.models import SentryIssue
-from bot.store.models import Incident, TrackedIssue
+from bot.store.models import FixLink, Incident, LifecycleState, RemediationRun, TrackedIssue
+from bot.tracker import record_transition
 from bot.triage import TriageConfig, triage
 from bot.triage.incidents import Candidate, assign_incidents
 
 log = logging.getLogger(__name__)
 
 INCIDENT_HORIZON = timedelta(days=7)
+_DONE_STATES = [LifecycleState.RESOLVED.value, LifecycleState.ESCALATED.value]
 
 
 def triage_issues(
@@ -92,3 +95,50 @@ _RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 def _worst(values: list[str | None]) -> str | None:
     known = [v for v in values if v]
     return max(known, key=lambda v: _RANK.get(v, 0)) if known else None
+
+
+def escalate_overdue(session: Session, clock: Clock, emit: Any) -> list[str]:
+    """Escalate issues past their response deadline with no progress; return short ids.
+
+    Only deadlines that pass while the bot tracks the issue count. No progress means:
+    still firing after the deadline (an event after it), nothing
+    remediated successfully, no fix linked, and not escalated already. Each issue is
+    escalated once (``escalated_at``), with an ``escalated`` notification to its team.
+    """
+    now = clock.now()
+    rows = session.exec(
+        select(TrackedIssue).where(
+            col(TrackedIssue.response_due_at) < now,
+            col(TrackedIssue.escalated_at).is_(None),
+            col(TrackedIssue.state).not_in(_DONE_STATES),
+        )
+    ).all()
+    out = []
+    for row in rows:
+        due = ensure_utc(row.response_due_at) if row.response_due_at else None
+        if due is None or row.last_seen is None or ensure_utc(row.last_seen) <= due:
+            continue  # quiet since the deadline: the clock is doing its work
+        if row.created_at is not None and due <= ensure_utc(row.created_at):
+            # The deadline had passed before the bot ever saw the issue (first deployment,
+            # an old backlog): escalating all of that at once would be noise, not news.
+            continue
+        progressed = (
+            session.exec(
+                select(RemediationRun.id).where(
+                    RemediationRun.issue_id == row.id,
+                    col(RemediationRun.status).in_(["succeeded", "noop"]),
+                )
+            ).first()
+            or session.exec(select(FixLink.id).where(FixLink.issue_id == row.id)).first()
+        )
+        if progressed:
+            continue
+        reason = (
+            f"{row.severity or 'unknown'} severity response deadline {due.isoformat()} "
+            f"passed with no remediation and no fix linked; still firing"
+        )
+        record_transition(session, row, LifecycleState.ESCALATED, reason, now)
+        row.escalated_at = now
+        emit(session, "escalated", row, None, None, {"reason": reason})
+        out.append(row.short_id)
+    return out
