@@ -60,9 +60,10 @@ def pr_comment_facts(session: Any, issue: TrackedIssue) -> PrCommentFacts:
             col(RemediationRun.status).in_(["succeeded", "noop", "interrupted"]),
         )
     ).all()
-    regressed = issue.state in (LifecycleState.REGRESSED.value,) or (
-        issue.state == LifecycleState.ESCALATED.value and issue.requires_approval
-    )
+    # ``requires_approval`` is set only by a regression and cleared when a human approves
+    # the next run; in between the issue moves on (escalated → matched → planned in the
+    # same cycle), and the PR must keep saying "regressed" through all of those states.
+    regressed = issue.state == LifecycleState.REGRESSED.value or issue.requires_approval
     return PrCommentFacts(
         short_id=issue.short_id,
         title=issue.title,
