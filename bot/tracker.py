@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from bot.clock import Clock, ensure_utc
@@ -58,22 +60,51 @@ def record_transition(
     row.updated_at = now
 
 
+def _fields(issue: SentryIssue) -> dict[str, Any]:
+    """The tracked-issue columns that mirror Sentry's view of the issue."""
+    return {
+        "short_id": issue.short_id,
+        "title": issue.title[:_MAX_TEXT],
+        "culprit": (issue.culprit or "")[:_MAX_TEXT] or None,
+        "message": issue.message[:_MAX_TEXT],
+        "permalink": issue.permalink[:2048],
+        "project": issue.project.slug,
+        "environment": issue.environment,
+        "level": issue.level,
+        "status": issue.status,
+        "substatus": issue.substatus,
+        "count": issue.count,
+        "user_count": issue.user_count,
+        "first_seen": issue.first_seen,
+        "last_seen": issue.last_seen,
+        "raw": issue.model_dump(mode="json", by_alias=True),
+    }
+
+
 def _apply(row: TrackedIssue, issue: SentryIssue) -> None:
-    row.short_id = issue.short_id
-    row.title = issue.title[:_MAX_TEXT]
-    row.culprit = (issue.culprit or "")[:_MAX_TEXT] or None
-    row.message = issue.message[:_MAX_TEXT]
-    row.permalink = issue.permalink[:2048]
-    row.project = issue.project.slug
-    row.environment = issue.environment
-    row.level = issue.level
-    row.status = issue.status
-    row.substatus = issue.substatus
-    row.count = issue.count
-    row.user_count = issue.user_count
-    row.first_seen = issue.first_seen
-    row.last_seen = issue.last_seen
-    row.raw = issue.model_dump(mode="json", by_alias=True)
+    for key, value in _fields(issue).items():
+        setattr(row, key, value)
+
+
+# Every column, so a column added later without a value here fails loudly on insert.
+_COLUMNS = tuple(TrackedIssue.__table__.columns.keys())  # type: ignore[attr-defined]
+_NEW_ROW_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(_COLUMNS),
+    "triage": {},
+    "state": LifecycleState.NEW.value,
+    "resolved_by_bot": False,
+    "requires_approval": False,
+}
+
+
+def _new_row(issue: SentryIssue, now: datetime) -> dict[str, Any]:
+    return {
+        **_NEW_ROW_DEFAULTS,
+        **_fields(issue),
+        "id": issue.id,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _moved(row: TrackedIssue, issue: SentryIssue) -> bool:
@@ -110,28 +141,26 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
         row.id: row
         for row in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(ids)))
     }
+    # New issues are bulk-inserted through Core: building ORM objects for thousands of
+    # first-seen issues cost several times the HTTP time (bench/poll.py).
+    inserts: dict[str, dict[str, Any]] = {}
+    transitions: list[dict[str, Any]] = []
     for issue in issues:
         row = existing.get(issue.id)
         if row is None:
-            row = TrackedIssue(
-                id=issue.id,
-                short_id=issue.short_id,
-                title="",
-                created_at=now,
-                updated_at=now,
-                state=LifecycleState.NEW.value,
-            )
-            _apply(row, issue)
-            session.add(row)
-            existing[issue.id] = row
-            session.add(
-                Transition(
-                    issue_id=issue.id,
-                    from_state=None,
-                    to_state=LifecycleState.NEW.value,
-                    reason=f"first polled ({issue.count} events, {issue.user_count} users)",
-                    at=now,
-                )
+            if issue.id in inserts:  # listed twice in one poll: keep the later snapshot
+                inserts[issue.id] = _new_row(issue, now)
+                result.unchanged += 1
+                continue
+            inserts[issue.id] = _new_row(issue, now)
+            transitions.append(
+                {
+                    "issue_id": issue.id,
+                    "from_state": None,
+                    "to_state": LifecycleState.NEW.value,
+                    "reason": f"first polled ({issue.count} events, {issue.user_count} users)",
+                    "at": now,
+                }
             )
             result.new.append(issue.id)
             continue
@@ -153,4 +182,7 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
         ):
             result.regressed.append(issue.id)
     session.flush()
+    if inserts:
+        session.execute(insert(TrackedIssue.__table__), list(inserts.values()))  # type: ignore[attr-defined]
+        session.execute(insert(Transition.__table__), transitions)  # type: ignore[attr-defined]
     return result
