@@ -177,11 +177,6 @@ def test_timezone_aware_datetimes_round_trip(store: Store) -> None:
 
 
 def test_a_non_utc_offset_keeps_its_instant(store: Store) -> None:
-    if store.is_sqlite:
-        pytest.xfail(
-            "SQLite DateTime drops the offset and reads the wall time back as UTC; the bot "
-            "only writes UTC today, a TypeDecorator normalising to UTC in models.py would fix it"
-        )
     seen = datetime(2026, 3, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
     with store.session() as session:
         session.add(PollWatermark(source="sentry:y", last_seen=seen, updated_at=NOW))
