@@ -40,6 +40,7 @@ from bot.tracker import record_transition
 
 log = logging.getLogger(__name__)
 
+EXECUTED_OK = (RunStatus.SUCCEEDED.value, RunStatus.NOOP.value)
 TargetResolver = Callable[[str], TargetDatabase | None]
 # (session, kind, issue, run, playbook, extra): called inside the store transaction that
 # records the state change, so a notification commits together with what it announces.
@@ -369,7 +370,17 @@ class Executor:
                     session, issue, LifecycleState.WATCHING, "watching for quiet hours", now
                 )
                 issue.quiet_since = ensure_utc(issue.last_seen) if issue.last_seen else now
-                self.on_event(session, "remediated", issue, row, pb, {"verify": summary})
+                # A re-run that found nothing to change is not news for the channel; the
+                # first run is (for notify_only, it is the one message saying "tracked").
+                earlier = session.exec(
+                    select(RemediationRun.id).where(
+                        RemediationRun.issue_id == issue.id,
+                        RemediationRun.id != run_id,
+                        col(RemediationRun.status).in_(EXECUTED_OK),
+                    )
+                ).first()
+                if row.rows_affected or earlier is None:
+                    self.on_event(session, "remediated", issue, row, pb, {"verify": summary})
             else:
                 row.status = RunStatus.VERIFY_FAILED.value
                 out.status = row.status

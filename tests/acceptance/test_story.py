@@ -205,3 +205,5 @@ def test_an_event_at_30_hours_restarts_the_quiet_clock(world: World) -> None:
     # The monitor's second event found nothing stuck: the rows were requeued only once.
     assert world.tasks() == tasks_after_remedy
     assert [r.rows_affected for r in world.runs()] == [3, 0]
+    # ...and that empty re-run is not announced as a second "remediated".
+    assert len(world.delivered("remediated")) == 1
