@@ -149,28 +149,87 @@ PREVIEW_SQL = sql.SQL(
     " FROM {table} AS t WHERE {where} ORDER BY t.{id} LIMIT {limit}"
 )
 
-# One round trip per batch (PostgreSQL):
-# 1. lock a bounded batch of candidates, skipping rows a live worker holds, and keep
-#    their old values (the before-image);
-# 2. update them with status and staleness re-checked in the UPDATE's own WHERE
-#    (compare-and-set). Rows are re-found by ctid: this transaction holds their locks,
-#    so their ctid cannot move, and a TID scan avoids re-scanning every running row;
-# 3. return the old values of exactly the rows that changed.
-# Joining the old values back after the UPDATE (not inside it) and returning plain rows
-# (not JSON) are what bench/requeue.py showed to matter.
+# One statement, one round trip per batch (PostgreSQL):
+# 1. ``candidates`` locks a bounded batch, skipping rows a live worker holds, and keeps
+#    their old values (the before-image) and whether each goes to the dead letter;
+# 2. the UPDATE re-finds them by ctid (this transaction holds their locks, so the ctid
+#    cannot move; a TID scan avoids re-scanning every running row) and re-checks status
+#    and staleness in its own WHERE (compare-and-set);
+# 3. RETURNING hands back the candidates' old values for exactly the rows that changed:
+#    UPDATE ... FROM joins them in, so there is no second join after the UPDATE.
+# Old values are aliased by their own column names, so each returned row already IS its
+# before-image entry; the dead-letter flag's alias is not a valid identifier, so it cannot
+# clash with a column. bench/requeue.py measures this against hand-written statements.
 REQUEUE_BATCH_SQL = sql.SQL(
-    "WITH candidates AS ("
-    " SELECT t.ctid AS tid, t.{id} AS id, {old_cols} FROM {table} AS t"
-    " WHERE {where} LIMIT {limit} {skip_locked}"
-    "), changed AS ("
-    " UPDATE {table} AS t SET {assignments}"
-    " WHERE t.ctid = ANY(ARRAY(SELECT tid FROM candidates)) AND {where}"
-    " RETURNING t.{id} AS id, {dead_after} AS dead_letter"
+    "WITH candidates AS MATERIALIZED ("
+    " SELECT t.ctid AS tid, {dead} AS {dead_flag}, t.{id} AS {id_alias}, {old_cols}"
+    " FROM {table} AS t WHERE {where} LIMIT {limit} {skip_locked}"
     ") "
-    "SELECT c.*, u.dead_letter FROM candidates AS c JOIN changed AS u ON u.id = c.id"
+    "UPDATE {table} AS t SET {assignments} FROM candidates AS c"
+    " WHERE t.ctid = ANY(ARRAY(SELECT tid FROM candidates)) AND t.ctid = c.tid AND {where}"
+    " RETURNING c.{id_alias}, {returned_old}, c.{dead_flag}"
 )
+DEAD_FLAG = "dead letter?"
 
 VERIFY_SQL = sql.SQL("SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids}) AND {where}")
+
+
+def batch_statement(
+    conn: TargetConnection, s: RequeueSettings, params: dict[str, ParamValue]
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The per-batch requeue statement and its binds, all but ``limit`` (the caller's).
+
+    Each returned row is ``{id_column: id, <old column>: <old text value>, ...,
+    DEAD_FLAG: bool}`` for one row the statement changed. Public so bench/requeue.py can
+    EXPLAIN exactly what ``execute`` runs.
+    """
+    where, binds = _where(conn, s, params)
+    old = _before_columns(s)
+    # Old values travel as PostgreSQL's own text form: lossless, already JSON-safe,
+    # and far cheaper than building datetimes in Python for thousands of rows.
+    old_cols = sql.SQL(", ").join(
+        sql.SQL("t.{}::text AS {}").format(ident(c), sql.Identifier(c)) for c in old
+    )
+    dead = _dead(s)
+    assignments: list[sql.Composable] = [
+        sql.SQL("{} = CASE WHEN {} THEN {} ELSE {} END").format(
+            ident(s.status_column), dead, sql.Placeholder("failed"), sql.Placeholder("pending")
+        )
+    ]
+    if s.requeue_count_column:
+        assignments.append(
+            sql.SQL(
+                "{c} = CASE WHEN {dead} THEN COALESCE(t.{c}, 0) ELSE COALESCE(t.{c}, 0) + 1 END"
+            ).format(c=ident(s.requeue_count_column), dead=dead)
+        )
+    if s.reason_column and s.max_requeues is not None:
+        assignments.append(
+            sql.SQL("{r} = CASE WHEN {dead} THEN {why} ELSE t.{r} END").format(
+                r=ident(s.reason_column), dead=dead, why=sql.Placeholder("reason")
+            )
+        )
+    for column in s.set_now_columns:
+        assignments.append(sql.SQL("{} = {}").format(ident(column), conn.dialect.now))
+    query = REQUEUE_BATCH_SQL.format(
+        dead=dead,
+        dead_flag=sql.Identifier(DEAD_FLAG),
+        id=ident(s.id_column),
+        id_alias=sql.Identifier(s.id_column),
+        old_cols=old_cols,
+        table=ident(s.table),
+        where=where,
+        limit=sql.Placeholder("limit"),
+        skip_locked=conn.dialect.skip_locked,
+        assignments=sql.SQL(", ").join(assignments),
+        returned_old=sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in old),
+    )
+    binds |= {
+        "failed": s.failed_value,
+        "pending": s.pending_value,
+        "max_requeues": s.max_requeues,
+        "reason": s.dead_letter_reason,
+    }
+    return query, binds
 
 
 class RequeueStuckTasks:
@@ -209,52 +268,6 @@ class RequeueStuckTasks:
             summary += f"; {total} exceeds max_rows={limits.max_rows}, execute would refuse"
         return Preview(summary=summary, rows=[json_safe(r) for r in rows])
 
-    def _batch_sql(
-        self, conn: TargetConnection, s: RequeueSettings, where: sql.Composable
-    ) -> sql.Composed:
-        old = _before_columns(s)
-        # Old values travel as PostgreSQL's own text form: lossless, already JSON-safe,
-        # and far cheaper than building datetimes in Python for thousands of rows.
-        old_cols = sql.SQL(", ").join(
-            sql.SQL("t.{}::text AS {}").format(ident(c), sql.Identifier(f"c{i}"))
-            for i, c in enumerate(old)
-        )
-        dead = _dead(s)
-        assignments: list[sql.Composable] = [
-            sql.SQL("{} = CASE WHEN {} THEN {} ELSE {} END").format(
-                ident(s.status_column), dead, sql.Placeholder("failed"), sql.Placeholder("pending")
-            )
-        ]
-        if s.requeue_count_column:
-            count = ident(s.requeue_count_column)
-            assignments.append(
-                sql.SQL(
-                    "{c} = CASE WHEN {dead} THEN COALESCE(t.{c}, 0) ELSE COALESCE(t.{c}, 0) + 1 END"
-                ).format(c=count, dead=dead)
-            )
-        if s.reason_column and s.max_requeues is not None:
-            reason = ident(s.reason_column)
-            assignments.append(
-                sql.SQL("{r} = CASE WHEN {dead} THEN {why} ELSE t.{r} END").format(
-                    r=reason, dead=dead, why=sql.Placeholder("reason")
-                )
-            )
-        for column in s.set_now_columns:
-            assignments.append(sql.SQL("{} = {}").format(ident(column), conn.dialect.now))
-        return REQUEUE_BATCH_SQL.format(
-            id=ident(s.id_column),
-            old_cols=old_cols,
-            table=ident(s.table),
-            where=where,
-            limit=sql.Placeholder("limit"),
-            skip_locked=conn.dialect.skip_locked,
-            assignments=sql.SQL(", ").join(assignments),
-            # In RETURNING, t.* is the NEW row: dead-lettered rows now hold failed_value.
-            dead_after=sql.SQL("t.{} = {}").format(
-                ident(s.status_column), sql.Placeholder("failed")
-            ),
-        )
-
     def execute(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
     ) -> Outcome:
@@ -266,15 +279,7 @@ class RequeueStuckTasks:
         s: RequeueSettings = settings
         if conn.dialect.name != "postgresql":
             raise RemediationError("requeue_stuck_tasks needs a PostgreSQL target", table=s.table)
-        where, binds = _where(conn, s, params)
-        batch_sql = self._batch_sql(conn, s, where)
-        binds |= {
-            "failed": s.failed_value,
-            "pending": s.pending_value,
-            "max_requeues": s.max_requeues,
-            "reason": s.dead_letter_reason,
-        }
-        old = _before_columns(s)
+        batch_sql, binds = batch_statement(conn, s, params)
         before: list[dict[str, Any]] = []
         dead = 0
         while True:
@@ -282,11 +287,11 @@ class RequeueStuckTasks:
             # the cap and we refuse; the transaction rolls back, nothing changes.
             limit = min(limits.batch_size, limits.max_rows + 1 - len(before))
             rows = conn.fetch_all(batch_sql, binds | {"limit": limit})
-            for r in rows:
-                image = {s.id_column: json_safe(r["id"])}
-                image.update({c: r[f"c{i}"] for i, c in enumerate(old)})
-                before.append(image)
-                dead += r["dead_letter"]
+            for row in rows:
+                # The row is the before-image entry once the flag is taken out of it.
+                dead += row.pop(DEAD_FLAG)
+                row[s.id_column] = json_safe(row[s.id_column])
+            before.extend(rows)
             if len(before) > limits.max_rows:
                 raise TooManyRows(
                     f"more than max_rows={limits.max_rows} stuck rows in {s.table}",

@@ -189,6 +189,27 @@ def test_dead_letters_past_the_cap_with_a_reason(db: Any, target: PgTarget) -> N
     assert outcome.details["requeued"] == 1
 
 
+def test_before_image_is_exactly_id_and_old_values_across_batches(
+    db: Any, target: PgTarget
+) -> None:
+    # Rows come back from the database already shaped as image entries; the dead-letter
+    # flag must be taken out, and batches (here 3 of at most 2 rows) must add up.
+    capped = add_task(db, requeues=3)
+    others = [add_task(db, requeues=1) for _ in range(4)]
+
+    outcome = run(target, heartbeat_settings(), limits=Limits(max_rows=10, batch_size=2))
+
+    assert sorted(outcome.details["ids"]) == sorted([capped, *others])
+    assert (outcome.details["requeued"], outcome.details["dead_lettered"]) == (4, 1)
+    keys = {"id", "status", "requeue_count", "error", "updated_at"}
+    assert all(set(entry) == keys for entry in outcome.before_image)
+    image = {entry["id"]: entry for entry in outcome.before_image}
+    assert image[capped]["requeue_count"] == "3"
+    assert image[capped]["error"] is None
+    assert {image[i]["requeue_count"] for i in others} == {"1"}
+    assert task(db, capped)["status"] == "failed"
+
+
 def test_scope_binds_the_extracted_param(db: Any, target: PgTarget) -> None:
     mine = add_task(db, job=JOB)
     other = add_task(db, job=OTHER_JOB)
