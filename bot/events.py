@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, select
 
 from bot.app import App
 from bot.clock import ensure_utc
-from bot.notify.messages import Link, Notification, NotificationKind, render
+from bot.errors import BotError
+from bot.notify.messages import Link, Notification, NotificationKind, render, safe_id
 from bot.notify.outbox import enqueue
 from bot.playbooks.models import Playbook
 from bot.store.models import FixLink, RemediationRun, TrackedIssue
+from bot.triage.report import collect_report_facts, render_report
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +69,15 @@ def build_notification(
     playbook: Playbook | None,
     extra: dict[str, Any],
     report_base_url: str | None = None,
+    report_path: Path | None = None,
 ) -> Notification:
     """A :class:`Notification` for ``kind`` from what the store knows right now."""
     links = session.exec(select(FixLink).where(FixLink.issue_id == issue.id)).all()
     facts = {k: str(v)[:300] for k, v in extra.items() if v not in (None, "", False)}
     if issue.incident_id:
         facts["incident"] = issue.incident_id
+    if report_path is not None:
+        facts["report"] = f"{report_path} (or `sentry-bot report {issue.short_id}`)"
     verify = extra.get("verify")
     return Notification(
         kind=NotificationKind(kind),
@@ -95,8 +101,8 @@ def build_notification(
             if f.url
         )[:5],
         report_link=(
-            f"{report_base_url.rstrip('/')}/{issue.short_id}.md"
-            if report_base_url and kind in ("resolved", "escalated", "regressed")
+            f"{report_base_url.rstrip('/')}/{report_path.name}"
+            if report_base_url and report_path is not None
             else None
         ),
         facts=facts,
@@ -120,12 +126,39 @@ def sentry_note(n: Notification) -> str:
     return "; ".join(parts)
 
 
+# The final word on an issue carries the post-incident report.
+_REPORT_KINDS = {"resolved", "escalated", "regressed"}
+# Announcements that are about the incident as a whole when issues are grouped.
+_PER_INCIDENT_KINDS = {"triaged"}
+
+
 class EventRecorder:
     """Callable event sink: enqueues each event's notifications in the caller's session."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.events: list[tuple[str, str]] = []
+
+    def _write_report(self, session: Session, issue: TrackedIssue) -> Path | None:
+        """Write the issue's Markdown report into the reports directory; None if disabled
+        or if writing fails (a report must never block a state change)."""
+        directory = self.app.settings.reports_dir
+        if directory is None:
+            return None
+        try:
+            session.flush()  # the transition being recorded belongs in the timeline
+            facts = collect_report_facts(
+                session, issue.id, quiet_hours=self.app.settings.quiet_hours
+            )
+            if facts is None:
+                return None
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"{safe_id(issue.short_id)}.md"
+            path.write_text(render_report(facts), encoding="utf-8")
+            return path
+        except (OSError, BotError) as exc:
+            log.warning("could not write the report of %s: %s", issue.short_id, exc)
+            return None
 
     def __call__(
         self,
@@ -144,15 +177,27 @@ class EventRecorder:
             f" (run {run.id[:8]})" if run is not None else "",
         )
         now = self.app.clock.now()
+        report_path = self._write_report(session, issue) if kind in _REPORT_KINDS else None
         note = build_notification(
-            session, kind, issue, run, playbook, extra, self.app.settings.report_base_url
+            session,
+            kind,
+            issue,
+            run,
+            playbook,
+            extra,
+            self.app.settings.report_base_url,
+            report_path,
         )
         episode = episode_key(kind, issue, run)
+        subject = f"{issue.id}:{episode}"
+        if kind in _PER_INCIDENT_KINDS and issue.incident_id:
+            # Related issues (one incident) share one message, not one each.
+            subject = f"incident:{issue.incident_id}"
         if self.app.settings.slack_webhook_url is not None:
             enqueue(
                 session,
                 "slack",
-                f"slack:{kind}:{issue.id}:{episode}",
+                f"slack:{kind}:{subject}",
                 render(note),
                 issue.id,
                 kind,

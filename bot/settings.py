@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     hidden_debt_runs: int = Field(3, ge=2, validation_alias="BOT_HIDDEN_DEBT_RUNS")
     hidden_debt_hours: float = Field(24, gt=0, validation_alias="BOT_HIDDEN_DEBT_HOURS")
     report_base_url: str | None = Field(None, validation_alias="BOT_REPORT_BASE_URL")
+    reports_dir: Path | None = Field(Path(".state/reports"), validation_alias="BOT_REPORTS_DIR")
     instance_id: str | None = Field(None, validation_alias="BOT_INSTANCE_ID")
     bot_environment: str = Field("production", validation_alias="BOT_ENVIRONMENT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

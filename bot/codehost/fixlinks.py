@@ -269,11 +269,14 @@ def render_pr_comment(facts: PrCommentFacts) -> str:
         ("Quiet clock", quiet),
     ]
     if facts.severity or facts.team:
-        rows.insert(1, (
-            "Triage",
-            f"{inert(facts.severity or '-', 16)} / {inert(facts.category or '-', 32)}; "
-            f"owner {inert(facts.team or '-', 64)}; respond by {_when(facts.response_due_at)}",
-        ))
+        rows.insert(
+            1,
+            (
+                "Triage",
+                f"{inert(facts.severity or '-', 16)} / {inert(facts.category or '-', 32)}; "
+                f"owner {inert(facts.team or '-', 64)}; respond by {_when(facts.response_due_at)}",
+            ),
+        )
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (
         f"{marker}\n"
