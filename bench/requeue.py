@@ -445,7 +445,7 @@ HEADLINE = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--reps", type=int, default=25)
     parser.add_argument("--explain", action="store_true", help="print each contender's plan")
     args = parser.parse_args(argv)
     if args.reps < 7:
