@@ -18,7 +18,14 @@ from psycopg import sql
 from pydantic import Field, model_validator
 
 from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
-from bot.actions.target import Ident, TargetConnection, ident, json_safe, scope_filter
+from bot.actions.target import (
+    Ident,
+    TargetConnection,
+    ident,
+    json_safe,
+    scope_filter,
+    still_matching,
+)
 from bot.errors import TooManyRows
 
 
@@ -75,8 +82,6 @@ UPDATE_SQL = sql.SQL(
     "UPDATE {table} AS t SET {assignments} WHERE t.{id} = ANY({ids}) AND {where}"
     " RETURNING t.{id} AS id"
 )
-
-VERIFY_SQL = sql.SQL("SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids}) AND {where}")
 
 
 class FailOrphanedTasks:
@@ -174,17 +179,12 @@ class FailOrphanedTasks:
         if not ids:
             return Verification(ok=True, summary="nothing was changed")
         where, binds = _where(s, params)
-        still = conn.fetch_all(
-            VERIFY_SQL.format(
-                id=ident(s.id_column), table=ident(s.table), ids=sql.Placeholder("ids"), where=where
-            ),
-            binds | {"ids": ids},
-        )
+        still = still_matching(conn, s.table, s.id_column, ids, where, binds)
         if still:
             return Verification(
                 ok=False,
                 summary=f"{len(still)} orphaned task(s) still active in {s.table}",
-                details={"still_active": [json_safe(r["id"]) for r in still]},
+                details={"still_active": still},
             )
         return Verification(ok=True, summary=f"{len(ids)} orphaned task(s) now failed")
 

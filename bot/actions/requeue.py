@@ -29,7 +29,14 @@ from psycopg import sql
 from pydantic import Field, model_validator
 
 from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
-from bot.actions.target import Ident, TargetConnection, ident, json_safe, scope_filter
+from bot.actions.target import (
+    Ident,
+    TargetConnection,
+    ident,
+    json_safe,
+    scope_filter,
+    still_matching,
+)
 from bot.errors import RemediationError, TooManyRows
 
 
@@ -170,8 +177,6 @@ REQUEUE_BATCH_SQL = sql.SQL(
     " RETURNING c.{id_alias}, {returned_old}, c.{dead_flag}"
 )
 DEAD_FLAG = "dead letter?"
-
-VERIFY_SQL = sql.SQL("SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids}) AND {where}")
 
 
 def batch_statement(
@@ -318,17 +323,12 @@ class RequeueStuckTasks:
         if not ids:
             return Verification(ok=True, summary="nothing was changed")
         where, binds = _where(conn, s, {k: v for k, v in params.items()})
-        still = conn.fetch_all(
-            VERIFY_SQL.format(
-                id=ident(s.id_column), table=ident(s.table), ids=sql.Placeholder("ids"), where=where
-            ),
-            binds | {"ids": ids},
-        )
+        still = still_matching(conn, s.table, s.id_column, ids, where, binds)
         if still:
             return Verification(
                 ok=False,
                 summary=f"{len(still)} row(s) still stuck in {s.table}",
-                details={"still_stuck": [json_safe(r["id"]) for r in still]},
+                details={"still_stuck": still},
             )
         return Verification(ok=True, summary=f"none of the {len(ids)} requeued row(s) is stuck")
 

@@ -317,3 +317,27 @@ class PgTarget:
             raise translate_error(exc, target=self._name, secret=self._secret) from exc
         finally:
             conn.close()
+
+
+# What every verify asks: which of the rows we changed still match the problem?
+_STILL_MATCHING_SQL = sql.SQL(
+    "SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids}) AND {where}"
+)
+
+
+def still_matching(
+    conn: TargetConnection,
+    table: str,
+    id_column: str,
+    ids: list[Any],
+    where: sql.Composable,
+    binds: Mapping[str, Any],
+) -> list[Any]:
+    """The ids among ``ids`` whose row (alias ``t``) still satisfies ``where``."""
+    rows = conn.fetch_all(
+        _STILL_MATCHING_SQL.format(
+            id=ident(id_column), table=ident(table), ids=sql.Placeholder("ids"), where=where
+        ),
+        {**binds, "ids": ids},
+    )
+    return [json_safe(r["id"]) for r in rows]
