@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+from bot.bulk import BackgroundWriter, insert_statements
 from bot.clock import Clock, ensure_utc
 from bot.sentry.models import SentryIssue
 from bot.store.models import LifecycleState, TrackedIssue, Transition
@@ -60,25 +60,58 @@ def record_transition(
     row.updated_at = now
 
 
+# The columns that mirror Sentry's view of an issue, in the order _mirror() returns them.
+_MIRRORED = (
+    "short_id",
+    "title",
+    "culprit",
+    "message",
+    "permalink",
+    "project",
+    "environment",
+    "level",
+    "status",
+    "substatus",
+    "count",
+    "user_count",
+    "first_seen",
+    "last_seen",
+)
+
+
+def _mirror(issue: SentryIssue) -> tuple[Any, ...]:
+    return (
+        issue.short_id,
+        issue.title[:_MAX_TEXT],
+        (issue.culprit or "")[:_MAX_TEXT] or None,
+        issue.message[:_MAX_TEXT],
+        issue.permalink[:2048],
+        issue.project.slug,
+        issue.environment,
+        issue.level,
+        issue.status,
+        issue.substatus,
+        issue.count,
+        issue.user_count,
+        issue.first_seen,
+        issue.last_seen,
+    )
+
+
 def _fields(issue: SentryIssue) -> dict[str, Any]:
     """The tracked-issue columns that mirror Sentry's view of the issue."""
-    return {
-        "short_id": issue.short_id,
-        "title": issue.title[:_MAX_TEXT],
-        "culprit": (issue.culprit or "")[:_MAX_TEXT] or None,
-        "message": issue.message[:_MAX_TEXT],
-        "permalink": issue.permalink[:2048],
-        "project": issue.project.slug,
-        "environment": issue.environment,
-        "level": issue.level,
-        "status": issue.status,
-        "substatus": issue.substatus,
-        "count": issue.count,
-        "user_count": issue.user_count,
-        "first_seen": issue.first_seen,
-        "last_seen": issue.last_seen,
-        "raw": issue.model_dump(mode="json", by_alias=True),
-    }
+    fields = dict(zip(_MIRRORED, _mirror(issue), strict=True))
+    fields["raw"] = issue.model_dump(mode="json", by_alias=True)
+    return fields
+
+
+def _raw_json(issue: SentryIssue) -> str:
+    """``raw`` as JSON text: the same document as ``_fields(issue)["raw"]``, serialised by
+    pydantic in one native call instead of a Python dict that the JSON type re-dumps."""
+    return _ISSUE_SERIALIZER.to_json(issue, by_alias=True).decode()
+
+
+_ISSUE_SERIALIZER = SentryIssue.__pydantic_serializer__
 
 
 def _apply(row: TrackedIssue, issue: SentryIssue) -> None:
@@ -86,25 +119,19 @@ def _apply(row: TrackedIssue, issue: SentryIssue) -> None:
         setattr(row, key, value)
 
 
-# Every column, so a column added later without a value here fails loudly on insert.
+# First-seen rows: these columns vary per issue (raw already JSON text), every other
+# column of the table gets the same value for the whole batch. Taking the column list
+# from the table means a column added later without a value here is inserted as NULL
+# and a NOT NULL one fails loudly.
+_NEW_VARYING = ("id", *_MIRRORED, "raw")
 _COLUMNS = tuple(TrackedIssue.__table__.columns.keys())  # type: ignore[attr-defined]
 _NEW_ROW_DEFAULTS: dict[str, Any] = {
-    **dict.fromkeys(_COLUMNS),
+    **dict.fromkeys(c for c in _COLUMNS if c not in _NEW_VARYING),
     "triage": {},
     "state": LifecycleState.NEW.value,
     "resolved_by_bot": False,
     "requires_approval": False,
 }
-
-
-def _new_row(issue: SentryIssue, now: datetime) -> dict[str, Any]:
-    return {
-        **_NEW_ROW_DEFAULTS,
-        **_fields(issue),
-        "id": issue.id,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def _moved(row: TrackedIssue, issue: SentryIssue) -> bool:
@@ -120,20 +147,34 @@ def _moved(row: TrackedIssue, issue: SentryIssue) -> bool:
 
 
 def track(session: Session, issues: Iterable[SentryIssue], clock: Clock) -> TrackResult:
-    """Upsert ``issues`` into the store; return what is new, changed or regressed."""
+    """Upsert ``issues`` into the store; return what is new, changed or regressed.
+
+    Batches of first-seen issues are written by a background thread while ``issues``
+    is read further (with an HTTP source, the next pages); every write is finished
+    before this returns or raises, so the caller's commit or rollback covers them all.
+    """
     result = TrackResult()
-    batch: list[SentryIssue] = []
-    for issue in issues:
-        batch.append(issue)
-        if len(batch) >= 500:
-            result.merge(_track_batch(session, batch, clock))
-            batch = []
-    if batch:
-        result.merge(_track_batch(session, batch, clock))
+    with BackgroundWriter(session) as writer:
+        batch: list[SentryIssue] = []
+        for issue in issues:
+            batch.append(issue)
+            if len(batch) >= _BATCH:
+                result.merge(_track_batch(session, batch, clock, writer))
+                batch = []
+        if batch:
+            result.merge(_track_batch(session, batch, clock, writer))
     return result
 
 
-def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> TrackResult:
+_BATCH = 500
+
+
+def _track_batch(
+    session: Session, issues: list[SentryIssue], clock: Clock, writer: BackgroundWriter
+) -> TrackResult:
+    # The previous batch's rows must be in before the lookup, and the session's
+    # connection is ours again only once the writer is idle.
+    writer.wait()
     result = TrackResult()
     now = clock.now()
     ids = [i.id for i in issues]
@@ -141,27 +182,21 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
         row.id: row
         for row in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(ids)))
     }
-    # New issues are bulk-inserted through Core: building ORM objects for thousands of
-    # first-seen issues cost several times the HTTP time (bench/poll.py).
-    inserts: dict[str, dict[str, Any]] = {}
-    transitions: list[dict[str, Any]] = []
+    # New issues are bulk-inserted below the ORM (bot/bulk.py): ORM objects, or even
+    # Core's per-row bind processing, for thousands of first-seen issues cost several
+    # times the HTTP time (bench/poll.py).
+    inserts: dict[str, tuple[Any, ...]] = {}
+    first_polled: list[tuple[str, str]] = []
     for issue in issues:
         row = existing.get(issue.id)
         if row is None:
             if issue.id in inserts:  # listed twice in one poll: keep the later snapshot
-                inserts[issue.id] = _new_row(issue, now)
+                inserts[issue.id] = (issue.id, *_mirror(issue), _raw_json(issue))
                 result.unchanged += 1
                 continue
-            inserts[issue.id] = _new_row(issue, now)
-            transitions.append(
-                {
-                    "issue_id": issue.id,
-                    "from_state": None,
-                    "to_state": LifecycleState.NEW.value,
-                    "reason": f"first polled ({issue.count} events, {issue.user_count} users)",
-                    "at": now,
-                }
-            )
+            inserts[issue.id] = (issue.id, *_mirror(issue), _raw_json(issue))
+            reason = f"first polled ({issue.count} events, {issue.user_count} users)"
+            first_polled.append((issue.id, reason))
             result.new.append(issue.id)
             continue
         if not _moved(row, issue):
@@ -182,7 +217,21 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
         ):
             result.regressed.append(issue.id)
     session.flush()
-    if inserts:
-        session.execute(insert(TrackedIssue.__table__), list(inserts.values()))  # type: ignore[attr-defined]
-        session.execute(insert(Transition.__table__), transitions)  # type: ignore[attr-defined]
+    dialect = session.connection().dialect
+    statements = insert_statements(
+        dialect,
+        TrackedIssue.__table__,  # type: ignore[attr-defined]
+        _NEW_VARYING,
+        list(inserts.values()),
+        constants={**_NEW_ROW_DEFAULTS, "created_at": now, "updated_at": now},
+        json_text=("raw",),
+    )
+    statements += insert_statements(
+        dialect,
+        Transition.__table__,  # type: ignore[attr-defined]
+        ("issue_id", "reason"),
+        first_polled,
+        constants={"from_state": None, "to_state": LifecycleState.NEW.value, "at": now},
+    )
+    writer.submit(statements)
     return result
