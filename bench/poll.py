@@ -3,6 +3,9 @@
 A FakeSentry on loopback serves 10,000 issues (100 pages of 100; 1,000 of them in the
 project ``small``). Measured in one run:
 
+The fake runs in its own process (like a real, remote Sentry), so its Python work does
+not compete with the measured client for one interpreter lock.
+
 (a) ``poll_ratio``: median time of ``bot.poller.poll_and_track`` (SentryApiSource over
     HttpSentryClient into a fresh SQLite store, what ``cycle`` does to poll) divided by
     the median time of a bare httpx loop fetching the same 100 pages into memory
@@ -17,14 +20,18 @@ Run: ``.venv/bin/python bench/poll.py``; the last five lines are the figures.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,7 +46,7 @@ from bot.store.db import Store
 TOKEN = "bench-token"
 TOTAL = 10_000
 SMALL = 1_000
-REPS = 3
+REPS = 5
 
 
 def build_fake() -> FakeSentry:
@@ -61,15 +68,21 @@ class CachedPages:
     """The fake's answers, cached by URL: the fake rebuilds the whole 10k-issue list for
     every page (O(n) per request), which would swamp both sides of the ratio. The data
     does not change during a measurement, so an identical URL gets the identical body.
-    Counts every request it receives (cached or not)."""
+    Counts every request it receives (cached or not) in a counter shared across
+    processes."""
 
-    def __init__(self, fake: FakeSentry) -> None:
+    def __init__(self, fake: FakeSentry, counter: Any = None) -> None:
         self.fake = fake
-        self.requests = 0
+        self.counter = counter if counter is not None else multiprocessing.Value("q", 0)
         self._cache: dict[str, httpx.Response] = {}
 
+    @property
+    def requests(self) -> int:
+        return int(self.counter.value)
+
     def __call__(self, request: httpx.Request, sleep: object) -> httpx.Response:
-        self.requests += 1
+        with self.counter.get_lock():
+            self.counter.value += 1
         key = str(request.url.copy_with(scheme="http", host="x", port=None))
         hit = self._cache.get(key)
         if hit is None:
@@ -141,11 +154,39 @@ def memory_in_subprocess(base_url: str, project: str) -> tuple[float, int]:
     return float(data["peak_mib"]), int(data["tracked"])
 
 
+def _serve_forever(counter: Any, ready: Any, stop: Any) -> None:
+    """Child process: build the fake, serve it on loopback, report the URL, wait for stop."""
+    pages = CachedPages(build_fake(), counter)
+    with serve_handler(pages) as base_url:
+        ready.put(base_url)
+        stop.wait()
+
+
+@contextmanager
+def fake_sentry_process() -> Iterator[tuple[str, CachedPages]]:
+    """The fake Sentry in its own process, as a real Sentry would be: the server's Python
+    work does not compete with the measured client for this process's interpreter lock.
+    Yields the URL and a page counter view."""
+    counter = multiprocessing.Value("q", 0)
+    ready: Any = multiprocessing.Queue()
+    stop = multiprocessing.Event()
+    child = multiprocessing.Process(target=_serve_forever, args=(counter, ready, stop))
+    child.start()
+    try:
+        base_url = ready.get(timeout=300)
+        view = CachedPages.__new__(CachedPages)
+        view.counter = counter
+        yield base_url, view
+    finally:
+        stop.set()
+        child.join(timeout=30)
+        if child.is_alive():
+            child.terminate()
+
+
 def main() -> None:
-    print(f"building FakeSentry with {TOTAL} issues ...", flush=True)
-    fake = build_fake()
-    pages = CachedPages(fake)
-    with serve_handler(pages) as base_url, tempfile.TemporaryDirectory() as tmp:
+    print(f"building FakeSentry with {TOTAL} issues in a server process ...", flush=True)
+    with fake_sentry_process() as (base_url, pages), tempfile.TemporaryDirectory() as tmp:
         print("warming the page cache ...", flush=True)
         bare_loop(base_url)
         bot_poll(base_url, Path(tmp) / "warm.db")
