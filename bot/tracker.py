@@ -41,23 +41,29 @@ class TrackResult:
         self.unchanged += other.unchanged
 
 
+def _journal(
+    session: Session, row: TrackedIssue, to_state: str, reason: str, now: datetime
+) -> None:
+    session.add(
+        Transition(
+            issue_id=row.id, from_state=row.state, to_state=to_state, reason=reason[:2000], at=now
+        )
+    )
+    row.state = to_state
+    row.updated_at = now
+
+
 def record_transition(
     session: Session, row: TrackedIssue, to_state: LifecycleState, reason: str, now: datetime
 ) -> None:
     """Move ``row`` to ``to_state`` and journal the transition with its reason."""
-    if row.state == to_state.value:
-        return
-    session.add(
-        Transition(
-            issue_id=row.id,
-            from_state=row.state,
-            to_state=to_state.value,
-            reason=reason[:2000],
-            at=now,
-        )
-    )
-    row.state = to_state.value
-    row.updated_at = now
+    if row.state != to_state.value:
+        _journal(session, row, to_state.value, reason, now)
+
+
+def note(session: Session, row: TrackedIssue, reason: str, now: datetime) -> None:
+    """Journal ``reason`` on the issue's timeline without changing its state."""
+    _journal(session, row, row.state, reason, now)
 
 
 # The columns that mirror Sentry's view of an issue, in the order _mirror() returns them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from bot.lifecycle.quiet import QuietChecker, QuietReport, note
+from bot.lifecycle.quiet import QuietChecker, QuietReport
+from bot.tracker import note
 
 __all__ = ["QuietChecker", "QuietReport", "note"]

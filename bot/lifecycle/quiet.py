@@ -47,28 +47,14 @@ from bot.lifecycle.quiet_report import QuietReport
 from bot.sentry.models import SentryIssue
 from bot.sentry.port import MAX_PAGE_SIZE, SentryPort
 from bot.store.db import Store
-from bot.store.models import LifecycleState, TrackedIssue, Transition
-from bot.tracker import record_transition
+from bot.store.models import LifecycleState, TrackedIssue
+from bot.tracker import note, record_transition
 
 log = logging.getLogger(__name__)
 
 WATCHED_STATES = (LifecycleState.WATCHING.value, LifecycleState.REMEDIATED.value)
 
-__all__ = ["WATCHED_STATES", "QuietChecker", "QuietReport", "note", "stats_period"]
-
-
-def note(session: Session, issue: TrackedIssue, reason: str, now: datetime) -> None:
-    """Journal ``reason`` on the issue's timeline without changing its state."""
-    session.add(
-        Transition(
-            issue_id=issue.id,
-            from_state=issue.state,
-            to_state=issue.state,
-            reason=reason[:2000],
-            at=now,
-        )
-    )
-    issue.updated_at = now
+__all__ = ["WATCHED_STATES", "QuietChecker", "QuietReport", "stats_period"]
 
 
 def stats_period(hours: float) -> str:
