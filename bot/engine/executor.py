@@ -334,6 +334,10 @@ class Executor:
             row.before_image = {"rows": outcome.before_image, "details": outcome.details}
             row.finished_at = self.clock.now()
         out.status, out.rows_affected = status.value, outcome.rows_affected
+        if pb.verify.delay_seconds:
+            # Give the system a moment to settle (e.g. a terminated backend to exit, a
+            # worker to pick a requeued task) before checking the remedy took effect.
+            self.clock.sleep(pb.verify.delay_seconds)
         return self._verify(out, run_id, pb, outcome)
 
     def _verify(self, out: PlanOutcome, run_id: str, pb: Playbook, outcome: Outcome) -> PlanOutcome:

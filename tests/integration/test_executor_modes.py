@@ -240,3 +240,17 @@ def test_different_params_are_different_runs(world: World) -> None:
     runs: list[RemediationRun] = all_runs(world.store)
     assert len({r.idempotency_key for r in runs}) == 2
     assert [r["status"] for r in tasks(world.target_dsn)] == ["pending", "pending"]
+
+
+def test_verification_waits_the_playbook_delay_on_the_injected_clock(world: World) -> None:
+    add_tasks(world.target_dsn, 2)
+    pb = build_playbook(verify={"delay_seconds": 20})
+    issue = track_issue(world.store, world.clock)
+    started = world.clock.now()
+
+    out = world.executor(pb).plan(issue, match(pb))
+
+    assert out.status == RunStatus.SUCCEEDED.value and out.verify is not None
+    assert world.clock.sleeps == [20]
+    [run] = all_runs(world.store)
+    assert run.finished_at is not None and run.finished_at < started + timedelta(seconds=20)
