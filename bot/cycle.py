@@ -170,7 +170,13 @@ def match_and_plan(
             issue = _issue_from_row(row)
         event: SentryEvent | None = issue.latest_event
         result = matcher.match(issue, event)
-        if result is None and event is None and source is not None and fetches < MAX_EVENT_FETCHES:
+        if (
+            result is None
+            and event is None
+            and source is not None
+            and fetches < MAX_EVENT_FETCHES
+            and matcher.wants_event(issue)
+        ):
             fetch = getattr(source, "latest_event", None)
             if fetch is not None:
                 fetches += 1

@@ -27,6 +27,9 @@ from bot.sentry.models import SentryEvent, SentryIssue
 
 log = logging.getLogger(__name__)
 
+# Rules the latest event can turn from failing to holding.
+_EVENT_RULES = ("environment", "message", "tags.")
+
 
 @dataclass(frozen=True)
 class MatchResult:
@@ -179,6 +182,19 @@ class Matcher:
                 continue
             return MatchResult(c.playbook, params)
         return None
+
+    def wants_event(self, issue: SentryIssue) -> bool:
+        """Could the latest event make some playbook match an issue that matched without it?
+
+        True when, for some playbook, every rule that fails on the issue alone is one the
+        event can change (environment, message, tags), or when its rules hold and only
+        its extraction failed. The cycle fetches an event (one request) only then.
+        """
+        texts = _Texts(issue, None)
+        return any(
+            all(rule.startswith(_EVENT_RULES) for rule in c.failed_rules(texts, all_of_them=True))
+            for c in self._compiled
+        )
 
     def explain(self, issue: SentryIssue, event: SentryEvent | None = None) -> list[Explanation]:
         """Every playbook, in evaluation order, with the rules that failed for this issue,
