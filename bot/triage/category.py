@@ -207,6 +207,23 @@ def _frame_label(frame: dict[str, Any]) -> str:
     return f"{func} in {where}"
 
 
+_PY_STDLIB = re.compile(r"/lib/python3\.\d+/(?!site-packages/|dist-packages/)")
+
+
+def _is_stdlib(frame: dict[str, Any]) -> bool:
+    """A frame in the language's standard library (Go, Python, Node), not a dependency."""
+    module = str(frame.get("module") or frame.get("package") or "")
+    path = str(frame.get("abs_path") or frame.get("absPath") or frame.get("filename") or "")
+    go_module = frame.get("platform") == "go" or path.endswith(".go")
+    if go_module and module and "." not in module.split("/", 1)[0]:
+        return True  # Go: stdlib import paths have no domain (database/sql, net/http)
+    if "/go/src/" in path and "/pkg/mod/" not in path:
+        return True
+    if _PY_STDLIB.search(path):
+        return True
+    return path.startswith("node:")
+
+
 def _in_app(frame: dict[str, Any]) -> bool:
     # The events API says inApp; raw SDK payloads (and replay files) say in_app.
     return bool(frame.get("in_app", frame.get("inApp", False)))
@@ -227,6 +244,20 @@ def _frame_indicators(event: SentryEvent | None) -> list[Indicator]:
                 evidence=_frame_label(top),
             )
         ]
+    app_frames = [f for f in frames if _in_app(f)]
+    if app_frames and _is_stdlib(top):
+        # The language's own library raised on behalf of our code (Go's database/sql
+        # ErrTxDone after a double Commit, BEE-6C): that is misuse, a code bug, not a
+        # defect in a third-party dependency.
+        return [
+            Indicator(
+                kind="category",
+                name="stdlib_misused_by_app_code",
+                weight=2,
+                effect="code_bug +2",
+                evidence=f"{_frame_label(top)} called from {_frame_label(app_frames[-1])}",
+            )
+        ]
     found = [
         Indicator(
             kind="category",
@@ -236,7 +267,6 @@ def _frame_indicators(event: SentryEvent | None) -> list[Indicator]:
             evidence=_frame_label(top),
         )
     ]
-    app_frames = [f for f in frames if _in_app(f)]
     if app_frames:
         found.append(
             Indicator(
