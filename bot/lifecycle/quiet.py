@@ -163,15 +163,7 @@ class QuietChecker:
                     row.quiet_since = since
                     note(session, row, f"quiet clock started at {_iso(since)}", now)
                 elif last_seen is not None and last_seen > since:
-                    since = last_seen
-                    row.quiet_since = since
-                    note(
-                        session,
-                        row,
-                        f"new event at {_iso(since)} while watching: quiet clock restarted",
-                        now,
-                    )
-                    report.restarted += 1
+                    since = _restart_clock(session, row, last_seen, now, report)
                 if since <= now - timedelta(hours=hours):
                     due.append(
                         _Watched(row.id, row.playbook_id, hours, since, last_seen, row.count)
@@ -223,15 +215,7 @@ class QuietChecker:
                     continue
                 since = w.quiet_since
                 if issue.last_seen is not None and issue.last_seen > since:
-                    since = issue.last_seen
-                    row.quiet_since = since
-                    note(
-                        session,
-                        row,
-                        f"new event at {_iso(since)} while watching: quiet clock restarted",
-                        now,
-                    )
-                    report.restarted += 1
+                    since = _restart_clock(session, row, issue.last_seen, now, report)
                 if since > now - timedelta(hours=w.hours):
                     continue
                 out.append(
@@ -417,6 +401,16 @@ class QuietChecker:
                     report.resolved_in_commit += 1
                 else:
                     report.resolved_plainly += 1
+
+
+def _restart_clock(
+    session: Session, row: TrackedIssue, event_at: datetime, now: datetime, report: QuietReport
+) -> datetime:
+    """A new event while watching: the quiet clock starts again at it (journaled)."""
+    row.quiet_since = event_at
+    note(session, row, f"new event at {_iso(event_at)} while watching: quiet clock restarted", now)
+    report.restarted += 1
+    return event_at
 
 
 def _store_fresh(row: TrackedIssue, issue: SentryIssue, now: datetime) -> None:
