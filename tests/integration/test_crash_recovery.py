@@ -14,16 +14,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from bot.clock import FakeClock
 from bot.store.models import LifecycleState, RunStatus
-from tests.conftest import sqlalchemy_url
 from tests.helpers_engine import (
     T0,
     World,
@@ -31,7 +28,6 @@ from tests.helpers_engine import (
     all_runs,
     build_playbook,
     get_issue,
-    make_world,
     match,
     playbook_data,
     tasks,
@@ -99,13 +95,6 @@ CHILD = textwrap.dedent(
     print(out.status, out.rows_affected)
     """
 )
-
-
-@pytest.fixture
-def world(pg_dsn: str, clock: FakeClock) -> Iterator[World]:
-    w = make_world(sqlalchemy_url(pg_dsn), pg_dsn, clock)
-    yield w
-    w.store.dispose()
 
 
 def _child(world: World, tmp_path: Path, point: str, issue: str, job: str) -> Any:

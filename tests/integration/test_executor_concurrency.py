@@ -8,12 +8,10 @@ requeue counter goes up by one, never two.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from bot.clock import FakeClock
 from bot.engine.executor import Executor, PlanOutcome
 from bot.store.models import RunStatus
 from tests.conftest import sqlalchemy_url
@@ -24,20 +22,12 @@ from tests.helpers_engine import (
     build_playbook,
     get_issue,
     make_store,
-    make_world,
     match,
     tasks,
     track_issue,
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def world(pg_dsn: str, clock: FakeClock) -> Iterator[World]:
-    w = make_world(sqlalchemy_url(pg_dsn), pg_dsn, clock)
-    yield w
-    w.store.dispose()
 
 
 def _race(executors: list[Executor], issue_id: str, pb: Any) -> list[PlanOutcome]:

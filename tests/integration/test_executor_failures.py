@@ -8,21 +8,17 @@ configured is a clear note, never a crash and never a blind execution.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from bot.clock import FakeClock
 from bot.store.models import LifecycleState, PlaybookState, RunStatus
-from tests.conftest import sqlalchemy_url
 from tests.helpers_engine import (
     World,
     add_tasks,
     all_runs,
     build_playbook,
     get_issue,
-    make_world,
     match,
     states,
     story,
@@ -31,13 +27,6 @@ from tests.helpers_engine import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def world(pg_dsn: str, clock: FakeClock) -> Iterator[World]:
-    w = make_world(sqlalchemy_url(pg_dsn), pg_dsn, clock)
-    yield w
-    w.store.dispose()
 
 
 def _failures(world: World, playbook_id: str) -> int:

@@ -7,19 +7,16 @@ FakeClock; a new Sentry ``lastSeen`` window is a re-tracked issue snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
 import pytest
 
 from bot.app import App
-from bot.clock import FakeClock
 from bot.cycle import handle_regressions
 from bot.engine.guards import set_paused
 from bot.settings import Settings
 from bot.store.models import LifecycleState, RunStatus
-from tests.conftest import sqlalchemy_url
 from tests.helpers_engine import (
     JOB,
     OTHER_JOB,
@@ -29,7 +26,6 @@ from tests.helpers_engine import (
     all_runs,
     build_playbook,
     get_issue,
-    make_world,
     match,
     states,
     story,
@@ -38,13 +34,6 @@ from tests.helpers_engine import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def world(pg_dsn: str, clock: FakeClock) -> Iterator[World]:
-    w = make_world(sqlalchemy_url(pg_dsn), pg_dsn, clock)
-    yield w
-    w.store.dispose()
 
 
 def test_global_pause_blocks_execution_but_shadow_still_previews(world: World) -> None:
