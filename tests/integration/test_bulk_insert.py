@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy.dialects import sqlite
@@ -17,22 +15,6 @@ from bot.bulk import BackgroundWriter, insert_many, insert_statements, sqlite_ut
 from bot.errors import StoreError
 from bot.store.db import Store
 from bot.store.models import TrackedIssue, Transition, UtcDateTime
-from tests.conftest import sqlalchemy_url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    store = Store(url)
-    store.upgrade()
-    try:
-        yield store
-    finally:
-        store.dispose()
-
 
 PLUS2 = timezone(timedelta(hours=2))
 SEEN = datetime(2026, 3, 4, 14, 30, 0, tzinfo=PLUS2)  # whole second, not UTC

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -22,7 +21,6 @@ from bot.codehost.github import GitHubCodeHost
 from bot.codehost.port import comment_marker
 from bot.store.db import Store
 from bot.store.models import FixLink
-from tests.conftest import sqlalchemy_url
 
 TOKEN = "t-123"
 REPO = "acme/api"
@@ -37,18 +35,6 @@ class Issue:
 
 
 ISSUE = Issue("4242", SID)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    db = Store(url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 @pytest.fixture

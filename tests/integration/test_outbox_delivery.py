@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,23 +25,8 @@ from bot.notify.port import Payload
 from bot.notify.webhook import SlackWebhookNotifier
 from bot.store.db import Store
 from bot.store.models import OutboxMessage
-from tests.conftest import sqlalchemy_url
 
 HOOK_URL = "https://hooks.slack.com/services/T0/B0/secret"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    s = Store(url)
-    s.upgrade()
-    try:
-        yield s
-    finally:
-        s.dispose()
 
 
 @pytest.fixture

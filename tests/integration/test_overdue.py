@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bot.clock import FakeClock
 from bot.store.db import Store
 from bot.store.models import FixLink, RemediationRun, TrackedIssue
 from bot.triage_step import escalate_overdue
-from tests.conftest import sqlalchemy_url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path / 'bot.db'}"
-        if request.param == "sqlite"
-        else sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    )
-    s = Store(url)
-    s.upgrade()
-    yield s
-    s.dispose()
 
 
 class Sink:

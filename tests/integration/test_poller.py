@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,24 +19,9 @@ from bot.sentry.models import SentryIssue
 from bot.sources import SentryApiSource
 from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue, Transition
-from tests.conftest import sqlalchemy_url
 
 TOKEN = "sntrys_poller_SECRET"
 MANY = 1_234  # 13 pages of 100
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    store = Store(url)
-    store.upgrade()
-    try:
-        yield store
-    finally:
-        store.dispose()
 
 
 class Harness:

@@ -8,10 +8,9 @@ store journaled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,22 +25,9 @@ from bot.store.db import Store
 from bot.store.models import LifecycleState, RemediationRun, TrackedIssue, Transition
 from bot.testing import FakeSentry
 from bot.tracker import record_transition, track
-from tests.conftest import sqlalchemy_url
 
 REPO = "acme/api"
 SHA = "4f2b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    db = Store(url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 @dataclass

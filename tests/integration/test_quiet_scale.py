@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,19 +16,6 @@ from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue
 from bot.testing import FakeSentry
 from bot.tracker import record_transition, track
-from tests.conftest import sqlalchemy_url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    db = Store(url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 @pytest.mark.parametrize("refusal", [None, 403])

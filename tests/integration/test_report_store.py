@@ -5,16 +5,12 @@ Runs on SQLite (the embedded default) and on the real PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-
-import pytest
 
 from bot.store.db import Store
 from bot.store.models import FixLink, Incident, RemediationRun, TrackedIssue, Transition
 from bot.triage import TriageConfig, triage
 from bot.triage.report import collect_report_facts, render_report
-from tests.conftest import sqlalchemy_url
 from tests.unit.test_triage_seed_cases import CASES, NOW
 
 HOSTILE = (
@@ -24,18 +20,6 @@ HOSTILE = (
 T0 = NOW - timedelta(hours=3)  # 2025-11-14 09:00 UTC: the bot's first look
 FIRST_SEEN = NOW - timedelta(days=7, hours=3)
 LAST_SEEN = T0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/state.db"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    s = Store(url)
-    s.upgrade()
-    yield s
-    s.dispose()
 
 
 def at(minutes: float) -> datetime:

@@ -3,12 +3,9 @@ the columns, the 'new' transition, and a ``raw`` that rebuilds the very same iss
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlmodel import select
 
 from bot.clock import FakeClock
@@ -16,21 +13,6 @@ from bot.sentry.models import SentryIssue
 from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue, Transition
 from bot.tracker import track
-from tests.conftest import sqlalchemy_url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.db'}"
-    else:
-        url = sqlalchemy_url(request.getfixturevalue("pg_dsn"))
-    store = Store(url)
-    store.upgrade()
-    try:
-        yield store
-    finally:
-        store.dispose()
 
 
 def issue(issue_id: str, **extra: Any) -> SentryIssue:
