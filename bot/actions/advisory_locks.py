@@ -150,6 +150,7 @@ class ReleaseAdvisoryLocks:
     settings_model: ClassVar[type[ActionSettings]] = AdvisoryLockSettings
     needs_target: ClassVar[bool] = True
     accepted_params: ClassVar[frozenset[str]] = frozenset({"lock_key"})
+    preview_executes: ClassVar[bool] = False
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()

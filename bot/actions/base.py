@@ -73,6 +73,9 @@ class Action(Protocol):
     needs_target: ClassVar[bool]
     # The typed parameters (from extraction) this action understands, by name.
     accepted_params: ClassVar[frozenset[str]]
+    # True when ``preview`` runs the real statement and rolls it back (preview ≡
+    # execute), so it needs a read-write transaction; others preview read-only.
+    preview_executes: ClassVar[bool]
 
     def preview(
         self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits

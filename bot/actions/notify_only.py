@@ -24,6 +24,7 @@ class NotifyOnly:
     settings_model: ClassVar[type[ActionSettings]] = NotifyOnlySettings
     needs_target: ClassVar[bool] = False
     accepted_params: ClassVar[frozenset[str]] = frozenset()
+    preview_executes: ClassVar[bool] = False
 
     def preview(
         self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits

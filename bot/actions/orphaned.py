@@ -6,8 +6,10 @@ a day. The runbook's remedy: transition such tasks to ``failed`` with reason
 ``job_removed``. Plain SQL (``NOT EXISTS`` on the job table) apart from the dialect's
 row-locking clause: seed 003's jobs table lives in a SQLite-compatible database.
 
-Two statements: lock-and-read the candidates (their old values are the before-image),
-then update them by id with status and orphan-hood re-checked (compare-and-set).
+The work is the catalog-aware state transition (:mod:`bot.actions.transition`): one
+statement per batch locks the candidates (``SKIP LOCKED``), updates them by primary key
+with status and orphan-hood re-checked (compare-and-set), values cast to each column's
+own type; the preview runs that statement and rolls it back.
 """
 
 from __future__ import annotations
@@ -17,16 +19,10 @@ from typing import Any, ClassVar, Self
 from psycopg import sql
 from pydantic import Field, model_validator
 
+from bot.actions import transition
 from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
-from bot.actions.target import (
-    Ident,
-    TargetConnection,
-    ident,
-    json_safe,
-    scope_filter,
-    still_matching,
-)
-from bot.errors import TooManyRows
+from bot.actions.target import Ident, TargetConnection, ident, scope_filter
+from bot.actions.transition import Assign, TransitionSpec
 
 
 class OrphanedSettings(ActionSettings):
@@ -51,37 +47,33 @@ class OrphanedSettings(ActionSettings):
         return self
 
 
-def _where(
-    s: OrphanedSettings, params: dict[str, ParamValue]
-) -> tuple[sql.Composable, dict[str, Any]]:
+def spec_for(
+    conn: TargetConnection, s: OrphanedSettings, params: dict[str, ParamValue]
+) -> TransitionSpec:
+    """The transition: active tasks whose job row is gone -> failed with ``reason``."""
     scope_sql, binds = scope_filter("t", s.scope, params)
     where = sql.SQL(
-        "t.{status} = ANY({active}) AND t.{fk} IS NOT NULL AND NOT EXISTS"
+        "{active} AND t.{fk} IS NOT NULL AND NOT EXISTS"
         " (SELECT 1 FROM {jobs} AS j WHERE j.{key} = t.{fk}){scope}"
     ).format(
-        status=ident(s.status_column),
-        active=sql.Placeholder("active"),
+        active=transition.one_of("t", s.status_column, s.active_values, binds, "active"),
         fk=ident(s.job_fk_column),
         jobs=ident(s.job_table),
         key=ident(s.job_key_column),
         scope=scope_sql,
     )
-    return where, binds | {"active": list(s.active_values)}
-
-
-def _old_columns(s: OrphanedSettings) -> list[str]:
-    cols = [s.status_column, s.reason_column, s.job_fk_column]
-    return cols + [c for c in s.set_now_columns if c not in cols]
-
-
-SELECT_SQL = sql.SQL(
-    "SELECT t.{id} AS id, {old_cols} FROM {table} AS t WHERE {where} ORDER BY t.{id} LIMIT {limit}"
-)
-
-UPDATE_SQL = sql.SQL(
-    "UPDATE {table} AS t SET {assignments} WHERE t.{id} = ANY({ids}) AND {where}"
-    " RETURNING t.{id} AS id"
-)
+    assignments = {
+        s.status_column: Assign("value", s.failed_value),
+        s.reason_column: Assign("value", s.reason),
+    } | {c: Assign("now") for c in s.set_now_columns}
+    return TransitionSpec(
+        table=s.table,
+        id_column=s.id_column,
+        where=where,
+        binds=binds,
+        set=assignments,
+        also_image=(s.job_fk_column,),
+    )
 
 
 class FailOrphanedTasks:
@@ -91,102 +83,41 @@ class FailOrphanedTasks:
     settings_model: ClassVar[type[ActionSettings]] = OrphanedSettings
     needs_target: ClassVar[bool] = True
     accepted_params: ClassVar[frozenset[str]] = frozenset()
-
-    def _select(
-        self,
-        conn: TargetConnection,
-        s: OrphanedSettings,
-        params: dict[str, ParamValue],
-        limit: int,
-        *,
-        lock: bool,
-    ) -> list[dict[str, Any]]:
-        where, binds = _where(s, params)
-        old = _old_columns(s)
-        query = SELECT_SQL.format(
-            id=ident(s.id_column),
-            old_cols=sql.SQL(", ").join(
-                sql.SQL("t.{} AS {}").format(ident(c), sql.Identifier(f"c{i}"))
-                for i, c in enumerate(old)
-            ),
-            table=ident(s.table),
-            where=where,
-            limit=sql.Placeholder("limit"),
-        )
-        if lock:
-            query = sql.Composed([query, sql.SQL(" "), conn.dialect.skip_locked])
-        rows = conn.fetch_all(query, binds | {"limit": limit})
-        return [{s.id_column: r["id"]} | {c: r[f"c{i}"] for i, c in enumerate(old)} for r in rows]
+    preview_executes: ClassVar[bool] = True
 
     def preview(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
     ) -> Preview:
-        """List (up to ``max_rows``) the orphaned tasks execute would fail."""
-        s: OrphanedSettings = settings
-        rows = self._select(conn, s, params, limits.max_rows + 1, lock=False)
-        summary = f"would fail {min(len(rows), limits.max_rows)} orphaned task(s) in {s.table}"
-        if len(rows) > limits.max_rows:
-            summary += f"; more than max_rows={limits.max_rows}, execute would refuse"
-        return Preview(summary=summary, rows=[json_safe(r) for r in rows[: limits.max_rows]])
+        """What execute would fail, proved by running it and rolling it back."""
+        spec = spec_for(conn, settings, params)
+        return transition.preview(conn, spec, limits, verb="fail", dead_verb="")
 
     def execute(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
     ) -> Outcome:
         """Fail every orphaned task with ``reason`` (at most ``max_rows``; else refuse)."""
         s: OrphanedSettings = settings
-        rows = self._select(conn, s, params, limits.max_rows + 1, lock=True)
-        if len(rows) > limits.max_rows:
-            raise TooManyRows(
-                f"more than max_rows={limits.max_rows} orphaned tasks in {s.table}",
-                table=s.table,
-            )
-        if not rows:
-            return Outcome(rows_affected=0, details={"ids": []})
-        where, binds = _where(s, params)
-        assignments = [
-            sql.SQL("{} = {}").format(ident(s.status_column), sql.Placeholder("failed")),
-            sql.SQL("{} = {}").format(ident(s.reason_column), sql.Placeholder("reason")),
-        ] + [sql.SQL("{} = {}").format(ident(c), conn.dialect.now) for c in s.set_now_columns]
-        changed = conn.fetch_all(
-            UPDATE_SQL.format(
-                table=ident(s.table),
-                assignments=sql.SQL(", ").join(assignments),
-                id=ident(s.id_column),
-                ids=sql.Placeholder("ids"),
-                where=where,
-            ),
-            binds
-            | {
-                "failed": s.failed_value,
-                "reason": s.reason,
-                "ids": [r[s.id_column] for r in rows],
-            },
-        )
-        changed_ids = {r["id"] for r in changed}
-        before = [json_safe(r) for r in rows if r[s.id_column] in changed_ids]
-        return Outcome(
-            rows_affected=len(before),
-            before_image=before,
-            details={"ids": [b[s.id_column] for b in before], "reason": s.reason},
-        )
+        outcome = transition.execute(conn, spec_for(conn, s, params), limits)
+        outcome.details["reason"] = s.reason
+        return outcome
 
     def verify(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
     ) -> Verification:
         """OK when none of the failed ids is still active with its job missing."""
         s: OrphanedSettings = settings
-        ids = list(outcome.details.get("ids", []))
-        if not ids:
+        spec = spec_for(conn, s, params)
+        keys = transition.outcome_keys(conn, spec, outcome)
+        if not keys:
             return Verification(ok=True, summary="nothing was changed")
-        where, binds = _where(s, params)
-        still = still_matching(conn, s.table, s.id_column, ids, where, binds)
+        still = transition.still_matching(conn, spec, keys)
         if still:
             return Verification(
                 ok=False,
                 summary=f"{len(still)} orphaned task(s) still active in {s.table}",
                 details={"still_active": still},
             )
-        return Verification(ok=True, summary=f"{len(ids)} orphaned task(s) now failed")
+        return Verification(ok=True, summary=f"{len(keys)} orphaned task(s) now failed")
 
 
 ACTION = FailOrphanedTasks()

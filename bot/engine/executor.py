@@ -106,9 +106,12 @@ class Executor:
             env = f"BOT_TARGET_{(playbook.action.target or '').upper()}_URL"
             return None, f"needs target {playbook.action.target!r}: set {env}"
         g = playbook.guards
+        # An action whose preview runs its real statement (and rolls it back itself)
+        # needs a read-write transaction; every other preview runs read-only.
+        read_only = not getattr(action, "preview_executes", False)
         try:
             with target.transaction(
-                g.statement_timeout_ms, g.lock_timeout_ms, read_only=True
+                g.statement_timeout_ms, g.lock_timeout_ms, read_only=read_only
             ) as conn:
                 return action.preview(
                     conn, playbook.action.parsed_settings, dict(params), g.limits()

@@ -67,7 +67,7 @@ def test_fails_active_tasks_of_removed_jobs_only(db: Any, pg_dsn: str) -> None:
     assert outcome.before_image[0]["status"] == "running"
     assert outcome.before_image[0]["failure_reason"] is None
     assert outcome.before_image[0]["job_id"] == GONE_JOB
-    with target.transaction(5_000, 500, read_only=True) as conn:
+    with target.transaction(5_000, 500) as conn:
         assert ACTION.verify(conn, SETTINGS, {}, outcome).ok
         assert ACTION.preview(conn, SETTINGS, {}, LIMITS).count == 0
 

@@ -293,14 +293,18 @@ def test_verify_reports_rows_still_stuck(db: Any, target: PgTarget) -> None:
     assert check.details["still_stuck"] == [stuck]
 
 
-def test_preview_is_read_only_and_lists_rows(db: Any, target: PgTarget) -> None:
+def test_preview_runs_the_statement_and_rolls_it_back(db: Any, target: PgTarget) -> None:
     stuck = add_task(db)
-    add_task(db, requeues=3)
-    with target.transaction(5_000, 500, read_only=True) as conn:
+    capped = add_task(db, requeues=3)
+    # A committing transaction: the preview's own savepoint is what keeps it harmless.
+    with target.transaction(5_000, 500) as conn:
         preview = ACTION.preview(conn, heartbeat_settings(), {}, LIMITS)
     assert preview.count == 2
-    assert "dead-letter 1" in preview.summary
+    assert "requeue 1 and dead-letter 1" in preview.summary
+    assert {r["id"] for r in preview.rows} == {stuck, capped}
     assert task(db, stuck)["status"] == "running"
+    assert task(db, capped)["status"] == "running"
+    assert task(db, stuck)["requeue_count"] == 0
 
 
 @pytest.mark.parametrize(

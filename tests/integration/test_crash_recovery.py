@@ -63,11 +63,15 @@ CHILD = textwrap.dedent(
 
         def __init__(self):
             self.real = PgTarget(target_dsn, name="jobs_db")
+            self.opened = 0
 
         @contextmanager
         def transaction(self, statement_ms, lock_ms, *, read_only=False):
-            if read_only:
-                with self.real.transaction(statement_ms, lock_ms, read_only=True) as conn:
+            # The first transaction is the plan's preview (read-write since it runs the
+            # real statement and rolls it back); the failpoints are on the execution.
+            self.opened += 1
+            if read_only or self.opened == 1:
+                with self.real.transaction(statement_ms, lock_ms, read_only=read_only) as conn:
                     yield conn
                 return
             if point == "before_target":
