@@ -3,22 +3,31 @@
 Seed ``004_*`` bug 2: mongo ``SCRAM-SHA-256`` and redis ``WRONGPASS`` failures sat in the
 ``dump`` bucket ("briefly unreachable, we'll retry"), so nobody was paged. Candidate rows
 (in ``from_buckets``, optionally filtered by status and scope) are read, at most
-``scan_limit`` of them, and classified in Python by :func:`classify_failure`; only the
+``scan_limit`` of them, and classified in Python by :func:`classify_failure` (the
+playbook's own ``rules`` first, then the built-in families); only the
 ``auth`` ones are updated, by id, with the old bucket re-checked in the UPDATE
 (compare-and-set). Plain SQL apart from the dialect's row-locking clause.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from psycopg import sql
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
-from bot.actions.classify import classify_failure
+from bot.actions.classify import ExtraRule, check_rule_pattern, classify_failure, compile_rules
 from bot.actions.target import Ident, TargetConnection, ident, json_safe, scope_filter
 from bot.errors import TooManyRows
+
+
+class Rule(ActionSettings):
+    """A playbook's own rule: text matching ``pattern`` (case-insensitive) is ``kind``."""
+
+    pattern: Annotated[str, AfterValidator(check_rule_pattern)]
+    kind: Literal["auth", "transient"]
+    code: str | None = Field(default=None, max_length=64)
 
 
 class ReclassifySettings(ActionSettings):
@@ -32,6 +41,8 @@ class ReclassifySettings(ActionSettings):
     status_values: tuple[str, ...] = ()
     scope: dict[Ident, Ident] = Field(default_factory=dict)
     scan_limit: int = Field(default=1_000, ge=1, le=100_000)
+    # Checked before the built-in families, in order; the first match wins.
+    rules: tuple[Rule, ...] = Field(default=(), max_length=50)
 
 
 SCAN_SQL = (
@@ -79,9 +90,10 @@ def _scan(
     )
     binds |= {"from_buckets": list(s.from_buckets), "scan_limit": s.scan_limit}
     rows = conn.fetch_all(query, binds)
+    rules = compile_rules([ExtraRule(r.pattern, r.kind, r.code) for r in s.rules])
     out = []
     for row in rows:
-        verdict = classify_failure(row["text"])
+        verdict = classify_failure(row["text"], rules)
         if verdict.kind == "auth":
             out.append(row | {"code": verdict.code, "reason": verdict.reason})
     return out
@@ -94,6 +106,7 @@ class ReclassifyFailures:
     settings_model: ClassVar[type[ActionSettings]] = ReclassifySettings
     needs_target: ClassVar[bool] = True
     accepted_params: ClassVar[frozenset[str]] = frozenset()
+    preview_executes: ClassVar[bool] = False
 
     def preview(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
