@@ -9,6 +9,16 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The real pg-boss and graphile-worker of tests/integration/test_queue_packs.py, pinned by
+# tests/queues/node/package-lock.json: `npm ci` only when the lock file changed.
+NODE_DIR=tests/queues/node
+if command -v npm >/dev/null 2>&1; then
+  if ! cmp -s "$NODE_DIR/package-lock.json" "$NODE_DIR/node_modules/.installed-lock"; then
+    echo "== npm ci ($NODE_DIR)"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$NODE_DIR/package-lock.json" "$NODE_DIR/node_modules/.installed-lock"
+  fi
+fi
 export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 echo "== ruff"
 .venv/bin/ruff check bot tests bench

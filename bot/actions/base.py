@@ -96,4 +96,5 @@ def params_used(action: Action, settings: ActionSettings) -> frozenset[str]:
     (``scope: {job_id: job_id}`` binds ``WHERE job_id = <param job_id>``). A playbook
     loader can check these against the playbook's ``extract`` names."""
     scope: dict[str, str] = getattr(settings, "scope", None) or {}
-    return action.accepted_params | frozenset(scope.values())
+    optional: dict[str, str] = getattr(settings, "optional_scope", None) or {}
+    return action.accepted_params | frozenset(scope.values()) | frozenset(optional.values())

@@ -207,7 +207,10 @@ def _semantic_errors(
     # those params are accepted, and must be extracted (required) or the run cannot narrow.
     scope = getattr(parsed, "scope", None)
     scoped = set(scope.values()) if isinstance(scope, Mapping) else set()
-    accepted = set(action.accepted_params) | scoped
+    # ``optional_scope`` narrows only when its param was extracted: accepted, not required.
+    optional = getattr(parsed, "optional_scope", None)
+    narrowing = set(optional.values()) if isinstance(optional, Mapping) else set()
+    accepted = set(action.accepted_params) | scoped | narrowing
     for name in pb.extract:
         if name not in accepted:
             names = ", ".join(sorted(accepted)) or "none"
