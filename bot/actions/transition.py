@@ -501,7 +501,7 @@ def preview(
         conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(sql.Identifier(_SAVEPOINT)))
         conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(_SAVEPOINT)))
     if outcome is None:
-        return Preview(summary=f"would refuse: {refused} (execute would change nothing)")
+        return Preview(summary=f"execute would refuse: {refused}; nothing would change")
     details = outcome.details
     summary = f"would {verb} {details['changed']}"
     if spec.dead_when is not None:

@@ -194,7 +194,7 @@ def test_preview_reports_refusal_past_max_rows(db: Any, target: PgTarget) -> Non
     small = Limits(max_rows=3, statement_timeout_ms=5_000, lock_timeout_ms=500, batch_size=2)
     with target.transaction(5_000, 500) as conn:
         preview = ACTION.preview(conn, settings(), {}, small)
-    assert preview.summary.startswith("would refuse: more than max_rows=3")
+    assert preview.summary.startswith("execute would refuse: more than max_rows=3")
     assert preview.count == 0
 
 
@@ -330,3 +330,40 @@ def test_age_with_a_stated_reason_is_allowed(db: Any, target: PgTarget) -> None:
         }
     )
     assert execute(target, s).details["ids"] == [stuck]
+
+
+def test_a_shadow_run_of_a_statement_that_cannot_execute_reports_the_database_error(
+    db: Any, pg_dsn: str, tmp_path: Any, clock: Any
+) -> None:
+    from bot.engine.executor import Executor
+    from bot.playbooks.matcher import MatchResult
+    from tests.helpers_engine import build_playbook, make_store, track_issue
+
+    stuck = add(db, "alpha")
+    store = make_store(f"sqlite:///{tmp_path / 'state.db'}")
+    pb = build_playbook(
+        {
+            "id": "bad-enum",
+            "priority": 1,
+            "match": {"title": "stuck"},
+            "action": {
+                "type": "requeue_stuck_tasks",
+                "target": "queue_db",
+                "settings": settings(
+                    set={"state": "paused"}, cap=None, dead_letter_set={}
+                ).model_dump(exclude_defaults=True),
+            },
+            "guards": {"mode": "shadow"},
+        }
+    )
+    issue = track_issue(store, clock)
+    executor = Executor(
+        store, {pb.id: pb}, lambda n: PgTarget(pg_dsn, name=n) if n == "queue_db" else None, clock
+    )
+    out = executor.plan(issue, MatchResult(pb, {}))
+    assert out.preview is None
+    assert "preview failed: database error" in out.note
+    assert 'invalid input value for enum q.job_state: "paused"' in out.note
+    assert "would" not in out.note
+    assert job(db, stuck)["state"] == "active"
+    store.dispose()
