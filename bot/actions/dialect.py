@@ -17,7 +17,10 @@
 - :attr:`SqlDialect.lock_clause` is the candidate-locking clause (``FOR UPDATE OF t
   SKIP LOCKED``): a row a live session holds is skipped, never waited on;
 - :meth:`SqlDialect.function` reads a function's parameter types (for a queue's own SQL
-  function, such as procrastinate's ``procrastinate_retry_job_v2``).
+  function, such as procrastinate's ``procrastinate_retry_job_v2``);
+- :attr:`SqlDialect.update_returning` picks the statement shape: one
+  ``WITH candidates ... UPDATE ... RETURNING`` per batch, or (engines without it) a locked
+  SELECT followed by an UPDATE by primary key.
 
 Another engine implements this Protocol and registers itself in ``_DIALECTS`` with
 :func:`register_dialect`. Fragments are :mod:`psycopg.sql` compositions over the alias
@@ -80,6 +83,10 @@ class SqlDialect(Protocol):
 
     name: str
     lock_clause: sql.Composable
+    # True when the engine has UPDATE ... FROM ... RETURNING and data-modifying CTEs
+    # (PostgreSQL): one statement per batch. False (MariaDB, SQLite): the portable path,
+    # a locked SELECT then UPDATE by primary key (no ``call``, no ``companions``).
+    update_returning: bool
 
     def table(self, conn: TargetConnection, table: str) -> Table:
         """Catalog lookup; :class:`RemediationError` if the table does not exist."""
@@ -145,6 +152,7 @@ class PostgresDialect:
     name = "postgresql"
     # OF t: lock only the target rows, never rows of a joined worker/heartbeat table.
     lock_clause: sql.Composable = sql.SQL("FOR UPDATE OF t SKIP LOCKED")
+    update_returning = True
 
     def table(self, conn: TargetConnection, table: str) -> Table:
         rows = conn.fetch_all(_PG_TABLE_SQL, {"table": _qualified(table)})

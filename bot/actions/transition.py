@@ -137,6 +137,15 @@ class _Built:
     image_columns: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Portable:
+    select: sql.Composable
+    sets: Mapping[bool, sql.Composable]  # dead-letter flag -> SET list
+    binds: dict[str, Any]
+    table: Table
+    image_columns: tuple[str, ...]
+
+
 def _key(i: int) -> str:
     return f"key:{i}"
 
@@ -200,7 +209,6 @@ class _Composer:
 
     def build(self) -> _Built:
         s, t = self.spec, self.table
-        pk = t.primary_key
         image = list(dict.fromkeys([*s.set, *s.dead_set, *s.also_image]))
         if s.call is not None:
             image = list(t.columns)  # the function may change any column
@@ -217,12 +225,22 @@ class _Composer:
                 cte, agg = self._companion(i, comp)
                 ctes.append(cte)
                 tail.append(agg)
+        candidates = sql.SQL("WITH candidates AS MATERIALIZED ({})").format(
+            self._select(image, dead)
+        )
+        query = sql.Composed([candidates, body, *ctes])
+        query += sql.SQL(" SELECT c.*{} FROM changed AS c").format(sql.Composed(tail))
+        return _Built(query, self.binds, t, tuple(image))
+
+    def _select(self, image: Sequence[str], dead: sql.Composable) -> sql.Composable:
+        """The locked, bounded candidate SELECT: keys, dead-letter flag, refs, old values."""
+        s, pk = self.spec, self.table.primary_key
         select_refs = [
             sql.SQL("t.{} AS {}").format(ident(c), sql.Identifier(_ref(c))) for c in self.refs
         ]
-        candidates = sql.SQL(
-            "WITH candidates AS MATERIALIZED (SELECT {keys}, {dead} AS {flag}{refs}{old}"
-            " FROM {table} AS t WHERE {where} LIMIT {limit} {lock})"
+        return sql.SQL(
+            "SELECT {keys}, {dead} AS {flag}{refs}{old}"
+            " FROM {table} AS t WHERE {where} LIMIT {limit} {lock}"
         ).format(
             keys=sql.SQL(", ").join(
                 sql.SQL("t.{} AS {}").format(ident(k), sql.Identifier(_key(i)))
@@ -246,9 +264,33 @@ class _Composer:
             limit=sql.Placeholder("limit"),
             lock=self.d.lock_clause,
         )
-        query = sql.Composed([candidates, body, *ctes])
-        query += sql.SQL(" SELECT c.*{} FROM changed AS c").format(sql.Composed(tail))
-        return _Built(query, self.binds, t, tuple(image))
+
+    def build_portable(self) -> _Portable:
+        """Two statements per batch, for engines without ``UPDATE ... RETURNING``
+        (MariaDB): the locked candidate SELECT, then one UPDATE per group (live,
+        dead-letter) by primary key with the condition re-checked. Rows are locked by the
+        SELECT (or the engine serialises writers, SQLite), so the UPDATE must change every
+        selected row; if it does not, the batch is refused (rolled back by the caller)."""
+        s, t = self.spec, self.table
+        if s.call is not None or s.companions:
+            raise RemediationError(
+                f"call and companions need UPDATE ... RETURNING, which {self.d.name} lacks",
+                table=s.table,
+            )
+        image = list(dict.fromkeys([*s.set, *s.dead_set, *s.also_image]))
+        for column in image:
+            t.column(column)
+        dead = s.dead_when if s.dead_when is not None else sql.SQL("false")
+        select = self._select(image, dead)
+        sets = {
+            flag: sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(ident(col), self.expr(a, t, col, "t"))
+                for col, a in assigns.items()
+            )
+            for flag, assigns in ((False, s.set), (True, s.dead_set))
+            if assigns
+        }
+        return _Portable(select, sets, self.binds, t, tuple(image))
 
     def _update(self, dead: sql.Composable) -> sql.Composable:
         s, t = self.spec, self.table
@@ -435,7 +477,10 @@ class _Run:
 
 
 def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
-    built = _Composer(conn, spec).build()
+    composer = _Composer(conn, spec)
+    if not composer.d.update_returning:
+        return _run_portable(conn, spec, limits, composer.build_portable())
+    built = composer.build()
     before: list[dict[str, Any]] = []
     dead = 0
     companions: dict[str, list[Any]] = {c.table: [] for c in spec.companions}
@@ -458,6 +503,59 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
         if len(rows) < limit:
             break
     return _Run(before, dead, companions, built.table)
+
+
+def _run_portable(
+    conn: TargetConnection, spec: TransitionSpec, limits: Limits, p: _Portable
+) -> _Run:
+    """:func:`_run` for engines without ``UPDATE ... RETURNING`` (see ``build_portable``)."""
+    pk = p.table.primary_key
+    shape = _Built(sql.Composed([]), p.binds, p.table, p.image_columns)
+    before: list[dict[str, Any]] = []
+    dead = 0
+    while True:
+        limit = min(limits.batch_size, limits.max_rows + 1 - len(before))
+        rows = conn.fetch_all(sql.Composed([p.select]), p.binds | {"limit": limit})
+        if len(before) + len(rows) > limits.max_rows:
+            raise TooManyRows(
+                f"more than max_rows={limits.max_rows} rows to change in {spec.table}",
+                table=spec.table,
+            )
+        for flag, assignments in p.sets.items():
+            group = [r for r in rows if bool(r[DEAD_FLAG]) == flag]
+            if not group:
+                continue
+            binds = dict(p.binds)
+            matches: list[sql.Composable] = []
+            for n, row in enumerate(group):
+                parts = []
+                for i, k in enumerate(pk):
+                    binds[f"pk_{n}_{i}"] = row[_key(i)]
+                    parts.append(
+                        sql.SQL("t.{} = {}").format(ident(k), sql.Placeholder(f"pk_{n}_{i}"))
+                    )
+                matches.append(sql.SQL("({})").format(sql.SQL(" AND ").join(parts)))
+            changed = conn.execute(
+                sql.SQL("UPDATE {table} AS t SET {sets} WHERE ({keys}) AND {where}").format(
+                    table=ident(spec.table),
+                    sets=assignments,
+                    keys=sql.SQL(" OR ").join(matches),
+                    where=spec.where,
+                ),
+                binds,
+            )
+            if changed != len(group):
+                raise RemediationError(
+                    f"{len(group)} locked row(s) of {spec.table} selected but {changed} "
+                    "updated: refusing the batch",
+                    table=spec.table,
+                )
+        for row in rows:
+            dead += bool(row[DEAD_FLAG])
+            before.append(_shape(row, shape, spec))
+        if len(rows) < limit:
+            break
+    return _Run(before, dead, {}, p.table)
 
 
 def _outcome(spec: TransitionSpec, run: _Run) -> Outcome:

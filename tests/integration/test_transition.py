@@ -5,6 +5,7 @@ queue's own function, and a preview that is the executed statement rolled back."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -13,9 +14,10 @@ from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from bot.actions.base import Limits
+from bot.actions.dialect import PostgresDialect, register_dialect
 from bot.actions.requeue import ACTION, RequeueSettings
-from bot.actions.target import PgTarget
-from bot.errors import RemediationError
+from bot.actions.target import POSTGRESQL, Dialect, PgTarget
+from bot.errors import RemediationError, TooManyRows
 
 pytestmark = pytest.mark.postgres
 
@@ -367,3 +369,59 @@ def test_a_shadow_run_of_a_statement_that_cannot_execute_reports_the_database_er
     assert "would" not in out.note
     assert job(db, stuck)["state"] == "active"
     store.dispose()
+
+
+class _PortablePostgres(PostgresDialect):
+    """The portable path (for engines without UPDATE ... RETURNING) run on PostgreSQL,
+    so it is proved on a real server before MariaDB/SQLite adapters use it."""
+
+    name = "postgresql-portable"
+    update_returning = False
+
+
+class _PortableConnection:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @property
+    def dialect(self) -> Dialect:
+        return replace(POSTGRESQL, name="postgresql-portable")
+
+    def fetch_all(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
+        return self._conn.fetch_all(query, params)
+
+    def execute(self, query: Any, params: Any = None) -> int:
+        return self._conn.execute(query, params)
+
+
+def test_portable_path_matches_the_single_statement_path(db: Any, target: PgTarget) -> None:
+    register_dialect(_PortablePostgres())
+    expired = add(db, "alpha")
+    capped = add(db, "beta", retries=2, limit=2)
+    healthy = add(db, "alpha", started_ago="2 hours", expire_in="1 day")
+    small = Limits(max_rows=10, statement_timeout_ms=5_000, lock_timeout_ms=500, batch_size=1)
+    with target.transaction(5_000, 500) as raw:
+        conn = _PortableConnection(raw)
+        preview = ACTION.preview(conn, settings(), {}, small)
+        outcome = ACTION.execute(conn, settings(), {}, small)
+        assert ACTION.verify(conn, settings(), {}, outcome).ok
+    assert "would requeue 1 and dead-letter 1" in preview.summary
+    assert sorted(map(str, preview.rows)) == sorted(map(str, outcome.before_image))
+    assert sorted(outcome.details["ids"]) == sorted([expired, capped])
+    assert (job(db, expired)["state"], job(db, capped)["state"]) == ("retry", "failed")
+    assert job(db, capped)["completed_on"] is not None
+    assert job(db, healthy)["state"] == "active"
+    companions = settings(
+        companions=[{"table": "q.queue_lock", "ref_column": "name", "set": {"locked_by": None}}]
+    )
+    with (
+        target.transaction(5_000, 500) as raw,
+        pytest.raises(RemediationError, match="companions need UPDATE"),
+    ):
+        ACTION.execute(_PortableConnection(raw), companions, {}, small)
+    too_few = Limits(max_rows=1, statement_timeout_ms=5_000, lock_timeout_ms=500, batch_size=5)
+    add(db, "alpha")
+    add(db, "beta")
+    with pytest.raises(TooManyRows), target.transaction(5_000, 500) as raw:
+        ACTION.execute(_PortableConnection(raw), settings(), {}, too_few)
+    assert db.execute("SELECT count(*) FROM q.job WHERE state = 'active'").fetchone() == (3,)
