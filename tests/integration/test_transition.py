@@ -425,3 +425,25 @@ def test_portable_path_matches_the_single_statement_path(db: Any, target: PgTarg
     with pytest.raises(TooManyRows), target.transaction(5_000, 500) as raw:
         ACTION.execute(_PortableConnection(raw), settings(), {}, too_few)
     assert db.execute("SELECT count(*) FROM q.job WHERE state = 'active'").fetchone() == (3,)
+
+
+def test_a_table_without_primary_key_is_refused(db: Any, target: PgTarget) -> None:
+    db.execute("CREATE TABLE q.loose (state text NOT NULL, started_on timestamptz)")
+    db.execute("INSERT INTO q.loose VALUES ('active', now() - interval '1 day')")
+    s = RequeueSettings.model_validate(
+        {
+            "table": "q.loose",
+            "status_column": "state",
+            "running_values": ["active"],
+            "stale": {
+                "age": {"column": "started_on", "seconds": 60, "no_liveness_signal": "a test table"}
+            },
+            "set": {"state": "retry"},
+        }
+    )
+    with pytest.raises(RemediationError, match="no primary key"):
+        execute(target, s)
+    with pytest.raises(RemediationError, match="does not exist"):
+        execute(target, settings(table="q.nope"))
+    with pytest.raises(RemediationError, match="has no column 'missing'"):
+        execute(target, settings(set={"missing": 1}, cap=None, dead_letter_set={}))
