@@ -333,7 +333,11 @@ def test_pg_boss_partitions_with_the_same_ctid_are_named_once_each(
 ) -> None:
     exe, dsn = node(), url(pg_dsn)
     _pgboss(procs, "migrate", dsn, "a", "c")
-    ids = {q: _pgboss(procs, "send", dsn, q, q.upper(), "2") for q in ("a", "c")}
+    # Job C may not be retried (retry_limit 0): past its own cap it is dead-lettered.
+    ids = {
+        q: _pgboss(procs, "send", dsn, q, q.upper(), "2", limit)
+        for q, limit in (("a", "2"), ("c", "0"))
+    }
     workers = [
         procs.start(f"worker-{q}", exe, str(NODE / "pgboss-cli.js"), "work", dsn, q, str(control))
         for q in ids
@@ -364,6 +368,19 @@ def test_pg_boss_partitions_with_the_same_ctid_are_named_once_each(
 
     assert_remedied(outcome, n=2)
     [run] = _runs(store)
+    assert run.before_image["details"]["dead_lettered"] == 1
+    states = {
+        q: one(
+            pg_dsn,
+            "SELECT state::text, completed_on IS NOT NULL AS done, output"
+            " FROM pgboss.job WHERE id = %s",
+            job_id,
+        )
+        for q, job_id in ids.items()
+    }
+    message = {"value": {"message": "job failed by timeout in active state"}}
+    assert states["a"] == {"state": "retry", "done": False, "output": message}
+    assert states["c"] == {"state": "failed", "done": True, "output": message}
     named = sorted((row["name"], row["id"]) for row in run.before_image["rows"])
     assert named == sorted(ids.items())
     assert run.before_image["details"]["keys"] == [

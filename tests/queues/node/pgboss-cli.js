@@ -1,6 +1,8 @@
 // pg-boss 10 driven from tests/integration/test_queue_packs.py (the real library).
 //   migrate DSN QUEUE...        pg-boss's own migrator creates the schema; queues created
-//   send DSN QUEUE NAME EXPIRE  prints the new job id (expireInSeconds = EXPIRE)
+//   send DSN QUEUE NAME EXPIRE [RETRY_LIMIT]
+//                               prints the new job id (expireInSeconds = EXPIRE, retryLimit
+//                               = RETRY_LIMIT, default 2)
 //   work DSN QUEUE DIR          a live worker: each job runs hold(DIR, data.name)
 // Maintenance (supervise) is off in every process: the bot, not pg-boss's own expiry,
 // is what the test exercises.
@@ -22,9 +24,13 @@ async function main() {
     for (const q of args) await b.createQueue(q);
     await b.stop({ graceful: false, wait: true });
   } else if (cmd === "send") {
-    const [queue, name, expire] = args;
+    const [queue, name, expire, retryLimit = "2"] = args;
     const b = await boss(dsn);
-    const id = await b.send(queue, { name }, { expireInSeconds: Number(expire), retryLimit: 2 });
+    const id = await b.send(
+      queue,
+      { name },
+      { expireInSeconds: Number(expire), retryLimit: Number(retryLimit) },
+    );
     console.log(id);
     await b.stop({ graceful: false, wait: true });
   } else if (cmd === "work") {
