@@ -45,21 +45,24 @@ class ReclassifySettings(ActionSettings):
     rules: tuple[Rule, ...] = Field(default=(), max_length=50)
 
 
+# Buckets and statuses are compared as text, so an enum or domain column works with the
+# playbook's plain strings (a text[] bind against an enum column is a type error).
 SCAN_SQL = (
-    "SELECT t.{id} AS id, t.{text} AS text, t.{bucket} AS bucket FROM {table} AS t"
-    " WHERE t.{bucket} = ANY({from_buckets}){status}{scope}"
+    "SELECT t.{id} AS id, t.{text} AS text, t.{bucket}::text AS bucket FROM {table} AS t"
+    " WHERE t.{bucket}::text = ANY({from_buckets}){status}{scope}"
     " ORDER BY t.{id} LIMIT {scan_limit}"
 )
 
 # Compare-and-set: only rows still in one of the "from" buckets move.
 UPDATE_SQL = sql.SQL(
     "UPDATE {table} AS t SET {bucket} = {to_bucket}"
-    " WHERE t.{id} = ANY({ids}) AND t.{bucket} = ANY({from_buckets})"
+    " WHERE t.{id} = ANY({ids}) AND t.{bucket}::text = ANY({from_buckets})"
     " RETURNING t.{id} AS id"
 )
 
 VERIFY_SQL = sql.SQL(
-    "SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids}) AND t.{bucket} <> {to_bucket}"
+    "SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids})"
+    " AND t.{bucket}::text <> {to_bucket}"
 )
 
 
@@ -73,7 +76,7 @@ def _scan(
     scope_sql, binds = scope_filter("t", s.scope, params)
     status: sql.Composable = sql.SQL("")
     if s.status_column and s.status_values:
-        status = sql.SQL(" AND t.{} = ANY({})").format(
+        status = sql.SQL(" AND t.{}::text = ANY({})").format(
             ident(s.status_column), sql.Placeholder("statuses")
         )
         binds["statuses"] = list(s.status_values)
@@ -106,20 +109,33 @@ class ReclassifyFailures:
     settings_model: ClassVar[type[ActionSettings]] = ReclassifySettings
     needs_target: ClassVar[bool] = True
     accepted_params: ClassVar[frozenset[str]] = frozenset()
-    preview_executes: ClassVar[bool] = False
+    preview_executes: ClassVar[bool] = True
 
     def preview(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
     ) -> Preview:
-        """List the rows whose text classifies as auth (error text is not included)."""
+        """What execute would move, proved by running it in a savepoint that is rolled
+        back (error text is not included); a refused UPDATE reports the database error."""
         s: ReclassifySettings = settings
-        found = _scan(conn, s, params, lock=False)
-        summary = f"would move {len(found)} row(s) of {s.table} to bucket {s.to_bucket!r}"
-        if len(found) > limits.max_rows:
-            summary += f"; exceeds max_rows={limits.max_rows}, execute would refuse"
+        conn.execute("SAVEPOINT bot_preview")
+        refused = ""
+        try:
+            try:
+                outcome: Outcome | None = self.execute(conn, s, params, limits)
+            except TooManyRows as exc:
+                outcome, refused = None, str(exc)
+        finally:
+            conn.execute("ROLLBACK TO SAVEPOINT bot_preview")
+            conn.execute("RELEASE SAVEPOINT bot_preview")
+        if outcome is None:
+            return Preview(summary=f"execute would refuse: {refused}; nothing would change")
+        summary = (
+            f"would move {outcome.rows_affected} row(s) of {s.table} to bucket "
+            f"{s.to_bucket!r} (statement executed and rolled back)"
+        )
         rows = [
-            json_safe({"id": r["id"], "bucket": r["bucket"], "code": r["code"]})
-            for r in found[: limits.max_rows]
+            {"id": r[s.id_column], "bucket": r[s.bucket_column], "code": r["code"]}
+            for r in outcome.before_image
         ]
         return Preview(summary=summary, rows=rows)
 

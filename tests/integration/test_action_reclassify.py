@@ -12,7 +12,7 @@ import pytest
 from bot.actions.base import Limits, Outcome
 from bot.actions.reclassify import ACTION, ReclassifySettings
 from bot.actions.target import PgTarget
-from bot.errors import TooManyRows
+from bot.errors import RemediationError, TooManyRows
 
 pytestmark = pytest.mark.postgres
 
@@ -74,7 +74,7 @@ def test_moves_exactly_the_auth_rows(db: Any, pg_dsn: str) -> None:
     running = add(db, REDIS, status="running")
     target = PgTarget(pg_dsn)
 
-    with target.transaction(5_000, 500, read_only=True) as conn:
+    with target.transaction(5_000, 500) as conn:  # the preview rolls itself back
         preview = ACTION.preview(conn, settings(), {}, LIMITS)
     assert sorted(r["id"] for r in preview.rows) == sorted([mongo, redis])
     assert buckets(db)[mongo] == "dump"
@@ -136,3 +136,45 @@ def test_verify_detects_a_row_moved_back(db: Any, pg_dsn: str) -> None:
     with PgTarget(pg_dsn).transaction(5_000, 500, read_only=True) as conn:
         check = ACTION.verify(conn, settings(), {}, Outcome(1, details={"ids": [row]}))
     assert not check.ok
+
+
+def test_enum_buckets_and_a_refused_bucket_reported_by_the_preview(db: Any, pg_dsn: str) -> None:
+    # Issue #13: plain strings against an enum column; the preview runs the real UPDATE.
+    db.execute("CREATE TYPE bucket AS ENUM ('dump', 'auth', 'other')")
+    db.execute(
+        "ALTER TABLE resource_backups ALTER COLUMN fail_reason TYPE bucket"
+        " USING fail_reason::bucket"
+    )
+    mongo = add(db, MONGO)
+    add(db, REFUSED)
+    target = PgTarget(pg_dsn)
+    with target.transaction(5_000, 500) as conn:
+        preview = ACTION.preview(conn, settings(), {}, LIMITS)
+    assert [r["id"] for r in preview.rows] == [mongo]
+    assert buckets(db)[mongo] == "dump"
+    with (
+        pytest.raises(RemediationError, match='invalid input value for enum bucket: "credentials"'),
+        target.transaction(5_000, 500) as conn,
+    ):
+        ACTION.preview(conn, settings(to_bucket="credentials"), {}, LIMITS)
+    with target.transaction(5_000, 500) as conn:
+        outcome = ACTION.execute(conn, settings(), {}, LIMITS)
+    assert buckets(db)[mongo] == "auth"
+    with target.transaction(5_000, 500, read_only=True) as conn:
+        assert ACTION.verify(conn, settings(), {}, outcome).ok
+
+
+def test_playbook_rules_reach_the_action(db: Any, pg_dsn: str) -> None:
+    vault = add(db, "secret read failed: E_VAULT_DENIED for role backup")
+    mongo = add(db, MONGO)
+    rules = [
+        {"pattern": r"\bE_VAULT_DENIED\b", "kind": "auth", "code": "vault:denied"},
+        {"pattern": "unable to authenticate", "kind": "transient"},  # overrides a built-in
+    ]
+    with PgTarget(pg_dsn).transaction(5_000, 500) as conn:
+        outcome = ACTION.execute(conn, settings(rules=rules), {}, LIMITS)
+    assert outcome.details["ids"] == [vault]
+    assert outcome.before_image[0]["code"] == "vault:denied"
+    assert buckets(db)[mongo] == "dump"
+    with pytest.raises(ValueError, match="repeated group"):
+        settings(rules=[{"pattern": "(a+)+$", "kind": "auth"}])
