@@ -29,379 +29,47 @@ The engine-specific parts go through :class:`bot.actions.dialect.SqlDialect`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 
 from bot.actions.base import Limits, Outcome, Preview
-from bot.actions.dialect import SqlDialect, Table, dialect_for, text_value
-from bot.actions.target import TargetConnection, check_identifier, ident, json_safe
+from bot.actions.dialect import Table, dialect_for, text_value
+from bot.actions.target import TargetConnection, ident, json_safe
+from bot.actions.transition_spec import (
+    DEAD_FLAG,
+    Assign,
+    CallSpec,
+    CompanionSpec,
+    TransitionSpec,
+    parse_assign,
+    parse_set,
+)
+from bot.actions.transition_sql import Built, Composer, Portable, key_alias
 from bot.errors import RemediationError, TooManyRows
 
-AssignKind = Literal["value", "null", "now", "increment", "copy"]
-_FORMS = ("value", "now", "increment", "copy", "column")
-
-
-@dataclass(frozen=True)
-class Assign:
-    """One ``column: <what>`` of a ``set``; ``arg`` is the value, amount or column."""
-
-    kind: AssignKind
-    arg: Any = None
-
-
-def parse_assign(spec: Any, *, where: str) -> Assign:
-    """Parse one playbook ``set`` entry; ``ValueError`` (a load error) if malformed."""
-    if spec is None:
-        return Assign("null")
-    if isinstance(spec, dict):
-        if len(spec) != 1 or next(iter(spec)) not in _FORMS:
-            raise ValueError(
-                f"{where}: expected a value, null, {{now: true}}, {{increment: N}}, "
-                f"{{copy: column}} or {{value: <json>}}, got {spec!r}"
-            )
-        form, arg = next(iter(spec.items()))
-        if form == "now":
-            if arg is not True:
-                raise ValueError(f"{where}: write {{now: true}}")
-            return Assign("now")
-        if form == "increment":
-            if isinstance(arg, bool) or not isinstance(arg, int):
-                raise ValueError(f"{where}: increment needs an integer")
-            return Assign("increment", arg)
-        if form in ("copy", "column"):
-            return Assign("copy", check_identifier(str(arg)))
-        return Assign("value", arg)
-    if isinstance(spec, list):
-        raise ValueError(f"{where}: a list value must be written {{value: [...]}}")
-    return Assign("value", spec)
-
-
-def parse_set(values: Mapping[str, Any], *, where: str) -> dict[str, Assign]:
-    """Parse a whole ``set`` mapping (column names checked as identifiers)."""
-    return {
-        check_identifier(col): parse_assign(spec, where=f"{where}.{col}")
-        for col, spec in values.items()
-    }
-
-
-@dataclass(frozen=True)
-class CompanionSpec:
-    """Update one row of ``table`` (found by its primary key ``key_column`` from the
-    changed row's ``ref_column``) when its ``match`` columns equal the changed row's old
-    values (``{companion column: main column}``)."""
-
-    table: str
-    key_column: str
-    ref_column: str
-    match: Mapping[str, str]
-    set: Mapping[str, Assign]
-
-
-@dataclass(frozen=True)
-class CallSpec:
-    """Call the queue's own function once per candidate; args are :class:`Assign` with
-    ``copy`` meaning "this column of the candidate row"."""
-
-    function: str
-    args: tuple[Assign, ...]
-
-
-@dataclass(frozen=True)
-class TransitionSpec:
-    """Everything one transition needs. ``where`` is on alias ``t`` with ``binds``."""
-
-    table: str
-    id_column: str
-    where: sql.Composable
-    binds: Mapping[str, Any]
-    set: Mapping[str, Assign]
-    # Dead-letter: rows where ``dead_when`` holds get ``dead_set`` instead of ``set``.
-    dead_when: sql.Composable | None = None
-    dead_set: Mapping[str, Assign] = field(default_factory=dict)
-    companions: tuple[CompanionSpec, ...] = ()
-    call: CallSpec | None = None
-    # Extra columns whose old values go in the before-image (beside every set column).
-    also_image: tuple[str, ...] = ()
-
-
-DEAD_FLAG = "dead letter?"  # not a valid identifier: cannot clash with a column
-
-
-@dataclass(frozen=True)
-class _Built:
-    query: sql.Composed
-    binds: dict[str, Any]
-    table: Table
-    image_columns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Portable:
-    select: sql.Composable
-    sets: Mapping[bool, sql.Composable]  # dead-letter flag -> SET list
-    binds: dict[str, Any]
-    table: Table
-    image_columns: tuple[str, ...]
-
-
-def _key(i: int) -> str:
-    return f"key:{i}"
-
-
-def _ref(column: str) -> str:
-    return f"ref:{column}"
-
-
-class _Composer:
-    """Composes the per-batch statement from a spec and the catalog."""
-
-    def __init__(self, conn: TargetConnection, spec: TransitionSpec) -> None:
-        self.conn = conn
-        self.spec = spec
-        self.d: SqlDialect = dialect_for(conn)
-        self.table = self.d.table(conn, spec.table)
-        if not self.table.primary_key:
-            raise RemediationError(
-                f"table {spec.table} has no primary key: rows could not be named exactly",
-                table=spec.table,
-            )
-        self.binds: dict[str, Any] = dict(spec.binds)
-        self.refs: list[str] = []
-
-    def _bind(self, value: Any) -> sql.Placeholder:
-        name = f"v{len(self.binds)}"
-        self.binds[name] = text_value(value)
-        return sql.Placeholder(name)
-
-    def expr(self, a: Assign, table: Table, column: str, alias: str) -> sql.Composable:
-        """The expression assigning ``a`` to ``column`` of ``table`` (alias ``alias``)."""
-        col = table.column(column)
-        if a.kind == "null":
-            if not col.nullable:
-                raise RemediationError(
-                    f"refusing to set {table.name}.{column} to NULL: the column is NOT NULL",
-                    table=table.name,
-                    column=column,
-                )
-            return self.d.cast(sql.SQL("NULL"), col.type_sql)
-        if a.kind == "now":
-            return self.d.cast(self.d.now(), col.type_sql)
-        if a.kind == "increment":
-            amount = self.d.cast(self.d.cast(self._bind(a.arg), "text"), col.type_sql)
-            return sql.SQL("COALESCE({}.{}, 0) + {}").format(
-                sql.Identifier(alias), ident(column), amount
-            )
-        if a.kind == "copy":
-            source = table.column(str(a.arg))
-            return self.d.cast(
-                sql.SQL("{}.{}").format(sql.Identifier(alias), ident(source.name)), col.type_sql
-            )
-        return self.d.cast(self.d.cast(self._bind(a.arg), "text"), col.type_sql)
-
-    def ref(self, column: str) -> sql.Identifier:
-        """A raw column of the candidate row, carried for joins and function args."""
-        self.table.column(column)
-        if column not in self.refs:
-            self.refs.append(column)
-        return sql.Identifier(_ref(column))
-
-    def build(self) -> _Built:
-        s, t = self.spec, self.table
-        image = list(dict.fromkeys([*s.set, *s.dead_set, *s.also_image]))
-        if s.call is not None:
-            image = list(t.columns)  # the function may change any column
-        for column in image:
-            t.column(column)
-        dead = s.dead_when if s.dead_when is not None else sql.SQL("false")
-        ctes: list[sql.Composable] = []
-        tail: list[sql.Composable] = []
-        if s.call is not None:
-            body = self._call(s.call)
-        else:
-            body = self._update(dead)
-            for i, comp in enumerate(s.companions):
-                cte, agg = self._companion(i, comp)
-                ctes.append(cte)
-                tail.append(agg)
-        candidates = sql.SQL("WITH candidates AS MATERIALIZED ({})").format(
-            self._select(image, dead)
-        )
-        query = sql.Composed([candidates, body, *ctes])
-        query += sql.SQL(" SELECT c.*{} FROM changed AS c").format(sql.Composed(tail))
-        return _Built(query, self.binds, t, tuple(image))
-
-    def _select(self, image: Sequence[str], dead: sql.Composable) -> sql.Composable:
-        """The locked, bounded candidate SELECT: keys, dead-letter flag, refs, old values."""
-        s, pk = self.spec, self.table.primary_key
-        select_refs = [
-            sql.SQL("t.{} AS {}").format(ident(c), sql.Identifier(_ref(c))) for c in self.refs
-        ]
-        return sql.SQL(
-            "SELECT {keys}, {dead} AS {flag}{refs}{old}"
-            " FROM {table} AS t WHERE {where} LIMIT {limit} {lock}"
-        ).format(
-            keys=sql.SQL(", ").join(
-                sql.SQL("t.{} AS {}").format(ident(k), sql.Identifier(_key(i)))
-                for i, k in enumerate(pk)
-            ),
-            dead=dead,
-            flag=sql.Identifier(DEAD_FLAG),
-            refs=sql.Composed([sql.SQL(", "), sql.SQL(", ").join(select_refs)])
-            if select_refs
-            else sql.SQL(""),
-            # Old values in the engine's own text form: lossless and already JSON-safe.
-            old=sql.Composed(
-                [
-                    sql.SQL(", {}").format(self.d.cast(sql.SQL("t.{}").format(ident(c)), "text"))
-                    + sql.SQL(" AS {}").format(sql.Identifier(f"old:{c}"))
-                    for c in image
-                ]
-            ),
-            table=ident(s.table),
-            where=s.where,
-            limit=sql.Placeholder("limit"),
-            lock=self.d.lock_clause,
-        )
-
-    def build_portable(self) -> _Portable:
-        """Two statements per batch, for engines without ``UPDATE ... RETURNING``
-        (MariaDB): the locked candidate SELECT, then one UPDATE per group (live,
-        dead-letter) by primary key with the condition re-checked. Rows are locked by the
-        SELECT (or the engine serialises writers, SQLite), so the UPDATE must change every
-        selected row; if it does not, the batch is refused (rolled back by the caller)."""
-        s, t = self.spec, self.table
-        if s.call is not None or s.companions:
-            raise RemediationError(
-                f"call and companions need UPDATE ... RETURNING, which {self.d.name} lacks",
-                table=s.table,
-            )
-        image = list(dict.fromkeys([*s.set, *s.dead_set, *s.also_image]))
-        for column in image:
-            t.column(column)
-        dead = s.dead_when if s.dead_when is not None else sql.SQL("false")
-        select = self._select(image, dead)
-        sets = {
-            flag: sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(ident(col), self.expr(a, t, col, "t"))
-                for col, a in assigns.items()
-            )
-            for flag, assigns in ((False, s.set), (True, s.dead_set))
-            if assigns
-        }
-        return _Portable(select, sets, self.binds, t, tuple(image))
-
-    def _update(self, dead: sql.Composable) -> sql.Composable:
-        s, t = self.spec, self.table
-        assignments: list[sql.Composable] = []
-        for column in dict.fromkeys([*s.set, *s.dead_set]):
-            keep = sql.SQL("t.{}").format(ident(column))
-            live = self.expr(s.set[column], t, column, "t") if column in s.set else keep
-            if s.dead_when is None:
-                value = live
-            else:
-                gone = (
-                    self.expr(s.dead_set[column], t, column, "t") if column in s.dead_set else keep
-                )
-                value = sql.SQL("CASE WHEN c.{} THEN {} ELSE {} END").format(
-                    sql.Identifier(DEAD_FLAG), gone, live
-                )
-            assignments.append(sql.SQL("{} = {}").format(ident(column), value))
-        if not assignments:
-            raise RemediationError(f"the transition on {s.table} sets no column", table=s.table)
-        join = sql.SQL(" AND ").join(
-            sql.SQL("t.{} = c.{}").format(ident(k), sql.Identifier(_key(i)))
-            for i, k in enumerate(t.primary_key)
-        )
-        return sql.SQL(
-            ", changed AS (UPDATE {table} AS t SET {assignments} FROM candidates AS c"
-            " WHERE {join} AND {where} RETURNING c.*)"
-        ).format(
-            table=ident(s.table),
-            assignments=sql.SQL(", ").join(assignments),
-            join=join,
-            where=s.where,
-        )
-
-    def _call(self, call: CallSpec) -> sql.Composable:
-        fn = self.d.function(self.conn, call.function, len(call.args))
-        args: list[sql.Composable] = []
-        for a, type_sql in zip(call.args, fn.arg_types, strict=True):
-            if a.kind == "copy":
-                args.append(self.d.cast(sql.SQL("c.{}").format(self.ref(str(a.arg))), type_sql))
-            elif a.kind == "null":
-                args.append(self.d.cast(sql.SQL("NULL"), type_sql))
-            elif a.kind == "now":
-                args.append(self.d.cast(self.d.now(), type_sql))
-            elif a.kind == "value":
-                args.append(self.d.cast(self.d.cast(self._bind(a.arg), "text"), type_sql))
-            else:
-                raise RemediationError("a function argument cannot be an increment")
-        # The function runs once per locked candidate (the CTE is materialized first);
-        # its result is turned to text so a void function works too.
-        return sql.SQL(
-            ", changed AS MATERIALIZED (SELECT c.*, CAST({fn}({args}) AS text) AS {result}"
-            " FROM candidates AS c)"
-        ).format(
-            fn=ident(call.function),
-            args=sql.SQL(", ").join(args),
-            result=sql.Identifier("call result:"),
-        )
-
-    def _companion(self, i: int, comp: CompanionSpec) -> tuple[sql.Composable, sql.Composable]:
-        other = self.d.table(self.conn, comp.table)
-        if other.primary_key != (comp.key_column,):
-            raise RemediationError(
-                f"companion {comp.table}: key_column {comp.key_column!r} must be its primary "
-                f"key ({', '.join(other.primary_key) or 'none'}), so one changed row moves at "
-                "most one companion row",
-                table=comp.table,
-            )
-        image = list(comp.set)
-        conditions = [
-            sql.SQL("q.{} = c.{}").format(ident(comp.key_column), self.ref(comp.ref_column))
-        ]
-        for their, ours in comp.match.items():
-            other.column(their)
-            conditions.append(
-                sql.SQL("q.{} IS NOT DISTINCT FROM c.{}").format(ident(their), self.ref(ours))
-            )
-        assignments = [
-            sql.SQL("{} = {}").format(ident(col), self.expr(a, other, col, "q"))
-            for col, a in comp.set.items()
-        ]
-        name = sql.Identifier(f"companion_{i}")
-        old = sql.Identifier(f"companion_old_{i}")
-        # Same snapshot for every sub-statement: companion_old_i reads the rows'
-        # values from before companion_i's UPDATE, i.e. their before-image.
-        cte = sql.SQL(
-            ", {name} AS (UPDATE {table} AS q SET {assignments} FROM changed AS c"
-            " WHERE {conditions} RETURNING q.{key} AS k)"
-            ", {old} AS (SELECT {cols} FROM {table} AS q WHERE q.{key} IN (SELECT k FROM {name}))"
-        ).format(
-            name=name,
-            old=old,
-            table=ident(comp.table),
-            assignments=sql.SQL(", ").join(assignments),
-            conditions=sql.SQL(" AND ").join(conditions),
-            key=ident(comp.key_column),
-            cols=sql.SQL(", ").join(
-                sql.SQL("{} AS {}").format(
-                    self.d.cast(sql.SQL("q.{}").format(ident(c)), "text"), sql.Identifier(c)
-                )
-                for c in [comp.key_column, *[c for c in image if c != comp.key_column]]
-            ),
-        )
-        agg = sql.SQL(", (SELECT json_agg(o) FROM {} AS o) AS {}").format(
-            old, sql.Identifier(f"companion:{i}")
-        )
-        return cte, agg
+__all__ = [
+    "DEAD_FLAG",
+    "Assign",
+    "CallSpec",
+    "CompanionSpec",
+    "TransitionSpec",
+    "execute",
+    "one_of",
+    "optional_scope_filter",
+    "outcome_keys",
+    "parse_assign",
+    "parse_set",
+    "preview",
+    "statement",
+    "still_matching",
+]
 
 
 def statement(conn: TargetConnection, spec: TransitionSpec) -> tuple[sql.Composed, dict[str, Any]]:
     """The per-batch statement :func:`execute` runs and its binds, all but ``limit``."""
-    built = _Composer(conn, spec).build()
+    built = Composer(conn, spec).build()
     return built.query, built.binds
 
 
@@ -456,11 +124,11 @@ def outcome_keys(
     return [{k: b[k] for k in pk} for b in image]
 
 
-def _shape(row: dict[str, Any], built: _Built, spec: TransitionSpec) -> dict[str, Any]:
+def _shape(row: dict[str, Any], built: Built, spec: TransitionSpec) -> dict[str, Any]:
     """One returned row as its before-image entry: primary key, then old values."""
     entry: dict[str, Any] = {}
     for i, k in enumerate(built.table.primary_key):
-        entry[k] = json_safe(row[_key(i)])
+        entry[k] = json_safe(row[key_alias(i)])
     for c in built.image_columns:
         entry.setdefault(c, row[f"old:{c}"])
     if spec.id_column not in entry and f"old:{spec.id_column}" in row:
@@ -477,7 +145,7 @@ class _Run:
 
 
 def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
-    composer = _Composer(conn, spec)
+    composer = Composer(conn, spec)
     if not composer.d.update_returning:
         return _run_portable(conn, spec, limits, composer.build_portable())
     built = composer.build()
@@ -506,11 +174,11 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
 
 
 def _run_portable(
-    conn: TargetConnection, spec: TransitionSpec, limits: Limits, p: _Portable
+    conn: TargetConnection, spec: TransitionSpec, limits: Limits, p: Portable
 ) -> _Run:
     """:func:`_run` for engines without ``UPDATE ... RETURNING`` (see ``build_portable``)."""
     pk = p.table.primary_key
-    shape = _Built(sql.Composed([]), p.binds, p.table, p.image_columns)
+    shape = Built(sql.Composed([]), p.binds, p.table, p.image_columns)
     before: list[dict[str, Any]] = []
     dead = 0
     while True:
@@ -530,7 +198,7 @@ def _run_portable(
             for n, row in enumerate(group):
                 parts = []
                 for i, k in enumerate(pk):
-                    binds[f"pk_{n}_{i}"] = row[_key(i)]
+                    binds[f"pk_{n}_{i}"] = row[key_alias(i)]
                     parts.append(
                         sql.SQL("t.{} = {}").format(ident(k), sql.Placeholder(f"pk_{n}_{i}"))
                     )

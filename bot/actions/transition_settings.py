@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from bot.actions.base import ActionSettings
 from bot.actions.dialect import SqlDialect
 from bot.actions.target import Ident, ident
-from bot.actions.transition import Assign, CallSpec, CompanionSpec, parse_assign, parse_set
+from bot.actions.transition_spec import Assign, CallSpec, CompanionSpec, parse_assign, parse_set
 
 SetValue = str | int | float | bool | None | dict[str, Any] | list[Any]
 
