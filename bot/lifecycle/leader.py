@@ -26,6 +26,7 @@ import os
 import socket
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
@@ -99,9 +100,15 @@ class LeaseElector:
         with self.store.session() as session:
             won = session.connection().execute(stmt).rowcount == 1
         if not won:
-            won = self._insert(now, expires)
+            # Lost the insert race: maybe to another thread of this replica (the jobs
+            # start together), then the row is ours and the update now matches.
+            won = self._insert(now, expires) or self._update(stmt)
         self._valid_until = expires if won else None
         return won
+
+    def _update(self, stmt: Any) -> bool:
+        with self.store.session() as session:
+            return bool(session.connection().execute(stmt).rowcount == 1)
 
     def _insert(self, now: datetime, expires: datetime) -> bool:
         try:
