@@ -34,6 +34,8 @@ class App:
     store: Store
     clock: Clock = field(default_factory=SystemClock)
     _sentry: Any = None
+    # ``serve`` puts a counting transport here (sentry_requests_total); None: httpx's own.
+    sentry_transport: Any = None
     playbook_errors: list[str] = field(default_factory=list)
 
     @classmethod
@@ -56,6 +58,7 @@ class App:
                 token=token.get_secret_value(),
                 base_url=self.settings.sentry_base_url,
                 clock=self.clock,
+                transport=self.sentry_transport,
             )
         return self._sentry
 

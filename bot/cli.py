@@ -332,6 +332,40 @@ def run() -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8080,
+) -> None:
+    """HTTP (Sentry webhooks, /metrics, /healthz, /readyz) and the scheduler, one process."""
+
+    def body() -> None:
+        from bot import __version__
+        from bot.interfaces.http.server import serve as run_server
+        from bot.selfmon import init_selfmon, secrets_from_settings
+
+        bot = _open_app()
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+        if bot.settings.sentry_client_secret is None:
+            logging.getLogger("bot.serve").warning(
+                "SENTRY_CLIENT_SECRET is not set: /hooks/sentry answers 503"
+            )
+        dsn = bot.settings.bot_sentry_dsn
+        init_selfmon(
+            dsn.get_secret_value() if dsn else None,
+            release=f"sentry-remediation-bot@{__version__}",
+            environment=bot.settings.bot_environment,
+            secrets=secrets_from_settings(bot.settings),
+        )
+        try:
+            code = run_server(bot, host=host, port=port, log_level=bot.settings.log_level)
+        finally:
+            bot.close()
+        raise typer.Exit(code)
+
+    _run(body)
+
+
+@app.command()
 def health() -> None:
     """Exit 0 when a scheduler heartbeat is fresh (container healthcheck), else 1."""
 

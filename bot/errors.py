@@ -10,7 +10,8 @@
     │   ├── SentryNotFound          404
     │   ├── SentryBadRequest        400: Sentry refused the request (detail attached)
     │   │   └── SentryDuplicateComment  the same comment text within an hour
-    │   └── SentryBadResponse       malformed JSON or an unexpected shape
+    │   ├── SentryBadResponse       malformed JSON or an unexpected shape
+    │   └── WebhookRejected         a webhook delivery that does not fit its resource
     ├── PlaybookError               a playbook file is invalid (file, line, field)
     ├── RemediationError            an action failed; the transaction was rolled back
     │   ├── TooManyRows             would touch more than max_rows
@@ -76,6 +77,10 @@ class SentryRetryLater(SentryError, RetryLater):
 
 class SentryNotFound(SentryError):
     """Sentry does not know this resource."""
+
+
+class WebhookRejected(SentryError):
+    """The webhook delivery is not one the bot accepts."""
 
 
 class SentryBadRequest(SentryError):

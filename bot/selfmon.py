@@ -111,6 +111,7 @@ def secrets_from_settings(settings: Settings) -> list[str]:
         settings.github_token,
         settings.slack_webhook_url,
         settings.bot_sentry_dsn,
+        settings.sentry_client_secret,
         *settings.targets.values(),
     ]
     out = [s.get_secret_value() for s in found if s is not None]

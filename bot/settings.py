@@ -51,6 +51,7 @@ EXPECTED: dict[str, str] = {
     "BOT_QUIET_HOURS": "a number of hours between 1 and 720",
     "BOT_POLL_INTERVAL_SECONDS": "an integer number of seconds >= 10",
     "BOT_LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR (any case)",
+    "SENTRY_CLIENT_SECRET": "the client secret of the Sentry internal integration",
 }
 
 
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     github_repos: CsvList = Field(default_factory=list, validation_alias="GITHUB_REPOS")
     slack_webhook_url: SecretStr | None = Field(None, validation_alias="SLACK_WEBHOOK_URL")
     bot_sentry_dsn: SecretStr | None = Field(None, validation_alias="BOT_SENTRY_DSN")
+    # The Sentry integration's client secret: the key of ``Sentry-Hook-Signature``.
+    sentry_client_secret: SecretStr | None = Field(None, validation_alias="SENTRY_CLIENT_SECRET")
+    # How far ``Sentry-Hook-Timestamp`` may be from our clock before a delivery is stale.
+    webhook_max_skew_seconds: int = Field(
+        300, ge=30, le=86_400, validation_alias="BOT_WEBHOOK_MAX_SKEW_SECONDS"
+    )
     quiet_hours: float = Field(48, ge=1, le=720, validation_alias="BOT_QUIET_HOURS")
     poll_overlap_seconds: int = Field(
         600, ge=0, le=86_400, validation_alias="BOT_POLL_OVERLAP_SECONDS"

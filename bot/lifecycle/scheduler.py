@@ -331,6 +331,20 @@ def _summarise(result: Any) -> str:
     return str(result)[:200] if result is not None else "done"
 
 
+def build_scheduler(
+    app: Any, *, steps: Steps | None = None, config: SchedulerConfig | None = None
+) -> BotScheduler:
+    """The replica's scheduler (not started): its lease elector and the real steps."""
+    config = config or SchedulerConfig.from_settings(app.settings)
+    elector = LeaseElector(
+        app.store,
+        holder=default_holder(app.settings.instance_id),
+        ttl=config.lease_ttl,
+        clock=app.clock,
+    )
+    return BotScheduler(app.store, steps or CycleSteps(app), elector, app.clock, config)
+
+
 def run_scheduler(
     app: Any,
     *,
@@ -340,14 +354,7 @@ def run_scheduler(
 ) -> int:
     """Run the jobs until ``stop_event`` is set or SIGTERM/SIGINT arrives; return the exit
     code (0 after a clean stop: current step finished, lease released)."""
-    config = config or SchedulerConfig.from_settings(app.settings)
-    elector = LeaseElector(
-        app.store,
-        holder=default_holder(app.settings.instance_id),
-        ttl=config.lease_ttl,
-        clock=app.clock,
-    )
-    bot = BotScheduler(app.store, steps or CycleSteps(app), elector, app.clock, config)
+    bot = build_scheduler(app, steps=steps, config=config)
     stop = stop_event or threading.Event()
     restore = _install_signal_handlers(stop)
     try:

@@ -262,3 +262,35 @@ class Incident(SQLModel, table=True):
     severity: str | None = Field(default=None, max_length=16)
     opened_at: datetime | None = _ts(nullable=False)
     closed_at: datetime | None = _ts()
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # received, waiting for the leader
+    DONE = "done"  # processed
+    IGNORED = "ignored"  # nothing to do (echo, untracked issue, installation)
+    FAILED = "failed"  # gave up after the last attempt; the poller stays the safety net
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The webhook inbox: a verified Sentry delivery, received by any replica, processed
+    by the leader. ``content_key`` (resource, action, issue id, body hash) is unique, so a
+    redelivery of the same content is recorded once and processed once."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_due", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    content_key: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    request_id: str | None = Field(default=None, max_length=64)
+    resource: str = Field(max_length=32)
+    action: str = Field(max_length=32)
+    issue_id: str | None = Field(default=None, max_length=64, index=True)
+    actor_type: str | None = Field(default=None, max_length=32)
+    actor_id: str | None = Field(default=None, max_length=128)
+    payload: dict[str, Any] = _json()  # the verified envelope, parsed
+    status: str = Field(default=DeliveryStatus.PENDING.value, max_length=16)
+    attempts: int = 0
+    result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    received_at: datetime | None = _ts(nullable=False)
+    claimed_until: datetime | None = _ts()
+    processed_at: datetime | None = _ts()

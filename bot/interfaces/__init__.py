@@ -1,0 +1,1 @@
+"""The bot's interfaces: the HTTP server (``http/``); the CLI moves here later."""

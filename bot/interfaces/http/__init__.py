@@ -1,0 +1,1 @@
+"""``sentry-bot serve``: the ASGI app (Starlette) and the process that runs it."""
