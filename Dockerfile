@@ -1,4 +1,4 @@
-# sentry-remediation-bot: the scheduler (`sentry-bot run`) as a non-root container.
+# sentry-remediation-bot: `sentry-bot serve` (HTTP + scheduler) as a non-root container.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -15,8 +15,9 @@ WORKDIR /app
 COPY --chown=root:root playbooks ./playbooks
 USER bot
 VOLUME ["/data"]
-# Healthy while the scheduler's heartbeat file is fresh (written every loop).
-HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["sentry-bot", "health"]
+EXPOSE 8080
+# Healthy while the HTTP server answers /healthz (the slim image has no curl).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["sentry-bot"]
-CMD ["run"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -22,8 +22,10 @@ Per resource and action:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -68,6 +70,44 @@ def build_parts(app: App) -> CycleParts:
         # Status changes need no API; deliveries that need a fetch wait (and say why).
         log.warning("webhooks that need the Sentry API will wait: %s", exc)
         return CycleParts(matcher, executor, emit, None, None)
+
+
+def playbooks_signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and mtimes of the playbook files: changes when a file does."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return ()
+    out = []
+    for entry in entries:
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        out.append((entry.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class PartsCache:
+    """:func:`build_parts` once, again only when a playbook file changes: a delivery
+    must not pay for parsing every playbook (and new target connections) each time."""
+
+    # Rebuilt at least this often anyway: the event sink keeps a log of what it sent.
+    MAX_USES = 500
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._key: object = None
+        self._parts: CycleParts | None = None
+        self._uses = 0
+
+    def get(self) -> CycleParts:
+        key = playbooks_signature(self.app.settings.playbooks_dir)
+        stale = self._parts is None or key != self._key or self._uses >= self.MAX_USES
+        if stale or self._parts is None or self._parts.sentry is None:
+            self._parts, self._key, self._uses = build_parts(self.app), key, 0
+        self._uses += 1
+        return self._parts
 
 
 @dataclass

@@ -38,7 +38,7 @@ class InboxWorker:
         clock: Clock,
         *,
         idle_seconds: float = 0.5,
-        batch: int = 50,
+        batch: int = 10,
         retry_delay: timedelta = timedelta(seconds=30),
     ) -> None:
         self.store = store

@@ -30,7 +30,7 @@ from bot.interfaces.http.parts import HttpParts, build_http_parts
 from bot.lifecycle.scheduler import BotScheduler, CycleSteps, SchedulerConfig, build_scheduler
 from bot.telemetry import Telemetry
 from bot.webhooks.inbox import Claimed
-from bot.webhooks.process import BatchReport, build_parts, process_batch
+from bot.webhooks.process import BatchReport, PartsCache, process_batch
 from bot.webhooks.worker import InboxWorker
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,10 @@ def build_service(
     scheduler = build_scheduler(app, steps=TimedSteps(app, telemetry), config=config)
     elector = scheduler.elector
 
+    cache = PartsCache(app)
+
     def process(batch: Sequence[Claimed]) -> BatchReport:
-        return process_batch(app, build_parts(app), batch)
+        return process_batch(app, cache.get(), batch)
 
     worker = InboxWorker(
         app.store, process, lambda: elector.is_leader, app.clock, idle_seconds=idle_seconds
