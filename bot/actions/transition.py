@@ -144,6 +144,19 @@ class _Run:
     table: Table
 
 
+def _refuse_repeats(before: list[dict[str, Any]], table: Table, spec: TransitionSpec) -> None:
+    """A row changed twice means ``set`` leaves it matching the condition: every batch
+    would take it again. Refuse (the caller rolls back) with the reason, rather than
+    looping until max_rows."""
+    keys = {tuple(str(b[k]) for k in table.primary_key) for b in before}
+    if len(keys) != len(before):
+        raise RemediationError(
+            f"the transition on {spec.table} leaves changed rows matching its own condition "
+            "(set must move them out of the running status or the staleness test)",
+            table=spec.table,
+        )
+
+
 def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
     composer = Composer(conn, spec)
     if not composer.d.update_returning:
@@ -160,6 +173,7 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
         for row in rows:
             dead += bool(row[DEAD_FLAG])
             before.append(_shape(row, built, spec))
+        _refuse_repeats(before, built.table, spec)
         if rows:
             for i, comp in enumerate(spec.companions):
                 companions[comp.table].extend(rows[0].get(f"companion:{i}") or [])
@@ -221,6 +235,7 @@ def _run_portable(
         for row in rows:
             dead += bool(row[DEAD_FLAG])
             before.append(_shape(row, shape, spec))
+        _refuse_repeats(before, p.table, spec)
         if len(rows) < limit:
             break
     return _Run(before, dead, {}, p.table)

@@ -447,3 +447,16 @@ def test_a_table_without_primary_key_is_refused(db: Any, target: PgTarget) -> No
         execute(target, settings(table="q.nope"))
     with pytest.raises(RemediationError, match="has no column 'missing'"):
         execute(target, settings(set={"missing": 1}, cap=None, dead_letter_set={}))
+
+
+def test_a_set_that_leaves_rows_stuck_is_refused_not_looped(db: Any, target: PgTarget) -> None:
+    add(db, "alpha")
+    add(db, "beta")
+    looping = settings(set={"output": {"value": {"seen": True}}}, cap=None, dead_letter_set={})
+    small = Limits(max_rows=50, statement_timeout_ms=5_000, lock_timeout_ms=500, batch_size=1)
+    with (
+        pytest.raises(RemediationError, match="leaves changed rows matching"),
+        target.transaction(5_000, 500) as conn,
+    ):
+        ACTION.execute(conn, looping, {}, small)
+    assert db.execute("SELECT count(*) FROM q.job WHERE output IS NULL").fetchone() == (2,)
