@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.actions.target import PgTarget, TargetDatabase
+from bot.actions.target import TargetDatabase
+from bot.adapters.targets import open_target
 from bot.app import App
 from bot.engine.executor import EventSink, Executor
 from bot.playbooks.loader import load_playbooks
@@ -40,7 +41,7 @@ def target_resolver(app: App) -> Any:
         dsn = app.settings.target_url(name)
         if not dsn:
             return None
-        cache[name] = PgTarget(dsn, name=name)
+        cache[name] = open_target(dsn, name=name)
         return cache[name]
 
     return resolve

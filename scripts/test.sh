@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run every check: ruff lint + format, mypy on bot/, pytest.
 # PostgreSQL: TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
-# With CI=true an unreachable PostgreSQL fails the run instead of skipping its tests.
+# MariaDB (target tests): TEST_MYSQL_URL (default mysql://root@127.0.0.1:3306/mysql).
+# With CI=true an unreachable PostgreSQL or MariaDB fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,6 +21,7 @@ if command -v npm >/dev/null 2>&1; then
   fi
 fi
 export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+export TEST_MYSQL_URL=${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/mysql}
 echo "== ruff"
 .venv/bin/ruff check bot tests bench
 .venv/bin/ruff format --check bot tests bench

@@ -11,12 +11,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from bot.clock import FakeClock
+from tests.targets import DIALECTS, TargetDb, TargetFactory, mysql_admin_url, probe_mysql
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _BOT_ENV_PREFIXES = ("SENTRY_", "BOT_", "GITHUB_", "SLACK_")
@@ -36,14 +38,20 @@ def _probe() -> str | None:
 
 
 _PG_PROBLEM: str | None = None
+_MYSQL_PROBLEM: str | None = None
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    global _PG_PROBLEM
+    global _PG_PROBLEM, _MYSQL_PROBLEM
     _PG_PROBLEM = _probe()
+    _MYSQL_PROBLEM = probe_mysql()
     if _PG_PROBLEM and os.environ.get("CI", "").lower() == "true":
         raise pytest.UsageError(
             f"CI=true but PostgreSQL at TEST_DATABASE_URL is unreachable: {_PG_PROBLEM}"
+        )
+    if _MYSQL_PROBLEM and os.environ.get("CI", "").lower() == "true":
+        raise pytest.UsageError(
+            f"CI=true but MariaDB at TEST_MYSQL_URL is unreachable: {_MYSQL_PROBLEM}"
         )
 
 
@@ -95,3 +103,24 @@ def sqlalchemy_url(dsn: str) -> str:
     password = info.get("password")
     auth = f"{user}:{password}" if password else f"{user}"
     return f"postgresql+psycopg://{auth}@{host}:{port}/{info.get('dbname', 'postgres')}"
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """The MariaDB/MySQL admin URL (TEST_MYSQL_URL); skips when the server is unreachable."""
+    if _MYSQL_PROBLEM:
+        pytest.skip(f"MariaDB unreachable: {_MYSQL_PROBLEM}")
+    return mysql_admin_url()
+
+
+@pytest.fixture(params=DIALECTS)
+def target_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TargetDb]:
+    """A fresh, empty target database on each dialect (PostgreSQL, MariaDB, SQLite file),
+    dropped afterwards; see tests/targets.py."""
+    dialect: str = request.param
+    factory = TargetFactory(
+        request.getfixturevalue("pg_admin_dsn") if dialect == "postgresql" else None,
+        request.getfixturevalue("mysql_url") if dialect == "mariadb" else None,
+        tmp_path,
+    )
+    yield from factory.create(dialect)

@@ -18,7 +18,10 @@ travel as bind parameters.
 
 The few places where SQL differs between engines are gathered in :class:`Dialect` so an
 action states explicitly what it relies on (``FOR UPDATE SKIP LOCKED``, ``now()``,
-interval arithmetic, array membership). Only PostgreSQL has an adapter today.
+interval arithmetic, list membership, ``UPDATE ... RETURNING``). Actions write SQL once
+with psycopg.sql; the MySQL/MariaDB and SQLite adapters in :mod:`bot.adapters` render the
+same compositions for their drivers (:mod:`bot.adapters.sqltext`), and
+:func:`bot.adapters.targets.open_target` picks the adapter from the URL scheme.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, LiteralString, Protocol
@@ -118,6 +121,9 @@ def scope_filter(
     return sql.Composed(parts), binds
 
 
+_ANY_ARRAY = sql.SQL("{} = ANY({})")
+
+
 @dataclass(frozen=True)
 class Dialect:
     """The engine-specific SQL fragments an action may use, named so each use is visible.
@@ -134,6 +140,16 @@ class Dialect:
     # "<timestamp column> is older than N seconds" with N a bind parameter named here.
     seconds_ago: sql.SQL
     supports_arrays: bool
+    # "<expression> is one of <list bound to a placeholder>": ``= ANY(array)`` where the
+    # driver binds arrays; ``IN (...)`` where the adapter expands the list (never empty
+    # text: an empty list renders as ``(NULL)``, which matches nothing).
+    in_list: sql.SQL = field(default_factory=lambda: _ANY_ARRAY)
+    # UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+; not MySQL or MariaDB 10.x/11.x).
+    update_returning: bool = True
+
+    def member(self, expr: sql.Composable, placeholder: str) -> sql.Composable:
+        """``expr`` is one of the values bound (as a list) to ``placeholder``."""
+        return self.in_list.format(expr, sql.Placeholder(placeholder))
 
 
 POSTGRESQL = Dialect(
@@ -320,9 +336,7 @@ class PgTarget:
 
 
 # What every verify asks: which of the rows we changed still match the problem?
-_STILL_MATCHING_SQL = sql.SQL(
-    "SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids}) AND {where}"
-)
+_STILL_MATCHING_SQL = sql.SQL("SELECT t.{id} AS id FROM {table} AS t WHERE {in_ids} AND {where}")
 
 
 def still_matching(
@@ -336,7 +350,10 @@ def still_matching(
     """The ids among ``ids`` whose row (alias ``t``) still satisfies ``where``."""
     rows = conn.fetch_all(
         _STILL_MATCHING_SQL.format(
-            id=ident(id_column), table=ident(table), ids=sql.Placeholder("ids"), where=where
+            id=ident(id_column),
+            table=ident(table),
+            in_ids=conn.dialect.member(sql.SQL("t.{}").format(ident(id_column)), "ids"),
+            where=where,
         ),
         {**binds, "ids": ids},
     )
