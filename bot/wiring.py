@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from bot.actions.target import TargetDatabase
-from bot.adapters.targets import open_target
+from bot.adapters.targets import open_target, url_dialect
 from bot.app import App
 from bot.engine.executor import EventSink, Executor
 from bot.playbooks.loader import load_playbooks
@@ -21,11 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def load_matcher(app: App) -> tuple[Matcher, dict[str, Playbook]]:
-    """Load every valid playbook; each broken file is logged with file, line and field.
+    """Load every valid playbook; each broken file is logged with file, line and field,
+    and so is a playbook whose action cannot run on its configured target's dialect.
 
     A broken playbook never stops the valid ones from running, and never runs itself.
     """
-    result = load_playbooks(app.settings.playbooks_dir)
+
+    def target_dialect(name: str) -> str | None:
+        url = app.settings.target_url(name)
+        return url_dialect(url) if url else None
+
+    result = load_playbooks(app.settings.playbooks_dir, target_dialect=target_dialect)
     for error in result.errors:
         log.error("playbook not loaded: %s", error)
     app.playbook_errors = [str(e) for e in result.errors]

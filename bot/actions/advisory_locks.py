@@ -14,6 +14,11 @@ Termination re-checks identity (pid AND ``backend_start``, so a recycled pid is 
 hit) and idleness in the same statement that signals. Needs a role with
 ``pg_signal_backend`` and ``pg_read_all_stats``.
 
+On MySQL / MariaDB the same remedy applies to ``GET_LOCK`` user-level locks (see
+:mod:`bot.actions.user_locks_mysql`); an allowlisted key is then a lock name (an int key
+names the lock spelled by its digits). SQLite has no session-level locks: a playbook
+pointing this action at a SQLite target is refused when it loads.
+
 Advisory keys in ``pg_locks``: ``pg_advisory_lock(bigint k)`` shows ``classid`` = high 32
 bits, ``objid`` = low 32 bits, ``objsubid`` = 1; ``pg_advisory_lock(int a, int b)`` shows
 ``classid`` = a, ``objid`` = b, ``objsubid`` = 2 (both as unsigned oids).
@@ -26,19 +31,24 @@ from typing import Any, ClassVar, Literal
 from psycopg import sql
 from pydantic import Field
 
+from bot.actions import user_locks_mysql as mysql_locks
 from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
 from bot.actions.target import TargetConnection, json_safe
 from bot.clock import Clock, SystemClock
-from bot.errors import TooManyRows
+from bot.errors import RemediationError, TooManyRows
 
 IdleState = Literal["idle", "idle in transaction", "idle in transaction (aborted)"]
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 
 
+Key = int | str | tuple[int, int]
+
+
 class AdvisoryLockSettings(ActionSettings):
-    # A bigint key (20260417) or a two-int key ([classid, objid]).
-    allowed_keys: tuple[int | tuple[int, int], ...] = Field(min_length=1)
+    # PostgreSQL: a bigint key (20260417) or a two-int key ([classid, objid]).
+    # MySQL/MariaDB: a GET_LOCK name ("jobs:sync"; 20260417 names the lock '20260417').
+    allowed_keys: tuple[Key, ...] = Field(min_length=1)
     min_idle_seconds: float = Field(default=300, ge=0)
     idle_states: tuple[IdleState, ...] = Field(default=("idle",), min_length=1)
     # pg_terminate_backend(pid, timeout): wait this long for the backend to exit.
@@ -47,8 +57,10 @@ class AdvisoryLockSettings(ActionSettings):
     verify_interval_seconds: float = Field(default=0.25, gt=0, le=10)
 
 
-def lock_triple(key: int | tuple[int, int]) -> tuple[int, int, int]:
+def lock_triple(key: Key) -> tuple[int, int, int]:
     """The (classid, objid, objsubid) under which ``pg_locks`` shows an advisory key."""
+    if isinstance(key, str):
+        raise RemediationError(f"lock name {key!r} is a MySQL/MariaDB GET_LOCK name")
     if isinstance(key, tuple):
         a, b = key
         if not all(_INT32[0] <= v <= _INT32[1] for v in (a, b)):
@@ -124,7 +136,7 @@ STILL_HELD_SQL = sql.SQL(
 ).format(pids=sql.Placeholder("pids"), key_match=_KEY_MATCH)
 
 
-def _binds(s: AdvisoryLockSettings, keys: list[int | tuple[int, int]]) -> dict[str, Any]:
+def _binds(s: AdvisoryLockSettings, keys: list[Key]) -> dict[str, Any]:
     triples = [lock_triple(k) for k in keys]
     return {
         "k_class": [t[0] for t in triples],
@@ -135,12 +147,25 @@ def _binds(s: AdvisoryLockSettings, keys: list[int | tuple[int, int]]) -> dict[s
     }
 
 
-def _keys(s: AdvisoryLockSettings, params: dict[str, ParamValue]) -> list[int | tuple[int, int]]:
+def _keys(s: AdvisoryLockSettings, params: dict[str, ParamValue]) -> list[Key]:
     """The allowlist, narrowed to the extracted ``lock_key`` when the event names one."""
     wanted = params.get("lock_key")
     if wanted is None:
         return list(s.allowed_keys)
     return [k for k in s.allowed_keys if str(k) == str(wanted)]
+
+
+def _is_mysql(conn: TargetConnection) -> bool:
+    """MySQL/MariaDB (GET_LOCK) or PostgreSQL (advisory locks); refuse anything else."""
+    name = conn.dialect.name
+    if name in ("mysql", "mariadb"):
+        return True
+    if name != "postgresql":
+        raise RemediationError(
+            f"release_advisory_locks cannot run on a {name} target: it has no session-level"
+            " locks held by other connections",
+        )
+    return False
 
 
 class ReleaseAdvisoryLocks:
@@ -151,6 +176,8 @@ class ReleaseAdvisoryLocks:
     needs_target: ClassVar[bool] = True
     accepted_params: ClassVar[frozenset[str]] = frozenset({"lock_key"})
     preview_executes: ClassVar[bool] = False
+    # SQLite has no session-level locks: nothing to release there.
+    dialects: ClassVar[frozenset[str]] = frozenset({"postgresql", "mysql", "mariadb"})
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
@@ -162,6 +189,9 @@ class ReleaseAdvisoryLocks:
         keys = _keys(s, params)
         if not keys:
             return []
+        if _is_mysql(conn):
+            names = [mysql_locks.lock_name(k) for k in keys]
+            return mysql_locks.candidates(conn, names, s.min_idle_seconds, s.idle_states)
         by_pid: dict[int, dict[str, Any]] = {}
         for row in conn.fetch_all(CANDIDATES_SQL, _binds(s, keys)):
             entry = by_pid.setdefault(
@@ -204,16 +234,21 @@ class ReleaseAdvisoryLocks:
             raise TooManyRows(
                 f"{len(found)} lock-holding backends exceed max_rows={limits.max_rows}"
             )
-        binds = _binds(s, _keys(s, params)) | {"wait_ms": s.terminate_wait_ms}
         terminated: list[dict[str, Any]] = []
-        for cand in found:
-            conn.fetch_all(CLEAR_STATS_SNAPSHOT_SQL)
-            rows = conn.fetch_all(
-                TERMINATE_SQL,
-                binds | {"pid": cand["pid"], "backend_start": cand["backend_start"]},
-            )
-            if rows and rows[0]["terminated"]:
-                terminated.append(json_safe(cand))
+        if _is_mysql(conn):
+            for cand in found:
+                if mysql_locks.kill_if_unchanged(conn, cand, s.min_idle_seconds, s.idle_states):
+                    terminated.append(json_safe(cand))
+        else:
+            binds = _binds(s, _keys(s, params)) | {"wait_ms": s.terminate_wait_ms}
+            for cand in found:
+                conn.fetch_all(CLEAR_STATS_SNAPSHOT_SQL)
+                rows = conn.fetch_all(
+                    TERMINATE_SQL,
+                    binds | {"pid": cand["pid"], "backend_start": cand["backend_start"]},
+                )
+                if rows and rows[0]["terminated"]:
+                    terminated.append(json_safe(cand))
         return Outcome(
             rows_affected=len(terminated),
             before_image=terminated,
@@ -232,12 +267,17 @@ class ReleaseAdvisoryLocks:
         pids = list(outcome.details.get("pids", []))
         if not pids:
             return Verification(ok=True, summary="no backend was terminated")
-        binds = _binds(s, list(s.allowed_keys)) | {"pids": pids}
+        mysql = _is_mysql(conn)
+        names = [mysql_locks.lock_name(k) for k in s.allowed_keys] if mysql else []
+        binds = {} if mysql else _binds(s, list(s.allowed_keys)) | {"pids": pids}
         held: list[dict[str, Any]] = []
         for attempt in range(s.verify_attempts):
-            # pg_locks is read live on every query (not snapshotted), so polling works
-            # inside one transaction.
-            held = conn.fetch_all(STILL_HELD_SQL, binds)
+            # pg_locks and IS_USED_LOCK are read live on every query (not snapshotted), so
+            # polling works inside one transaction.
+            if mysql:
+                held = mysql_locks.still_held(conn, names, pids)
+            else:
+                held = conn.fetch_all(STILL_HELD_SQL, binds)
             if not held:
                 return Verification(
                     ok=True,

@@ -6,18 +6,20 @@ Seed ``004_*`` bug 2: mongo ``SCRAM-SHA-256`` and redis ``WRONGPASS`` failures s
 ``scan_limit`` of them, and classified in Python by :func:`classify_failure` (the
 playbook's own ``rules`` first, then the built-in families); only the
 ``auth`` ones are updated, by id, with the old bucket re-checked in the UPDATE
-(compare-and-set). Plain SQL apart from the dialect's row-locking clause.
+(compare-and-set). Plain SQL apart from the dialect's row-locking clause, text cast, list
+membership and ``RETURNING``: it runs on PostgreSQL, MySQL/MariaDB and SQLite.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from psycopg import sql
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
 from bot.actions.classify import ExtraRule, check_rule_pattern, classify_failure, compile_rules
+from bot.actions.dialect import dialect_for
 from bot.actions.target import Ident, TargetConnection, ident, json_safe, scope_filter
 from bot.errors import TooManyRows
 
@@ -44,26 +46,44 @@ class ReclassifySettings(ActionSettings):
     # Checked before the built-in families, in order; the first match wins.
     rules: tuple[Rule, ...] = Field(default=(), max_length=50)
 
+    @model_validator(mode="after")
+    def _moves_somewhere(self) -> Self:
+        if self.to_bucket in self.from_buckets:
+            raise ValueError(f"to_bucket {self.to_bucket!r} is also in from_buckets")
+        return self
+
 
 # Buckets and statuses are compared as text, so an enum or domain column works with the
 # playbook's plain strings (a text[] bind against an enum column is a type error).
 SCAN_SQL = (
-    "SELECT t.{id} AS id, t.{text} AS text, t.{bucket}::text AS bucket FROM {table} AS t"
-    " WHERE t.{bucket}::text = ANY({from_buckets}){status}{scope}"
+    "SELECT t.{id} AS id, t.{text} AS text, {bucket_text} AS bucket FROM {table} AS t"
+    " WHERE {in_from_buckets}{status}{scope}"
     " ORDER BY t.{id} LIMIT {scan_limit}"
 )
 
-# Compare-and-set: only rows still in one of the "from" buckets move.
+# Compare-and-set: only rows still in one of the "from" buckets move. RETURNING names
+# the column bare: SQLite's RETURNING cannot see the UPDATE's alias.
 UPDATE_SQL = sql.SQL(
-    "UPDATE {table} AS t SET {bucket} = {to_bucket}"
-    " WHERE t.{id} = ANY({ids}) AND t.{bucket}::text = ANY({from_buckets})"
-    " RETURNING t.{id} AS id"
+    "UPDATE {table} AS t SET {bucket} = {to_bucket} WHERE {in_ids} AND {in_from_buckets}"
 )
+RETURNING_SQL = sql.SQL(" RETURNING {id} AS id")
+
+# Without UPDATE ... RETURNING (MySQL, MariaDB): the rows are still locked by the scan, so
+# the ones now in the target bucket are exactly the ones this transaction moved.
+MOVED_SQL = sql.SQL("SELECT t.{id} AS id FROM {table} AS t WHERE {in_ids} AND {bucket_text} = {to}")
 
 VERIFY_SQL = sql.SQL(
-    "SELECT t.{id} AS id FROM {table} AS t WHERE t.{id} = ANY({ids})"
-    " AND t.{bucket}::text <> {to_bucket}"
+    "SELECT t.{id} AS id FROM {table} AS t WHERE {in_ids} AND {bucket_text} <> {to_bucket}"
 )
+
+
+def _col(column: str) -> sql.Composable:
+    return sql.SQL("t.{}").format(ident(column))
+
+
+def _text(conn: TargetConnection, column: str) -> sql.Composable:
+    """``t.column`` as text in the engine's own spelling (enums compare as labels)."""
+    return dialect_for(conn).cast(_col(column), "text")
 
 
 def _scan(
@@ -76,16 +96,16 @@ def _scan(
     scope_sql, binds = scope_filter("t", s.scope, params)
     status: sql.Composable = sql.SQL("")
     if s.status_column and s.status_values:
-        status = sql.SQL(" AND t.{}::text = ANY({})").format(
-            ident(s.status_column), sql.Placeholder("statuses")
+        status = sql.SQL(" AND {}").format(
+            conn.dialect.member(_text(conn, s.status_column), "statuses")
         )
         binds["statuses"] = list(s.status_values)
     query = sql.SQL(SCAN_SQL + (" {skip_locked}" if lock else "")).format(
         id=ident(s.id_column),
         text=ident(s.text_column),
-        bucket=ident(s.bucket_column),
         table=ident(s.table),
-        from_buckets=sql.Placeholder("from_buckets"),
+        bucket_text=_text(conn, s.bucket_column),
+        in_from_buckets=conn.dialect.member(_text(conn, s.bucket_column), "from_buckets"),
         status=status,
         scope=scope_sql,
         scan_limit=sql.Placeholder("scan_limit"),
@@ -139,6 +159,30 @@ class ReclassifyFailures:
         ]
         return Preview(summary=summary, rows=rows)
 
+    def _update(self, conn: TargetConnection, s: ReclassifySettings, ids: list[Any]) -> set[Any]:
+        """Move ``ids`` (compare-and-set on the old bucket); return the ids that moved."""
+        in_ids = conn.dialect.member(_col(s.id_column), "ids")
+        update = UPDATE_SQL.format(
+            table=ident(s.table),
+            bucket=ident(s.bucket_column),
+            to_bucket=sql.Placeholder("to_bucket"),
+            in_ids=in_ids,
+            in_from_buckets=conn.dialect.member(_text(conn, s.bucket_column), "from_buckets"),
+        )
+        binds = {"to_bucket": s.to_bucket, "ids": ids, "from_buckets": list(s.from_buckets)}
+        if conn.dialect.update_returning:
+            returning = RETURNING_SQL.format(id=ident(s.id_column))
+            return {r["id"] for r in conn.fetch_all(sql.Composed([update, returning]), binds)}
+        conn.execute(update, binds)
+        moved = MOVED_SQL.format(
+            id=ident(s.id_column),
+            table=ident(s.table),
+            in_ids=in_ids,
+            bucket_text=_text(conn, s.bucket_column),
+            to=sql.Placeholder("to_bucket"),
+        )
+        return {r["id"] for r in conn.fetch_all(moved, binds)}
+
     def execute(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
     ) -> Outcome:
@@ -152,22 +196,7 @@ class ReclassifyFailures:
             )
         if not found:
             return Outcome(rows_affected=0, details={"ids": []})
-        changed = conn.fetch_all(
-            UPDATE_SQL.format(
-                table=ident(s.table),
-                bucket=ident(s.bucket_column),
-                to_bucket=sql.Placeholder("to_bucket"),
-                id=ident(s.id_column),
-                ids=sql.Placeholder("ids"),
-                from_buckets=sql.Placeholder("from_buckets"),
-            ),
-            {
-                "to_bucket": s.to_bucket,
-                "ids": [r["id"] for r in found],
-                "from_buckets": list(s.from_buckets),
-            },
-        )
-        changed_ids = {r["id"] for r in changed}
+        changed_ids = self._update(conn, s, [r["id"] for r in found])
         before = [
             json_safe({s.id_column: r["id"], s.bucket_column: r["bucket"], "code": r["code"]})
             for r in found
@@ -191,8 +220,8 @@ class ReclassifyFailures:
             VERIFY_SQL.format(
                 id=ident(s.id_column),
                 table=ident(s.table),
-                ids=sql.Placeholder("ids"),
-                bucket=ident(s.bucket_column),
+                in_ids=conn.dialect.member(_col(s.id_column), "ids"),
+                bucket_text=_text(conn, s.bucket_column),
                 to_bucket=sql.Placeholder("to_bucket"),
             ),
             {"ids": ids, "to_bucket": s.to_bucket},

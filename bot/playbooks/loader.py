@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bot.errors import PlaybookError
+from bot.errors import BotError, PlaybookError
 from bot.playbooks.models import Playbook, is_identifier
 
 if TYPE_CHECKING:
@@ -91,11 +91,19 @@ class RegistryActions(Mapping[str, "Action"]):
         return len(registry.action_names())
 
 
-def load_playbooks(directory: Path, *, actions: Mapping[str, Action] | None = None) -> LoadResult:
+def load_playbooks(
+    directory: Path,
+    *,
+    actions: Mapping[str, Action] | None = None,
+    target_dialect: Callable[[str], str | None] | None = None,
+) -> LoadResult:
     """Load every ``*.yaml``/``*.yml`` in ``directory`` (sorted), collecting all errors.
 
     ``actions`` maps action type -> action (default: the built-in registry, lazily).
     Playbooks with an id already used by an earlier file are reported and left out.
+    ``target_dialect`` names the dialect of a configured target (None: not configured);
+    given, a playbook whose action has no meaning on its target's dialect (say
+    ``release_advisory_locks`` on SQLite) is reported and left out.
     """
     catalog = RegistryActions() if actions is None else actions
     result = LoadResult()
@@ -114,6 +122,11 @@ def load_playbooks(directory: Path, *, actions: Mapping[str, Action] | None = No
         result.errors.extend(errors)
         if playbook is None:
             continue
+        problem = _dialect_problem(playbook, catalog, target_dialect)
+        if problem:
+            line = _line_for(root, ("action", "target")) if root is not None else None
+            result.errors.append(LoadError(path, line, "action.target", problem))
+            continue
         if playbook.id in seen:
             line = _line_for(root, ("id",)) if root is not None else None
             msg = f"duplicate playbook id {playbook.id!r}: also defined in {seen[playbook.id]}"
@@ -122,6 +135,29 @@ def load_playbooks(directory: Path, *, actions: Mapping[str, Action] | None = No
         seen[playbook.id] = path
         result.playbooks.append(playbook)
     return result
+
+
+def _dialect_problem(
+    playbook: Playbook,
+    catalog: Mapping[str, Action],
+    target_dialect: Callable[[str], str | None] | None,
+) -> str | None:
+    """Why this playbook's action cannot run on its configured target, or None."""
+    target = playbook.action.target
+    if target_dialect is None or not target:
+        return None
+    try:
+        dialect = target_dialect(target)
+    except BotError as exc:
+        return f"target {target}: {exc}"
+    supported: frozenset[str] | None = getattr(catalog.get(playbook.action.type), "dialects", None)
+    if dialect is None or supported is None or dialect in supported:
+        return None
+    return (
+        f"{playbook.action.type} cannot run on target {target}: it is a {dialect} database,"
+        f" and the action supports {', '.join(sorted(supported))} only"
+        + (" (SQLite has no session-level locks)" if dialect == "sqlite" else "")
+    )
 
 
 def load_playbooks_strict(
