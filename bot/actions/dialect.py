@@ -22,13 +22,16 @@
   ``WITH candidates ... UPDATE ... RETURNING`` per batch, or (engines without it) a locked
   SELECT followed by an UPDATE by primary key.
 
-Another engine implements this Protocol and registers itself in ``_DIALECTS`` with
-:func:`register_dialect`. Fragments are :mod:`psycopg.sql` compositions over the alias
-``t`` with named placeholders; identifiers come only from playbooks, checked at load.
+Another engine implements this Protocol and is named in ``_MODULES`` (imported on first
+use, like the action registry: MySQL/MariaDB in :mod:`bot.actions.dialect_mysql`, SQLite
+in :mod:`bot.actions.dialect_sqlite`) or registers itself with :func:`register_dialect`.
+Fragments are :mod:`psycopg.sql` compositions over the alias ``t`` with named
+placeholders; identifiers come only from playbooks, checked at load.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -201,6 +204,12 @@ class PostgresDialect:
 
 
 _DIALECTS: dict[str, SqlDialect] = {"postgresql": PostgresDialect()}
+# Engines whose dialect module is imported on first use: module path, attribute.
+_MODULES: dict[str, tuple[str, str]] = {
+    "mysql": ("bot.actions.dialect_mysql", "MYSQL"),
+    "mariadb": ("bot.actions.dialect_mysql", "MARIADB"),
+    "sqlite": ("bot.actions.dialect_sqlite", "SQLITE"),
+}
 
 
 def register_dialect(dialect: SqlDialect) -> None:
@@ -211,6 +220,11 @@ def register_dialect(dialect: SqlDialect) -> None:
 def dialect_for(conn: TargetConnection) -> SqlDialect:
     """The transition dialect for ``conn``; a clear error for an engine without one."""
     found = _DIALECTS.get(conn.dialect.name)
+    if found is None and conn.dialect.name in _MODULES:
+        module, attribute = _MODULES[conn.dialect.name]
+        found = getattr(importlib.import_module(module), attribute)
+        assert found is not None
+        _DIALECTS[conn.dialect.name] = found
     if found is None:
         raise RemediationError(
             f"state transitions are not implemented for {conn.dialect.name} targets",

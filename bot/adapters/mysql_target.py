@@ -9,7 +9,8 @@ transaction on it:
 
 - ``sql_mode`` gains ``ANSI_QUOTES`` (identifiers are double-quoted, as the actions write
   them) and ``STRICT_ALL_TABLES`` (a NULL into a NOT NULL column or a bad value is an
-  error, never a silent zero or empty string);
+  error, never a silent zero or empty string), and on MariaDB
+  ``SIMULTANEOUS_ASSIGNMENT`` (every SET expression reads the old row, as in SQL);
 - ``READ COMMITTED``: locking reads take no gap locks, so the bot never blocks the
   application's inserts next to the rows it looks at;
 - lock timeouts: ``innodb_lock_wait_timeout`` (row locks) and ``lock_wait_timeout``
@@ -70,7 +71,8 @@ def mysql_dialect(*, mariadb: bool, version: tuple[int, ...]) -> Dialect:
 
 def parse_version(text: str) -> tuple[bool, tuple[int, ...]]:
     """``(is_mariadb, (major, minor, patch))`` from ``SELECT VERSION()``."""
-    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", text)
+    # MariaDB before 11 may prefix "5.5.5-" for old replication clients.
+    numbers = re.match(r"(?:5\.5\.5-)?(\d+)\.(\d+)\.(\d+)", text)
     version = tuple(int(n) for n in numbers.groups()) if numbers else (0,)
     return "mariadb" in text.lower(), version
 
@@ -276,6 +278,12 @@ class MySqlTarget:
             if mariadb:
                 wrapped.execute(
                     "SET SESSION max_statement_time = %(s)s", {"s": statement_timeout_ms / 1000}
+                )
+            if mariadb and numbers >= (10, 3, 5):
+                # Standard UPDATE semantics: every SET expression reads the old row.
+                wrapped.execute(
+                    "SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode,"
+                    " 'SIMULTANEOUS_ASSIGNMENT')"
                 )
             elif numbers >= (5, 7, 8):
                 wrapped.execute(

@@ -81,7 +81,9 @@ def holders(admin: psycopg.Connection[Any], key: int = KEY) -> list[int]:
     classid, objid, objsubid = lock_triple(key)
     rows = admin.execute(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = %s",
+        " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = %s"
+        # This test's database only: other tests on the server may hold the same key.
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         (classid, objid, objsubid),
     ).fetchall()
     return [r[0] for r in rows]

@@ -80,7 +80,8 @@ class Locks:
         if self.db.dialect == "postgresql":
             rows = self.db.sql(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND objid = %(k)s::bigint::oid AND objsubid = 1",
+                " AND objid = %(k)s::bigint::oid AND objsubid = 1 AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())",
                 {"k": key},
             )
             return [r[0] for r in rows]

@@ -284,7 +284,7 @@ def test_mysql_url_parts() -> None:
     ("text", "expected"),
     [
         ("10.11.19-MariaDB-0+deb12u1", (True, (10, 11, 19))),
-        ("5.5.5-10.6.12-MariaDB", (True, (5, 5, 5))),
+        ("5.5.5-10.6.12-MariaDB", (True, (10, 6, 12))),
         ("8.0.36", (False, (8, 0, 36))),
     ],
 )
