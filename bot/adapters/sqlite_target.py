@@ -194,6 +194,7 @@ class SqliteTarget:
             yield wrapped
             wrapped.execute("COMMIT")
         except BaseException:
+            deadline[0] = float("inf")  # the rollback itself must not be interrupted
             if conn.in_transaction:
                 with suppress(sqlite3.Error):  # closing the connection discards it anyway
                     conn.execute("ROLLBACK")
