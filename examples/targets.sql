@@ -23,6 +23,7 @@ DROP TABLE IF EXISTS workers;
 DROP TABLE IF EXISTS resource_backups;
 DROP TABLE IF EXISTS tf_jobs;
 DROP TABLE IF EXISTS tf_agents;
+DROP TABLE IF EXISTS compliance_hash_state;
 
 CREATE TABLE workers (
     id             text PRIMARY KEY,
@@ -139,5 +140,14 @@ VALUES
      'redis', 'failed', 'dump',
      'dial tcp 10.0.0.7:6379: connect: connection refused',
      now() - interval '10 minutes', now() - interval '10 minutes');
+
+-- Seed 001 (migration 0047): the integrity-hash worker's queue. The advisory-lock
+-- playbook's post-deploy check "compliance_hash_state = 'pending' count drains" reads it;
+-- nothing is pending once the worker runs again (it was 0 pending after the hotfix).
+CREATE TABLE compliance_hash_state (
+    id     bigserial PRIMARY KEY,
+    status text NOT NULL CHECK (status IN ('pending', 'complete', 'failed'))
+);
+INSERT INTO compliance_hash_state (status) SELECT 'complete' FROM generate_series(1, 20);
 
 COMMIT;

@@ -23,6 +23,7 @@ from bot.actions.registry import get_action
 from bot.actions.target import TargetDatabase
 from bot.clock import Clock, ensure_utc
 from bot.engine import guards as guard_mod
+from bot.engine.checks import CheckRunner, run_checks
 from bot.engine.journal import (
     claim,
     find_run,
@@ -358,6 +359,8 @@ class Executor:
             ok, summary, details = result.ok, result.summary, result.details
         except BotError as exc:
             ok, summary, details = False, f"verification could not run: {exc}", {}
+        if pb.verify.checks:
+            ok, summary, details = self._checks(pb, out.params, ok, summary, details)
         now = self.clock.now()
         with self.store.session() as session:
             row = session.get(RemediationRun, run_id)
@@ -411,6 +414,28 @@ class Executor:
                 )
         out.verify = summary
         return out
+
+    def _checks(
+        self,
+        pb: Playbook,
+        params: Mapping[str, Any],
+        ok: bool,
+        summary: str,
+        details: dict[str, Any],
+    ) -> tuple[bool, str, dict[str, Any]]:
+        """Run the playbook's ``verify.checks`` (all of them, every sample journaled); any
+        failed check fails the verification, and the summary carries the observed values."""
+        target = self.targets(pb.action.target or "")
+        if target is None:
+            return False, f"{summary}; checks could not run: no target", details
+        g = pb.guards
+        runner = CheckRunner(target, self.clock, g.statement_timeout_ms, g.lock_timeout_ms)
+        results = run_checks(runner, pb.verify.checks, params)
+        details = {**details, "checks": [r.to_json() for r in results]}
+        failed = [r for r in results if not r.ok]
+        if failed:
+            return False, "; ".join(r.summary for r in failed) + f" (remedy: {summary})", details
+        return ok, f"{summary}; {len(results)} checks ok", details
 
     def _failed(self, out: PlanOutcome, run_id: str, pb: Playbook, error: str) -> PlanOutcome:
         now = self.clock.now()

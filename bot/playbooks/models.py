@@ -179,10 +179,109 @@ class Guards(_Model):
         )
 
 
+CheckValue = int | float | str | bool | None
+CHECK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_CHECK_PLACEHOLDER_RE = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s")
+_CHECK_EXPECTATIONS = ("equals", "at_most", "decreases", "reaches")
+
+
+class VerifyCheck(_Model):
+    """A named read-only query on the target and what its value must be after a run.
+
+    Exactly one expectation: ``equals`` / ``at_most`` (one sample), ``decreases`` (two
+    samples ``every_seconds`` apart), ``reaches`` (sampled every ``every_seconds`` for at
+    most ``within_seconds``). See :mod:`bot.engine.checks`.
+    """
+
+    name: str = Field(description="shown in the journal, the report and notifications")
+    query: str = Field(
+        description="one SELECT/WITH statement; the first column of the first row is the"
+        " observed value; values only as %(name)s bind parameters"
+    )
+    params: dict[str, CheckValue | list[CheckValue]] = Field(
+        default_factory=dict, description="bind parameters (extracted parameters too)"
+    )
+    equals: CheckValue = None
+    at_most: float | None = None
+    decreases: bool = False
+    reaches: CheckValue = None
+    every_seconds: float = Field(default=30, gt=0, le=3600)
+    within_seconds: float = Field(default=120, gt=0, le=6 * 3600)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not CHECK_NAME_RE.fullmatch(value):
+            raise ValueError(f"check name {value!r} must match {CHECK_NAME_RE.pattern}")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _read_only_statement(cls, value: str) -> str:
+        text = value.strip().rstrip(";").strip()
+        head = text.split(None, 1)[0].upper() if text else ""
+        if head not in ("SELECT", "WITH"):
+            raise ValueError("a check query must be a single SELECT or WITH statement")
+        if ";" in text:
+            raise ValueError("a check query must be a single statement (no ';' inside)")
+        if "%" in _CHECK_PLACEHOLDER_RE.sub("", text).replace("%%", ""):
+            raise ValueError("a bare '%' in a check query: write %% or a %(name)s parameter")
+        return text
+
+    @property
+    def kind(self) -> str:
+        """Which expectation this check states."""
+        for name in _CHECK_EXPECTATIONS:
+            if name in self.model_fields_set and name != "decreases":
+                return name
+        return "decreases"
+
+    @property
+    def placeholders(self) -> set[str]:
+        return set(_CHECK_PLACEHOLDER_RE.findall(self.query))
+
+    def describe(self) -> str:
+        """The expectation in words, e.g. ``equals 0`` or ``reaches 0 within 120s``."""
+        if self.kind == "reaches":
+            return (
+                f"reaches {self.reaches} within {self.within_seconds:g}s"
+                f" (every {self.every_seconds:g}s)"
+            )
+        if self.kind == "decreases":
+            return f"decreases over {self.every_seconds:g}s"
+        return f"{self.kind.replace('_', ' ')} {getattr(self, self.kind)}"
+
+    @model_validator(mode="after")
+    def _one_expectation(self) -> VerifyCheck:
+        given = [n for n in _CHECK_EXPECTATIONS if n in self.model_fields_set]
+        if self.decreases is False and "decreases" in given:
+            given.remove("decreases")
+        if len(given) != 1:
+            raise ValueError(
+                "a check needs exactly one expectation: equals, at_most, decreases: true"
+                f" or reaches (got {', '.join(given) or 'none'})"
+            )
+        timing = {"every_seconds", "within_seconds"} & self.model_fields_set
+        if "within_seconds" in timing and given[0] != "reaches":
+            raise ValueError("'within_seconds' is only allowed with 'reaches'")
+        if "every_seconds" in timing and given[0] not in ("reaches", "decreases"):
+            raise ValueError("'every_seconds' is only allowed with 'reaches' or 'decreases'")
+        return self
+
+
 class VerifySpec(_Model):
-    """How long to wait after a run before checking that the remedy took effect."""
+    """How long to wait after a run, and what else must hold, for the remedy to count."""
 
     delay_seconds: int = Field(default=0, ge=0)
+    checks: list[VerifyCheck] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> VerifySpec:
+        names = [c.name for c in self.checks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate check names: {', '.join(dupes)}")
+        return self
 
 
 class ResolveSpec(_Model):
@@ -218,3 +317,16 @@ class Playbook(_Model):
         if not PLAYBOOK_ID_RE.fullmatch(value):
             raise ValueError(f"id {value!r} must match {PLAYBOOK_ID_RE.pattern}")
         return value
+
+    @model_validator(mode="after")
+    def _checks_bind_known_names(self) -> Playbook:
+        if self.verify.checks and self.action.target is None:
+            raise ValueError("verify.checks run on the action's target: set action.target")
+        for check in self.verify.checks:
+            unknown = sorted(check.placeholders - set(check.params) - set(self.extract))
+            if unknown:
+                raise ValueError(
+                    f"verify check {check.name!r} uses %({unknown[0]})s, which is neither in"
+                    " its params nor an extracted parameter"
+                )
+        return self

@@ -97,6 +97,8 @@ class RunFact:
     finished: datetime | None
     error: str | None = None
     issue: str = ""
+    # verify.checks as journaled: {name, ok, expectation, samples: [{at, value}], error}
+    checks: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,26 @@ def _bot_actions(f: ReportFacts) -> list[str]:
     total = sum(r.rows or 0 for r in f.runs if r.status in _OK_RUN)
     done = sum(1 for r in f.runs if r.status in _OK_RUN)
     lines += ["", f"{len(f.runs)} run(s), {done} succeeded, {total} row(s) changed in total."]
-    return lines
+    return lines + _check_lines(f.runs)
+
+
+def _check_lines(runs: tuple[RunFact, ...]) -> list[str]:
+    """Every verification check of every run, with each sample it took."""
+    lines: list[str] = []
+    for r in runs:
+        for c in r.checks:
+            samples = ", ".join(
+                f"{md(str(s.get('value')))} at {md(str(s.get('at', ''))[11:19])}"
+                for s in c.get("samples", [])
+                if isinstance(s, dict)
+            )
+            verdict = "ok" if c.get("ok") else "FAILED"
+            error = f" — {md(str(c['error']), 200)}" if c.get("error") else ""
+            lines.append(
+                f"- Check {md(str(c.get('name')))} (run {md(r.id)}): {verdict}, expected"
+                f" {md(str(c.get('expectation')))}; samples: {samples or 'none'}{error}"
+            )
+    return ["", "### Verification checks", "", *lines] if lines else []
 
 
 def _fix_and_resolution(f: ReportFacts) -> list[str]:
@@ -470,6 +491,11 @@ def collect_report_facts(
                 finished=ensure_utc(r.finished_at) if r.finished_at else None,
                 error=r.error,
                 issue=short[r.issue_id],
+                checks=tuple(
+                    c
+                    for c in ((r.verify or {}).get("details") or {}).get("checks", [])
+                    if isinstance(c, dict)
+                ),
             )
             for r in sorted(
                 runs, key=lambda r: (ensure_utc(r.created_at) if r.created_at else _EPOCH, r.id)
