@@ -93,8 +93,8 @@ class CycleReport:
                 if verbose:
                     for row in p.preview.rows[:10]:
                         lines.append(f"      {row}")
-                    if p.preview.count > 10:
-                        lines.append(f"      … {p.preview.count - 10} more")
+                    if len(p.preview.rows) > 10:
+                        lines.append(f"      … {len(p.preview.rows) - 10} more")
             if p.note:
                 lines.append(f"    note: {p.note}")
             if p.verify:

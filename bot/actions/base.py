@@ -16,7 +16,7 @@ parameters), and :class:`Limits` from the playbook's guards.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,10 +43,13 @@ class Preview:
 
     summary: str
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # When ``rows`` is a sample (a retention run deletes too many to list), the exact
+    # number of rows the run would change.
+    total: int | None = None
 
     @property
     def count(self) -> int:
-        return len(self.rows)
+        return len(self.rows) if self.total is None else self.total
 
 
 @dataclass
@@ -88,6 +91,23 @@ class Action(Protocol):
     def verify(
         self, conn: Any, settings: Any, params: dict[str, ParamValue], outcome: Outcome
     ) -> Verification: ...
+
+
+@runtime_checkable
+class BatchedAction(Protocol):
+    """An action whose work must NOT be one transaction (``retention_cleanup``: a million
+    deletes in one transaction is the very thing it exists to avoid). The executor hands
+    it the target itself; it opens one short transaction per batch, pausing through the
+    injected clock, and returns the outcome of every committed batch."""
+
+    def execute_batches(
+        self,
+        target: Any,
+        settings: Any,
+        params: dict[str, ParamValue],
+        limits: Limits,
+        clock: Any,
+    ) -> Outcome: ...
 
 
 def params_used(action: Action, settings: ActionSettings) -> frozenset[str]:

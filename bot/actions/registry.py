@@ -14,6 +14,7 @@ _MODULES: dict[str, str] = {
     "reclassify_failures": "bot.actions.reclassify",
     "fail_orphaned_tasks": "bot.actions.orphaned",
     "notify_only": "bot.actions.notify_only",
+    "retention_cleanup": "bot.actions.retention",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from bot.actions.base import Outcome, Preview
+from bot.actions.base import BatchedAction, Outcome, Preview
 from bot.actions.registry import get_action
 from bot.actions.target import TargetDatabase
 from bot.clock import Clock, ensure_utc
@@ -322,6 +322,10 @@ class Executor:
             if target is None:
                 outcome = action.execute(
                     None, pb.action.parsed_settings, dict(run.params), g.limits()
+                )
+            elif isinstance(action, BatchedAction):
+                outcome = action.execute_batches(
+                    target, pb.action.parsed_settings, dict(run.params), g.limits(), self.clock
                 )
             else:
                 with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
