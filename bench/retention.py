@@ -57,9 +57,15 @@ CREATE TRIGGER job_events_audit AFTER DELETE ON job_events
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION audit_delete();
 """
 
-HAND_LOCK = (
-    "SELECT id FROM job_events WHERE created_at < %(cutoff)s ORDER BY created_at, id"
-    " LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+HAND_FIRST = (
+    "SELECT id, created_at FROM job_events WHERE created_at < %(cutoff)s"
+    " ORDER BY created_at LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+)
+# Keyset from the last row of the previous batch: an index range, not a re-walk of the
+# entries earlier batches left dead.
+HAND_NEXT = (
+    "SELECT id, created_at FROM job_events WHERE created_at < %(cutoff)s"
+    " AND created_at >= %(ts)s ORDER BY created_at LIMIT %(n)s FOR UPDATE SKIP LOCKED"
 )
 HAND_DELETE = "DELETE FROM job_events WHERE id = ANY(%(ids)s) AND created_at < %(cutoff)s"
 
@@ -121,13 +127,22 @@ def hand(target: str, batch: int) -> int:
         assert row is not None
         cutoff = row[0]
         conn.commit()
+        last: Any = None
         while True:
             with conn.transaction():
-                ids = [r[0] for r in conn.execute(HAND_LOCK, {"cutoff": cutoff, "n": batch})]
+                binds = {"cutoff": cutoff, "n": batch}
+                if last is None:
+                    rows = conn.execute(HAND_FIRST, binds).fetchall()
+                else:
+                    keyset = binds | {"ts": last}
+                    rows = conn.execute(HAND_NEXT, keyset).fetchall()
+                ids = [r[0] for r in rows]
                 deleted = (
                     conn.execute(HAND_DELETE, {"ids": ids, "cutoff": cutoff}).rowcount if ids else 0
                 )
             total += deleted
+            if rows:
+                last = rows[-1][1]
             if deleted < batch:
                 return total
 
