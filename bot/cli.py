@@ -243,6 +243,33 @@ def approve(
 
 
 @app.command()
+def revert(
+    run_id: Annotated[str, typer.Argument(help="A set_flag run id (or a unique prefix).")],
+) -> None:
+    """Put back the value a set_flag run set (only if it still holds the bot's value)."""
+
+    def body() -> None:
+        from bot.cycle import resolve_run_id
+        from bot.lifecycle.flags import FlagReverter
+        from bot.wiring import load_matcher, target_resolver
+
+        bot = _open_app()
+        try:
+            _, playbooks = load_matcher(bot)
+            full_id = resolve_run_id(bot, run_id)
+            reverter = FlagReverter(bot.store, playbooks, target_resolver(bot), bot.clock)
+            outcome = reverter.revert(full_id, "sentry-bot revert")
+            detail = reverter.last_detail
+        finally:
+            bot.close()
+        typer.echo(f"run {full_id[:8]}: {outcome}" + (f": {detail}" if detail else ""))
+        if outcome == "failed":
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command()
 def pause(
     reason: Annotated[str, typer.Option(help="Why (shown in status and refusals).")] = "paused",
 ) -> None:

@@ -19,6 +19,7 @@
     │   ├── LockTimeout             lock_timeout / statement_timeout hit
     │   └── VerificationFailed      the remedy did not take effect
     ├── GuardrailBlocked            a guard (pause, cooldown, cap, breaker) refused a run
+    ├── RunNotFound                 no remediation run (of that kind) with that id
     ├── NotifyError                 webhook delivery failed
     │   └── NotifyRetryLater        429 / 5xx: try again later
     └── CodeHostError               GitHub failed
@@ -121,6 +122,10 @@ class VerificationFailed(RemediationError):
 
 class GuardrailBlocked(BotError):
     """A guardrail refused to run this remediation."""
+
+
+class RunNotFound(BotError):
+    """No remediation run (of the kind asked for) has that id."""
 
 
 class NotifyError(BotError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, select
 
@@ -21,8 +21,12 @@ from bot.codehost.fixlinks import (
     sync_pr_comments,
 )
 from bot.errors import RetryLater, SentryDuplicateComment
+from bot.lifecycle.flags import FlagReverter, RevertReport
 from bot.notify.outbox import OutboxFlusher
 from bot.store.models import FixLink, LifecycleState, RemediationRun, TrackedIssue
+
+if TYPE_CHECKING:
+    from bot.playbooks.models import Playbook
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +157,12 @@ def lifecycle_step(app: App, *, sentry: Any = None) -> str:
     from bot.lifecycle.quiet import QuietChecker
     from bot.wiring import build_executor, load_matcher
 
+    _, playbooks = load_matcher(app)
     if sentry is None:
         if app.settings.replay_file is not None:
-            return "lifecycle: replay source, no Sentry to resolve in; skipped"
+            flags = revert_flags(app, playbooks)
+            return f"lifecycle: replay source, no Sentry to resolve in; {flags.summary()}"
         sentry = app.sentry()
-    _, playbooks = load_matcher(app)
     _, sink = build_executor(app, playbooks)
     default = app.settings.quiet_hours
 
@@ -180,9 +185,19 @@ def lifecycle_step(app: App, *, sentry: Any = None) -> str:
         on_event=sink,
     )
     report = checker.check()
+    # After resolving: a set_flag mitigation whose issue just resolved goes back now.
+    flags = revert_flags(app, playbooks)
     return (
         f"lifecycle: {report.watched} watched, {report.due} due, {report.resolved} resolved "
         f"({report.resolved_in_commit} in commit), {report.restarted} quiet clocks restarted, "
         f"{report.requests} Sentry requests"
         + (f"; stopped: {report.stopped}" if report.stopped else "")
+        + f"; {flags.summary()}"
     )
+
+
+def revert_flags(app: App, playbooks: dict[str, Playbook]) -> RevertReport:
+    """Revert the set_flag mitigations that are due (see :mod:`bot.lifecycle.flags`)."""
+    from bot.wiring import target_resolver
+
+    return FlagReverter(app.store, playbooks, target_resolver(app), app.clock).sweep()

@@ -15,6 +15,7 @@ _MODULES: dict[str, str] = {
     "fail_orphaned_tasks": "bot.actions.orphaned",
     "notify_only": "bot.actions.notify_only",
     "retention_cleanup": "bot.actions.retention",
+    "set_flag": "bot.actions.set_flag",
 }
 
 

@@ -294,3 +294,19 @@ class WebhookDelivery(SQLModel, table=True):
     received_at: datetime | None = _ts(nullable=False)
     claimed_until: datetime | None = _ts()
     processed_at: datetime | None = _ts()
+
+
+class FlagRevert(SQLModel, table=True):
+    """The revert of one ``set_flag`` run: journaled (``started_at``) before it touches the
+    target, finished with its outcome after. One row per run, so a revert happens once."""
+
+    __tablename__ = "flag_revert"
+
+    run_id: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    started_at: datetime | None = _ts(nullable=False)
+    finished_at: datetime | None = _ts()
+    # reverted | already_back | changed_by_someone_else | failed
+    outcome: str | None = Field(default=None, max_length=32)
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = Field(default=1)

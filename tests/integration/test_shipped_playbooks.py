@@ -90,6 +90,11 @@ def test_shipped_playbooks_fix_the_demo_schema(
         assert run("TORRENTFLOW-API-3").rows_affected == 3
         # Seed 000 BEE-3Y: everything of the removed job still active → failed, job_removed.
         assert run("BLUE-BANDED-BEE-3Y").rows_affected == 3
+        # Seed 000 BEE-7G backpressure: page discovery throttled, the old limit journaled.
+        throttled = run("BLUE-BANDED-BEE-7G")
+        assert throttled.before_image == [
+            {"key": "page_discovery", "before": "120", "value": "10", "type": "integer"}
+        ]
 
         after = db.execute("SELECT id, started_at FROM resource_backups ORDER BY id").fetchall()
         assert after == started
