@@ -205,6 +205,10 @@ class MySqlTarget:
     def name(self) -> str:
         return self._name
 
+    def close(self) -> None:
+        """Nothing to close: every transaction opens and closes its own connection (a
+        pooled connection could carry a session lock over, the very bug of seed 001)."""
+
     def __repr__(self) -> str:
         where = f"{self._dsn.host}:{self._dsn.port}/{self._dsn.database}" if self._dsn else "?"
         return f"MySqlTarget(name={self._name!r}, at={where!r})"

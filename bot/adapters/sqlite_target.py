@@ -148,6 +148,10 @@ class SqliteTarget:
     def name(self) -> str:
         return self._name
 
+    def close(self) -> None:
+        """Nothing to close: every transaction opens and closes its own connection (a
+        pooled connection could carry a session lock over, the very bug of seed 001)."""
+
     def __repr__(self) -> str:
         return f"SqliteTarget(name={self._name!r}, path={str(self._path)!r})"
 

@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 
+from bot.app import App
 from bot.clock import FakeClock
 from bot.engine.executor import Executor
 from bot.playbooks.loader import load_playbooks_strict
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
+from bot.settings import Settings
+from bot.wiring import target_resolver
 from tests.helpers_engine import make_store, track_issue
 from tests.targets import TargetDb
 
@@ -78,9 +81,20 @@ def jobs(db: TargetDb) -> list[tuple[Any, ...]]:
 def test_auto_playbook_requeues_exactly_the_offline_agents_jobs(
     tf: TargetDb, tmp_path: Path, clock: FakeClock
 ) -> None:
-    store = make_store(f"sqlite:///{tmp_path / 'state.db'}")
+    # The target comes from BOT_TARGET_TORRENTFLOW_DB_URL through the bot's own wiring
+    # (before issue #14 a sqlite:/// URL failed here: 'missing "=" after "sqlite:///..."').
+    settings = Settings.model_validate(
+        {
+            "BOT_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+            "targets": {"torrentflow_db": tf.url},
+        }
+    )
+    store = make_store(settings.database_url)
+    app = App(settings=settings, store=store, clock=clock)
     pb = shipped("auto")
-    executor = Executor(store, {pb.id: pb}, lambda name: tf.target, clock)
+    executor = Executor(store, {pb.id: pb}, target_resolver(app), clock)
+    preview, why = executor.preview(pb, {"worker_id": OFFLINE})
+    assert why == "" and preview is not None and preview.count == 3
     issue = track_issue(store, clock, title="Compute agent offline")
     before_updated = tf.sql("SELECT id, updated_at FROM tf_jobs ORDER BY id")
 
