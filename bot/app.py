@@ -37,6 +37,9 @@ class App:
     # ``serve`` puts a counting transport here (sentry_requests_total); None: httpx's own.
     sentry_transport: Any = None
     playbook_errors: list[str] = field(default_factory=list)
+    # Target databases by name, built once per process so their connection pools are
+    # reused across steps and cycles (see bot.wiring.target_resolver).
+    targets: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> App:
@@ -99,4 +102,8 @@ class App:
     def close(self) -> None:
         if self._sentry is not None and hasattr(self._sentry, "close"):
             self._sentry.close()
+        for target in self.targets.values():
+            if hasattr(target, "close"):
+                target.close()
+        self.targets.clear()
         self.store.dispose()

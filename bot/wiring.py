@@ -39,7 +39,9 @@ def load_matcher(app: App) -> tuple[Matcher, dict[str, Playbook]]:
 
 
 def target_resolver(app: App) -> Any:
-    cache: dict[str, TargetDatabase] = {}
+    """Targets by playbook name, from ``BOT_TARGET_<NAME>_URL``; one per name per App,
+    so each target's small connection pool lives as long as the process."""
+    cache: dict[str, TargetDatabase] = app.targets
 
     def resolve(name: str) -> TargetDatabase | None:
         if name in cache:

@@ -27,6 +27,10 @@ same compositions for their drivers (:mod:`bot.adapters.sqltext`), and
 from __future__ import annotations
 
 import re
+import select
+import threading
+import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -255,13 +259,50 @@ class PgConnection:
 _SET_TIMEOUTS = sql.SQL(
     "SELECT set_config('statement_timeout', {st}, true), set_config('lock_timeout', {lt}, true)"
 )
+# A pooled connection starts each transaction clean: session settings back to the
+# connection's defaults and no session-level advisory lock kept (seed 001's bug was a
+# pooled connection holding one). No extra round trip: sent with the timeouts.
+_RESET_SESSION = sql.SQL("RESET ALL; SELECT pg_advisory_unlock_all(); ")
+
+
+def _looks_alive(conn: psycopg.Connection[Any]) -> bool:
+    """An idle connection has nothing to read: data or EOF means the server ended it
+    (restart, ``pg_terminate_backend``, idle timeout), so it must not be reused."""
+    if conn.closed:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
+
+
+class _Idle:
+    """A target's idle connections, newest last, each with the time it was returned."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conns: list[tuple[psycopg.Connection[Any], float]] = []
+
+    def close_all(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for conn, _ in conns:
+            conn.close()
 
 
 class PgTarget:
     """:class:`TargetDatabase` for PostgreSQL through psycopg 3.
 
-    Opens a fresh connection per transaction: remediations are rare, and a connection
-    that was never pooled cannot leak session state (the very bug of seed 001).
+    Connections are reused through a small pool (``pool_size`` idle connections, each
+    kept at most ``max_idle_s``), so the preview, execution and verification of one run,
+    and the runs of a burst, share one connection instead of opening three per run. A
+    connection goes back to the pool only after a clean commit or rollback of a
+    transaction the bot ran; one that saw any error is closed. A reused connection is
+    reset (``RESET ALL``, ``pg_advisory_unlock_all()``) at the start of its next
+    transaction, so no session state crosses from one remediation to the next.
+    ``pool_size=0`` opens a fresh connection per transaction. :meth:`close` (or garbage
+    collection of the target) closes the idle connections.
     """
 
     def __init__(
@@ -271,11 +312,18 @@ class PgTarget:
         name: str = "target",
         connect_timeout_s: int = 5,
         application_name: str = "sentry-remediation-bot",
+        pool_size: int = 2,
+        max_idle_s: float = 30.0,
     ) -> None:
         self._dsn = dsn
         self._name = name
         self._connect_timeout_s = connect_timeout_s
         self._application_name = application_name
+        self._pool_size = pool_size
+        self._max_idle_s = max_idle_s
+        self._idle = _Idle()
+        # Closes pooled connections when the target is dropped without close().
+        self._finalizer = weakref.finalize(self, self._idle.close_all)
         try:
             password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
             self._secret: str | None = str(password) if password else None
@@ -288,6 +336,37 @@ class PgTarget:
 
     def __repr__(self) -> str:
         return f"PgTarget(name={self._name!r})"
+
+    def close(self) -> None:
+        """Close the idle pooled connections (a transaction in progress is unaffected)."""
+        self._idle.close_all()
+
+    def _checkout(self) -> tuple[psycopg.Connection[Any], bool]:
+        """An idle pooled connection (True) or a new one (False)."""
+        now = time.monotonic()
+        stale: list[psycopg.Connection[Any]] = []
+        found: psycopg.Connection[Any] | None = None
+        with self._idle.lock:
+            while self._idle.conns:
+                conn, returned = self._idle.conns.pop()
+                if now - returned <= self._max_idle_s and _looks_alive(conn):
+                    found = conn
+                    break
+                stale.append(conn)
+        for conn in stale:
+            conn.close()
+        if found is not None:
+            return found, True
+        return self._connect(), False
+
+    def _checkin(self, conn: psycopg.Connection[Any]) -> None:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if idle and not conn.closed:
+            with self._idle.lock:
+                if len(self._idle.conns) < self._pool_size:
+                    self._idle.conns.append((conn, time.monotonic()))
+                    return
+        conn.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -316,23 +395,27 @@ class PgTarget:
         if statement_timeout_ms <= 0 or lock_timeout_ms <= 0:
             # 0 means "no timeout" to PostgreSQL; a remediation must always have one.
             raise ValueError("statement_timeout_ms and lock_timeout_ms must be positive")
-        conn = self._connect()
+        conn, reused = self._checkout()
         wrapped = PgConnection(conn, self._name, self._secret)
+        timeouts = _SET_TIMEOUTS.format(
+            st=sql.Literal(f"{int(statement_timeout_ms)}ms"),
+            lt=sql.Literal(f"{int(lock_timeout_ms)}ms"),
+        )
+        clean = False
         try:
             with conn.transaction():
                 if read_only:
                     wrapped.execute("SET TRANSACTION READ ONLY")
-                wrapped.execute(
-                    _SET_TIMEOUTS.format(
-                        st=sql.Literal(f"{int(statement_timeout_ms)}ms"),
-                        lt=sql.Literal(f"{int(lock_timeout_ms)}ms"),
-                    )
-                )
+                wrapped.execute(sql.Composed([_RESET_SESSION, timeouts]) if reused else timeouts)
                 yield wrapped
+            clean = True
         except psycopg.Error as exc:
             raise translate_error(exc, target=self._name, secret=self._secret) from exc
         finally:
-            conn.close()
+            if clean:
+                self._checkin(conn)
+            else:
+                conn.close()
 
 
 # What every verify asks: which of the rows we changed still match the problem?
