@@ -16,6 +16,9 @@ from pydantic import ValidationError
 
 from bot.clock import Clock, SystemClock
 from bot.errors import ConfigError
+from bot.playbooks.cache import PlaybookCache
+from bot.playbooks.matcher import Matcher
+from bot.playbooks.models import Playbook
 from bot.settings import Settings
 from bot.sources import IssueSource, ReplaySource, SentryApiSource
 from bot.store.db import Store
@@ -40,6 +43,9 @@ class App:
     # Target databases by name, built once per process so their connection pools are
     # reused across steps and cycles (see bot.wiring.target_resolver).
     targets: dict[str, Any] = field(default_factory=dict)
+    # Playbooks parsed once per process, re-parsed when their files change.
+    playbook_cache: PlaybookCache = field(default_factory=PlaybookCache)
+    matcher: tuple[Matcher, dict[str, Playbook]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> App:

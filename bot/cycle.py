@@ -263,7 +263,7 @@ def poll_step(app: App, *, shadow_only: bool = False) -> CycleReport:
             app.clock,
             regressed=frozenset(tracked.regressed),
         )
-        group_incidents(session, app.clock)
+        group_incidents(session, app.clock, changed=candidates)
     report.regressed = handle_regressions(app, tracked.regressed, emit)
     with app.store.session() as session:
         # Issues waiting on a playbook that was unavailable last time get another chance.

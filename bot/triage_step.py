@@ -8,9 +8,11 @@ notifications, PR comments, ``status`` and reports all show the same verdict.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from bot.clock import Clock, ensure_utc
@@ -54,10 +56,32 @@ def triage_issues(
     return done
 
 
-def group_incidents(session: Session, clock: Clock) -> int:
-    """Group recent related issues into incidents; return how many issues joined one."""
+def group_incidents(session: Session, clock: Clock, changed: Collection[str] | None = None) -> int:
+    """Group recent related issues into incidents; return how many issues joined one.
+
+    ``changed`` names the issues that are new or changed this cycle (None: consider
+    every recent issue, as a first run or a test does). Relatedness depends only on an
+    issue's own data (keys, firstSeen), so with nothing changed no grouping can change
+    and nothing is read; otherwise only the recent issues of the changed issues'
+    projects are read (every group key starts with the project).
+    """
+    if changed is not None and not changed:
+        return 0
     since = clock.now() - INCIDENT_HORIZON
-    rows = session.exec(select(TrackedIssue).where(col(TrackedIssue.first_seen) >= since)).all()
+    query = select(TrackedIssue).where(col(TrackedIssue.first_seen) >= since)
+    if changed is not None:
+        projects: set[str] = set()
+        ids = list(changed)
+        for start in range(0, len(ids), 500):
+            projects.update(
+                session.exec(
+                    select(TrackedIssue.project)
+                    .where(col(TrackedIssue.id).in_(ids[start : start + 500]))
+                    .distinct()
+                ).all()
+            )
+        query = query.where(col(TrackedIssue.project).in_(sorted(projects)))
+    rows = session.exec(query).all()
     if len(rows) < 2:
         return 0
     candidates = []
@@ -106,33 +130,37 @@ def escalate_overdue(session: Session, clock: Clock, emit: Any) -> list[str]:
     escalated once (``escalated_at``), with an ``escalated`` notification to its team.
     """
     now = clock.now()
-    rows = session.exec(
-        select(TrackedIssue).where(
-            col(TrackedIssue.response_due_at) < now,
+    due_at = col(TrackedIssue.response_due_at)
+    progressed_run = select(RemediationRun.id).where(
+        RemediationRun.issue_id == TrackedIssue.id,
+        col(RemediationRun.status).in_(["succeeded", "noop"]),
+    )
+    linked = select(FixLink.id).where(FixLink.issue_id == TrackedIssue.id)
+    # Every condition in SQL over narrow, indexed columns (ix_tracked_issue_overdue):
+    # only issues to escalate now are loaded whole.
+    ids = session.exec(
+        select(TrackedIssue.id).where(
+            due_at < now,
             col(TrackedIssue.escalated_at).is_(None),
+            col(TrackedIssue.last_seen) > due_at,  # still firing after the deadline
+            # A deadline that had passed before the bot ever saw the issue (first
+            # deployment, an old backlog) is not news: escalating all of it is noise.
+            or_(col(TrackedIssue.created_at).is_(None), due_at > col(TrackedIssue.created_at)),
             col(TrackedIssue.state).not_in(_DONE_STATES),
+            ~progressed_run.exists(),
+            ~linked.exists(),
         )
     ).all()
+    rows = (
+        session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(sorted(ids)))).all()
+        if ids
+        else []
+    )
     out = []
     for row in rows:
         due = ensure_utc(row.response_due_at) if row.response_due_at else None
         if due is None or row.last_seen is None or ensure_utc(row.last_seen) <= due:
-            continue  # quiet since the deadline: the clock is doing its work
-        if row.created_at is not None and due <= ensure_utc(row.created_at):
-            # The deadline had passed before the bot ever saw the issue (first deployment,
-            # an old backlog): escalating all of that at once would be noise, not news.
-            continue
-        progressed = (
-            session.exec(
-                select(RemediationRun.id).where(
-                    RemediationRun.issue_id == row.id,
-                    col(RemediationRun.status).in_(["succeeded", "noop"]),
-                )
-            ).first()
-            or session.exec(select(FixLink.id).where(FixLink.issue_id == row.id)).first()
-        )
-        if progressed:
-            continue
+            continue  # defensive: SQL said otherwise a moment ago
         reason = (
             f"{row.severity or 'unknown'} severity response deadline {due.isoformat()} "
             f"passed with no remediation and no fix linked; still firing"

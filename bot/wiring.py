@@ -13,7 +13,6 @@ from bot.actions.target import TargetDatabase
 from bot.adapters.targets import open_target, url_dialect
 from bot.app import App
 from bot.engine.executor import EventSink, Executor
-from bot.playbooks.loader import load_playbooks
 from bot.playbooks.matcher import Matcher
 from bot.playbooks.models import Playbook
 
@@ -25,17 +24,25 @@ def load_matcher(app: App) -> tuple[Matcher, dict[str, Playbook]]:
     and so is a playbook whose action cannot run on its configured target's dialect.
 
     A broken playbook never stops the valid ones from running, and never runs itself.
+    Files are parsed once per process and again only when they change (see
+    :mod:`bot.playbooks.cache`); the matcher is rebuilt only then, too.
     """
 
     def target_dialect(name: str) -> str | None:
         url = app.settings.target_url(name)
         return url_dialect(url) if url else None
 
-    result = load_playbooks(app.settings.playbooks_dir, target_dialect=target_dialect)
-    for error in result.errors:
-        log.error("playbook not loaded: %s", error)
+    # Target URLs come from the settings, fixed for the process: the file fingerprint
+    # alone decides when to parse again.
+    result, fresh = app.playbook_cache.load(
+        app.settings.playbooks_dir, target_dialect=target_dialect
+    )
+    if fresh or app.matcher is None:
+        for error in result.errors:
+            log.error("playbook not loaded: %s", error)
+        app.matcher = (Matcher(result.playbooks), {pb.id: pb for pb in result.playbooks})
     app.playbook_errors = [str(e) for e in result.errors]
-    return Matcher(result.playbooks), {pb.id: pb for pb in result.playbooks}
+    return app.matcher
 
 
 def target_resolver(app: App) -> Any:

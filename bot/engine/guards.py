@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session
 
 from bot.clock import ensure_utc
-from bot.engine.journal import recent_runs
+from bot.engine.journal import count_runs
 from bot.playbooks.models import Playbook
 from bot.store.models import PlaybookState, Setting, TrackedIssue
 
@@ -102,27 +102,30 @@ def check_guards(
         )
     cooldown = timedelta(minutes=playbook.guards.cooldown_minutes)
     debt_window = timedelta(hours=hidden_debt_hours)
-    recent = recent_runs(
-        session, playbook_id=playbook.id, issue_id=issue.id, since=now - max(debt_window, cooldown)
+    counts = count_runs(
+        session,
+        playbook_id=playbook.id,
+        issue_id=issue.id,
+        since=now - max(debt_window, cooldown),
+        after=now - debt_window,
+        hour_since=now - timedelta(hours=1),
     )
-    started = [ensure_utc(r.started_at) for r in recent if r.started_at is not None]
-    debt = [at for at in started if at > now - debt_window]
-    if len(debt) >= hidden_debt_runs:
+    if counts.issue_runs_after >= hidden_debt_runs:
         return GuardDecision(
             False,
-            f"hidden debt: remediated {len(debt)} times in {hidden_debt_hours:g} h; "
-            "the root cause needs a fix",
+            f"hidden debt: remediated {counts.issue_runs_after} times in "
+            f"{hidden_debt_hours:g} h; the root cause needs a fix",
             escalate=True,
         )
-    if cooldown and any(at > now - cooldown for at in started):
+    last = counts.issue_last_start
+    if cooldown and last is not None and last > now - cooldown:
         return GuardDecision(
             False, f"cooldown: ran within the last {playbook.guards.cooldown_minutes} min"
         )
-    hourly = recent_runs(session, playbook_id=playbook.id, since=now - timedelta(hours=1))
-    if len(hourly) >= playbook.guards.max_runs_per_hour:
+    if counts.playbook_runs >= playbook.guards.max_runs_per_hour:
         return GuardDecision(
             False,
-            f"rate cap: {len(hourly)} runs in the last hour "
+            f"rate cap: {counts.playbook_runs} runs in the last hour "
             f"(max_runs_per_hour={playbook.guards.max_runs_per_hour})",
         )
     return GuardDecision(True)

@@ -15,9 +15,10 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import case, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -114,6 +115,65 @@ def recent_runs(
     if issue_id is not None:
         query = query.where(RemediationRun.issue_id == issue_id)
     return list(session.exec(query))
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """What the guards need to know about recent executed runs, counted in SQL."""
+
+    issue_runs_after: int  # runs of the playbook on the issue started after ``after``
+    issue_last_start: datetime | None  # the latest start of those runs since ``since``
+    playbook_runs: int  # runs of the playbook (any issue) started since ``hour_since``
+
+
+def count_runs(
+    session: Session,
+    *,
+    playbook_id: str,
+    issue_id: str,
+    since: datetime,
+    after: datetime,
+    hour_since: datetime,
+) -> RunCounts:
+    """Counts for the guards in two indexed aggregate queries; no run row is loaded.
+
+    ``issue_runs_after`` counts runs started strictly after ``after`` (the hidden-debt
+    window); ``issue_last_start`` is the latest start at or after ``since``;
+    ``playbook_runs`` counts the playbook's runs started at or after ``hour_since``.
+    Uses ``ix_remediation_run_issue_started`` and ``ix_remediation_run_playbook_started``.
+    """
+    executed = col(RemediationRun.status).in_(EXECUTED)
+    started = col(RemediationRun.started_at)
+    debt, last = session.exec(
+        select(
+            func.count(case((started > after, 1))),
+            func.max(started),
+        ).where(
+            RemediationRun.issue_id == issue_id,
+            RemediationRun.playbook_id == playbook_id,
+            executed,
+            started >= since,
+        )
+    ).one()
+    hourly = session.exec(
+        select(func.count()).where(
+            RemediationRun.playbook_id == playbook_id, executed, started >= hour_since
+        )
+    ).one()
+    return RunCounts(
+        issue_runs_after=int(debt or 0),
+        issue_last_start=_as_utc(last),
+        playbook_runs=int(hourly or 0),
+    )
+
+
+def _as_utc(value: datetime | str | None) -> datetime | None:
+    # max() over a SQLite text column comes back as text (no column type to decode it).
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return ensure_utc(value)
 
 
 def interrupted_runs(session: Session, older_than: datetime) -> list[RemediationRun]:

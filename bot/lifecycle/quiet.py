@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from bot.clock import Clock, ensure_utc
@@ -146,27 +147,68 @@ class QuietChecker:
         return cache[playbook_id]
 
     def _due_from_store(self, now: datetime, report: QuietReport) -> list[_Watched]:
-        """Restart clocks the poller's last_seen says moved; return the due issues."""
+        """Restart clocks the poller's last_seen says moved; return the due issues.
+
+        Indexed SQL over narrow columns (``ix_tracked_issue_watch``): only the rows
+        whose clock must start or restart are loaded whole (those are changes); the due
+        ones come back as (id, playbook, quiet_since, last_seen, count) per distinct
+        playbook (each has its own quiet hours), never with their ``raw`` JSON.
+        """
+        watched = col(TrackedIssue.state).in_(WATCHED_STATES)
+        quiet_since, last_seen_col = col(TrackedIssue.quiet_since), col(TrackedIssue.last_seen)
         due: list[_Watched] = []
         hours_cache: dict[str | None, float] = {}
         with self.store.session() as session:
-            rows = session.exec(
-                select(TrackedIssue).where(col(TrackedIssue.state).in_(WATCHED_STATES))
+            report.watched = session.exec(
+                select(func.count()).select_from(TrackedIssue).where(watched)
+            ).one()
+            moved = session.exec(
+                select(TrackedIssue).where(
+                    watched, or_(quiet_since.is_(None), last_seen_col > quiet_since)
+                )
             ).all()
-            report.watched = len(rows)
-            for row in rows:
-                hours = self._hours(row.playbook_id, hours_cache)
+            for row in moved:
                 last_seen = ensure_utc(row.last_seen) if row.last_seen else None
                 since = ensure_utc(row.quiet_since) if row.quiet_since else None
                 if since is None:
-                    since = last_seen or now
-                    row.quiet_since = since
-                    note(session, row, f"quiet clock started at {_iso(since)}", now)
+                    row.quiet_since = last_seen or now
+                    note(session, row, f"quiet clock started at {_iso(row.quiet_since)}", now)
                 elif last_seen is not None and last_seen > since:
-                    since = _restart_clock(session, row, last_seen, now, report)
-                if since <= now - timedelta(hours=hours):
+                    _restart_clock(session, row, last_seen, now, report)
+            session.flush()
+            playbooks = session.exec(
+                select(TrackedIssue.playbook_id).where(watched).distinct()
+            ).all()
+            for playbook_id in playbooks:
+                hours = self._hours(playbook_id, hours_cache)
+                same_playbook = (
+                    col(TrackedIssue.playbook_id).is_(None)
+                    if playbook_id is None
+                    else col(TrackedIssue.playbook_id) == playbook_id
+                )
+                rows = session.exec(
+                    select(
+                        TrackedIssue.id,
+                        TrackedIssue.quiet_since,
+                        TrackedIssue.last_seen,
+                        TrackedIssue.count,
+                    ).where(
+                        watched,
+                        same_playbook,
+                        quiet_since <= now - timedelta(hours=hours),
+                    )
+                ).all()
+                for issue_id, since, seen, count in rows:
+                    assert since is not None  # quiet_since <= cutoff excludes NULL
                     due.append(
-                        _Watched(row.id, row.playbook_id, hours, since, last_seen, row.count)
+                        _Watched(
+                            issue_id,
+                            playbook_id,
+                            hours,
+                            ensure_utc(since),
+                            ensure_utc(seen) if seen else None,
+                            count,
+                        )
                     )
         due.sort(key=lambda w: (w.quiet_since, w.id))
         return due

@@ -96,6 +96,12 @@ class OutboxStatus(StrEnum):
 
 class TrackedIssue(SQLModel, table=True):
     __tablename__ = "tracked_issue"
+    # Per-cycle queries read these instead of whole rows (migration 0012).
+    __table_args__ = (
+        Index("ix_tracked_issue_watch", "state", "playbook_id", "quiet_since", "last_seen"),
+        Index("ix_tracked_issue_overdue", "escalated_at", "response_due_at", "last_seen"),
+        Index("ix_tracked_issue_horizon", "project", "first_seen"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)  # Sentry issue id
     short_id: str = Field(index=True, max_length=128)
@@ -150,6 +156,11 @@ class RemediationRun(SQLModel, table=True):
     """The journal: one row per planned remediation, written before it executes."""
 
     __tablename__ = "remediation_run"
+    # The guards count runs in SQL over these (migration 0012).
+    __table_args__ = (
+        Index("ix_remediation_run_issue_started", "issue_id", "playbook_id", "started_at"),
+        Index("ix_remediation_run_playbook_started", "playbook_id", "started_at", "status"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     idempotency_key: str = Field(max_length=128, sa_column_kwargs={"unique": True})
