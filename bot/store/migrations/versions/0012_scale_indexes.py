@@ -10,13 +10,13 @@
   counts (hidden debt, cooldown, runs per hour) without loading run rows.
 
 Revision ID: 0012
-Revises: 0015
+Revises: 0017
 """
 
 from alembic import op
 
 revision = "0012"
-down_revision = "0015"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
