@@ -61,6 +61,8 @@ class _Sql:
     delete_batch: sql.Composed
     columns: sql.Composed
     count_all: sql.Composed
+    # DELETE ... RETURNING (PostgreSQL, MariaDB, SQLite 3.35+); MySQL has none.
+    returning: bool = True
 
 
 def _pg(s: RetentionSettings) -> _Sql:
@@ -107,25 +109,90 @@ def _pg(s: RetentionSettings) -> _Sql:
     )
 
 
-def _archive_sql(s: RetentionSettings, columns: list[str]) -> sql.Composed:
+def _portable(conn: TargetConnection, s: RetentionSettings) -> _Sql:
+    """MySQL/MariaDB and SQLite: the same statements with the engine's clock, locking
+    clause and list membership. SQLite (D1) timestamps are ``datetime('now')`` text and
+    the cutoff is that same text, so ``<`` compares them in time order and uses the
+    timestamp index; the file's write lock (``BEGIN IMMEDIATE``) stands in for row locks."""
+    table, ts, pk = ident(s.table), ident(s.timestamp_column), ident(s.id_column)
+    d = conn.dialect
+    sqlite = d.name == "sqlite"
+    cutoff = (
+        "SELECT datetime('now', '-' || %(days)s || ' days') AS cutoff"
+        if sqlite
+        else "SELECT NOW(6) - INTERVAL %(days)s DAY AS cutoff"
+    )
+    batch = (
+        "SELECT {pk} AS id, {ts} AS ts FROM {t} WHERE {ts} < {c}{after}"
+        " ORDER BY {ts} LIMIT {n} {lock}"
+    )
+    keyset = sql.SQL(" AND {} >= {}").format(ts, sql.Placeholder("after_ts"))
+    returning = d.name != "mysql"
+    columns = (
+        "SELECT name FROM pragma_table_xinfo(%(table)s) WHERE hidden = 0 ORDER BY cid"
+        if sqlite
+        else "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS"
+        " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %(table)s"
+        " AND EXTRA NOT LIKE '%%GENERATED%%' ORDER BY ORDINAL_POSITION"
+    )
+    return _Sql(
+        cutoff=sql.Composed([sql.SQL(cutoff)]),
+        count_old=sql.SQL("SELECT count(*) AS n FROM {t} WHERE {ts} < {c}").format(
+            t=table, ts=ts, c=sql.Placeholder("cutoff")
+        ),
+        count_new=sql.SQL("SELECT count(*) AS n FROM {t} WHERE {ts} >= {c}").format(
+            t=table, ts=ts, c=sql.Placeholder("cutoff")
+        ),
+        lock_batch=sql.SQL(batch).format(
+            pk=pk,
+            ts=ts,
+            t=table,
+            c=sql.Placeholder("cutoff"),
+            after=sql.SQL(""),
+            n=sql.Placeholder("n"),
+            lock=d.skip_locked,
+        ),
+        lock_after=sql.SQL(batch).format(
+            pk=pk,
+            ts=ts,
+            t=table,
+            c=sql.Placeholder("cutoff"),
+            after=keyset,
+            n=sql.Placeholder("n"),
+            lock=d.skip_locked,
+        ),
+        delete_batch=sql.SQL("DELETE FROM {t} WHERE {in_ids} AND {ts} < {c}{ret}").format(
+            t=table,
+            in_ids=d.member(pk, "ids"),
+            ts=ts,
+            c=sql.Placeholder("cutoff"),
+            # Bare column: SQLite's RETURNING takes no alias-qualified names.
+            ret=sql.SQL(" RETURNING {} AS ts").format(ts) if returning else sql.SQL(""),
+        ),
+        count_all=sql.SQL("SELECT count(*) AS n FROM {t}").format(t=table),
+        columns=sql.Composed([sql.SQL(columns)]),
+        returning=returning,
+    )
+
+
+def _archive_sql(conn: TargetConnection, s: RetentionSettings, columns: list[str]) -> sql.Composed:
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    return sql.SQL(
-        "INSERT INTO {archive} ({cols}) SELECT {cols} FROM {t} WHERE {pk} = ANY({ids})"
-    ).format(
+    return sql.SQL("INSERT INTO {archive} ({cols}) SELECT {cols} FROM {t} WHERE {in_ids}").format(
         archive=ident(s.archive_table or ""),
         cols=cols,
         t=ident(s.table),
-        pk=ident(s.id_column),
-        ids=sql.Placeholder("ids"),
+        in_ids=conn.dialect.member(ident(s.id_column), "ids"),
     )
 
 
 def _statements(conn: TargetConnection, s: RetentionSettings) -> _Sql:
-    if conn.dialect.name != "postgresql":
-        raise RemediationError(
-            f"retention_cleanup has no {conn.dialect.name} statements", target=conn.dialect.name
-        )
-    return _pg(s)
+    if conn.dialect.name == "postgresql":
+        return _pg(s)
+    if conn.dialect.name in ("mysql", "mariadb", "sqlite"):
+        return _portable(conn, s)
+    raise RemediationError(
+        f"retention_cleanup has no {conn.dialect.name} statements", target=conn.dialect.name
+    )
 
 
 def _count(conn: TargetConnection, query: sql.Composed, cutoff: Any) -> int:
@@ -283,13 +350,24 @@ class RetentionCleanup:
         ids = [r["id"] for r in locked]
         if s.archive_table:
             columns = [r["name"] for r in conn.fetch_all(q.columns, {"table": s.table})]
-            copied = conn.execute(_archive_sql(s, columns), {"ids": ids})
+            copied = conn.execute(_archive_sql(conn, s, columns), {"ids": ids})
             if copied != len(ids):
                 raise RemediationError(
                     f"archived {copied} of {len(ids)} rows into {s.archive_table}; rolled back",
                     target=s.table,
                 )
-        rows = conn.fetch_all(q.delete_batch, {"ids": ids, "cutoff": cutoff})
+        if q.returning:
+            rows = conn.fetch_all(q.delete_batch, {"ids": ids, "cutoff": cutoff})
+        else:
+            # MySQL: no RETURNING, but the rows are locked by this transaction, so the
+            # DELETE takes every one of them or something is wrong: then roll back.
+            deleted = conn.execute(q.delete_batch, {"ids": ids, "cutoff": cutoff})
+            if deleted != len(ids):
+                raise RemediationError(
+                    f"deleted {deleted} of {len(ids)} locked rows of {s.table}; rolled back",
+                    target=s.table,
+                )
+            rows = [{"ts": r["ts"]} for r in locked]
         return len(rows), max((r["ts"] for r in rows), default=None), locked[-1]["ts"]
 
     def verify(
