@@ -149,3 +149,28 @@ def test_an_online_agent_scope_changes_nothing(tf: TargetDb) -> None:
         outcome = action.execute(conn, pb.action.parsed_settings, {"worker_id": ONLINE}, g.limits())
     assert outcome.rows_affected == 0
     assert [j[1] for j in jobs(tf)] == ["submitted", "submitted", "running", "running"]
+
+
+def test_rb03_stuck_uploads_requeued_and_capped_on_every_dialect(tf: TargetDb) -> None:
+    # Seed 003 RB-03 (shipped torrentflow-retry-stuck-uploads): explicit set, increment,
+    # now(), cap + dead_letter_set on the same D1-shaped / MariaDB / PostgreSQL tf_jobs.
+    [pb] = [
+        p
+        for p in load_playbooks_strict(ROOT / "playbooks")
+        if p.id == "torrentflow-retry-stuck-uploads"
+    ]
+    for requeues, ago in ((0, 3600), (3, 3600), (0, 60)):
+        insert = f"INSERT INTO tf_jobs (status, worker_id, requeue_count, updated_at) VALUES ('uploading', %(a)s, %(r)s, {tf.ago(ago)})"  # noqa: E501, S608
+        tf.sql(insert, {"a": ONLINE, "r": requeues})
+    action: Any = __import__("bot.actions.requeue", fromlist=["ACTION"]).ACTION
+    g = pb.guards
+    with tf.target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
+        outcome = action.execute(conn, pb.action.parsed_settings, {}, g.limits())
+    assert (outcome.details["changed"], outcome.details["dead_lettered"]) == (1, 1)
+    assert jobs(tf)[4:] == [
+        (ONLINE, "queued", 1, "re-submitted after R2 upload failures (RB-03)"),
+        (ONLINE, "failed", 3, "R2 upload failed after 3 re-submissions (RB-03)"),
+        (ONLINE, "uploading", 0, None),  # still within its 30 minutes
+    ]
+    with tf.target.transaction(g.statement_timeout_ms, g.lock_timeout_ms, read_only=True) as c:
+        assert action.verify(c, pb.action.parsed_settings, {}, outcome).ok
