@@ -79,6 +79,12 @@ def _read_sql(s: SetFlagSettings, *, lock: bool) -> sql.Composed:
 
 def column_type(conn: TargetConnection, table: str, column: str) -> tuple[str, bool]:
     """(SQL type as the catalog spells it, NOT NULL?) of ``table.column``."""
+    if conn.dialect.name != "postgresql":
+        raise RemediationError(
+            f"set_flag needs a PostgreSQL target (it casts through the catalog's own type);"
+            f" {conn.dialect.name} is not supported",
+            target=table,
+        )
     rows = conn.fetch_all(COLUMN_TYPE_SQL, {"table": table, "column": column})
     if not rows:
         raise RemediationError(f"column {table}.{column} does not exist", target=table)
