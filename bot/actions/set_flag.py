@@ -146,6 +146,9 @@ class SetFlag:
     settings_model: ClassVar[type[ActionSettings]] = SetFlagSettings
     needs_target: ClassVar[bool] = True
     accepted_params: ClassVar[frozenset[str]] = frozenset()
+    # Its SQL (and the revert's) is PostgreSQL's (format_type, ::text, RETURNING): a
+    # playbook pointing it at a MySQL/MariaDB or SQLite target is refused when it loads.
+    dialects: ClassVar[frozenset[str]] = frozenset({"postgresql"})
 
     def preview(
         self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits

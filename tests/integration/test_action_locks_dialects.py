@@ -318,3 +318,21 @@ def test_a_sqlite_target_refuses_the_playbook_at_load(tmp_path: Any) -> None:
     assert "SQLite has no session-level locks" in error
     # Everything else still loads, the MariaDB-targeted requeue included.
     assert "torrentflow-requeue-offline-agent-jobs" in playbooks
+
+
+def test_a_postgresql_only_action_is_refused_at_load_on_other_dialects(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from bot.playbooks.loader import load_playbooks
+
+    (tmp_path / "flag.yaml").write_text(
+        "id: throttle\npriority: 1\nmatch: {title: x}\naction:\n  type: set_flag\n"
+        "  target: api_db\n  settings: {table: rate_limits, key_column: name,"
+        " key: page_discovery, value_column: max_per_minute, value: 10}\n"
+    )
+    for dialect, loads in (("postgresql", True), ("mariadb", False), ("sqlite", False)):
+        result = load_playbooks(Path(tmp_path), target_dialect=lambda _n, d=dialect: d)
+        assert bool(result.playbooks) is loads
+        if not loads:
+            [error] = result.errors
+            assert f"set_flag cannot run on target api_db: it is a {dialect} database" in str(error)
