@@ -136,7 +136,7 @@ def escalate_overdue(session: Session, clock: Clock, emit: Any) -> list[str]:
         col(RemediationRun.status).in_(["succeeded", "noop"]),
     )
     linked = select(FixLink.id).where(FixLink.issue_id == TrackedIssue.id)
-    # Every condition in SQL over narrow, indexed columns (ix_tracked_issue_overdue):
+    # Every condition in SQL over narrow columns (partial ix_tracked_issue_firing_overdue):
     # only issues to escalate now are loaded whole.
     ids = session.exec(
         select(TrackedIssue.id).where(

@@ -162,11 +162,18 @@ class QuietChecker:
             report.watched = session.exec(
                 select(func.count()).select_from(TrackedIssue).where(watched)
             ).one()
-            moved = session.exec(
-                select(TrackedIssue).where(
+            # Ids first, from the small partial index ix_tracked_issue_moved (its WHERE is
+            # this OR term, written the same way), then only those rows whole.
+            moved_ids = session.exec(
+                select(TrackedIssue.id).where(
                     watched, or_(quiet_since.is_(None), last_seen_col > quiet_since)
                 )
             ).all()
+            moved = (
+                session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(moved_ids))).all()
+                if moved_ids
+                else []
+            )
             for row in moved:
                 last_seen = ensure_utc(row.last_seen) if row.last_seen else None
                 since = ensure_utc(row.quiet_since) if row.quiet_since else None

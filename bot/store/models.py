@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -94,13 +95,29 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"
 
 
+_MOVED = "quiet_since IS NULL OR last_seen > quiet_since"
+_FIRING = "escalated_at IS NULL AND last_seen > response_due_at"
+
+
 class TrackedIssue(SQLModel, table=True):
     __tablename__ = "tracked_issue"
     # Per-cycle queries read these instead of whole rows (migration 0012).
     __table_args__ = (
         Index("ix_tracked_issue_watch", "state", "playbook_id", "quiet_since", "last_seen"),
-        Index("ix_tracked_issue_overdue", "escalated_at", "response_due_at", "last_seen"),
         Index("ix_tracked_issue_horizon", "project", "first_seen"),
+        # Partial: only rows a quiet cycle must act on (migration 0012b).
+        Index(
+            "ix_tracked_issue_moved",
+            "state",
+            sqlite_where=text(_MOVED),
+            postgresql_where=text(_MOVED),
+        ),
+        Index(
+            "ix_tracked_issue_firing_overdue",
+            "response_due_at",
+            sqlite_where=text(_FIRING),
+            postgresql_where=text(_FIRING),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=64)  # Sentry issue id
