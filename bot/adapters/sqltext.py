@@ -10,7 +10,9 @@ each part renders itself with ``as_string(None)``):
   MySQL/MariaDB adapter turns on ``ANSI_QUOTES`` for its session so they read the same;
 - a placeholder becomes the driver's named style (``%(name)s`` for PyMySQL, ``:name``
   for sqlite3); a list or tuple value expands to ``(p0, p1, ...)`` (``(NULL)`` when
-  empty, which matches nothing), so ``x IN {ids}`` works where there are no arrays;
+  empty, which matches nothing), so ``x IN {ids}`` works where there are no arrays; on
+  sqlite3 a list longer than :data:`SQLITE_LIST_BINDS` travels as ONE JSON bind read by
+  ``json_each`` (SQLite caps the number of binds per statement at 32,766);
 - ``%(name)s`` and ``%%`` inside SQL text are read exactly as psycopg reads them (it does
   not look inside quotes either), so one text means the same thing on every driver;
 - a ``sql.Literal`` is refused: values travel as bind parameters, never as text.
@@ -18,6 +20,7 @@ each part renders itself with ``as_string(None)``):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -29,6 +32,9 @@ from uuid import UUID
 from psycopg import sql
 
 _TOKEN = re.compile(r"%\((?P<name>[^)]+)\)(?P<fmt>[sbt])|%%|%(?P<positional>[sbt])|%")
+
+
+SQLITE_LIST_BINDS = 500
 
 
 class ParamStyle(Enum):
@@ -65,6 +71,10 @@ class _Renderer:
         if isinstance(value, list | tuple):
             if not value:
                 return "(NULL)"
+            if self.style is ParamStyle.NAMED and len(value) > SQLITE_LIST_BINDS:
+                self.out[name] = json.dumps([self.adapt(item) for item in value])
+                # The slot is ":name" with name checked above as a plain identifier.
+                return f"(SELECT value FROM json_each({self.slot(name)}))"  # noqa: S608
             slots = []
             for i, item in enumerate(value):
                 key = f"{name}__{i}"

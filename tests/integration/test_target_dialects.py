@@ -328,3 +328,16 @@ def test_a_missing_sqlite_file_is_never_created(tmp_path: Any) -> None:
 def test_timeouts_must_be_positive(make: Any) -> None:
     with pytest.raises(ValueError), make("mysql://u@h/db").transaction(0, 1_000):
         pass
+
+
+def test_a_long_list_is_bound_whole(target_db: TargetDb) -> None:
+    # More values than SQLite allows binds in one statement (32,766): one JSON bind there.
+    make_items(target_db)
+    wanted = ["b", *(f"x{i}" for i in range(40_000)), "c"]
+    with target_db.target.transaction(10_000, 1_000, read_only=True) as conn:
+        member = conn.dialect.member(sql.SQL("label"), "wanted")
+        rows = conn.fetch_all(
+            sql.SQL("SELECT label FROM items WHERE {} ORDER BY label").format(member),
+            {"wanted": wanted},
+        )
+    assert [r["label"] for r in rows] == ["b", "c"]

@@ -79,3 +79,10 @@ def test_values_are_adapted_for_sqlite() -> None:
         "t": "2026-03-01 12:00:00",  # UTC, D1's datetime('now') form
         "n": "2026-03-01 00:00:00",
     }
+
+
+def test_a_long_list_is_one_json_bind_for_sqlite() -> None:
+    out = render(Q, {"ids": list(range(501)), "v": "a"}, ParamStyle.NAMED)
+    assert '"id" IN (SELECT value FROM json_each(:ids))' in out.text
+    assert out.params["ids"] == "[" + ", ".join(map(str, range(501))) + "]"
+    assert "ids__0" in render(Q, {"ids": list(range(501)), "v": 1}, ParamStyle.PYFORMAT).params
