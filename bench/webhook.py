@@ -63,13 +63,13 @@ from bot.sentry.fake import FakeSentry  # noqa: E402
 from bot.sentry.fake_server import serve_handler  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from bot.store.db import Store  # noqa: E402
-from bot.store.models import RemediationRun  # noqa: E402
+from bot.store.models import RemediationRun, WebhookDelivery  # noqa: E402
 from bot.webhooks.fake_sender import FakeWebhookSender  # noqa: E402
 
 TOKEN = "bench-token"
 ORG = "acme"
 SECRET = "bench-client-secret"
-N = 200
+N = int(os.environ.get("BENCH_N", "200"))
 POLL_INTERVAL = 60.0
 PLAYBOOK = ROOT / "playbooks" / "bee42-requeue-stuck-tasks.yaml"
 DEAD_WORKER = "worker-3f7e21"
@@ -267,7 +267,17 @@ def run_webhooks(
             service.worker.stop()
             app.close()
         missing = set(sent) - set(done)
-        assert not missing, f"{len(missing)} issues not remedied"
+        if missing:
+            with app.store.session() as session:
+                runs = session.exec(
+                    select(RemediationRun.issue_id, RemediationRun.status, RemediationRun.error)
+                    .where(col(RemediationRun.issue_id).in_(missing))
+                ).all()
+                hooks = session.exec(
+                    select(WebhookDelivery.issue_id, WebhookDelivery.status, WebhookDelivery.result)
+                    .where(col(WebhookDelivery.issue_id).in_(missing))
+                ).all()
+            raise SystemExit(f"{len(missing)} issues not remedied: {runs} {hooks}")
         latencies = [(done[i] - sent[i]).total_seconds() * 1000 for i in sent]
         return latencies, float(len(issues)) / rate
 

@@ -80,30 +80,29 @@ def claim(store: Store, now: datetime, *, limit: int = 50) -> list[Claimed]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    # One statement: atomic on SQLite too (two threads cannot both take a row between
+    # a SELECT and an UPDATE), and SKIP LOCKED spreads concurrent claimers on PostgreSQL.
+    stmt = (
+        update(_TABLE)
+        .where(_TABLE.c.id.in_(due.scalar_subquery()))
+        .values(claimed_until=now + CLAIM_LEASE, attempts=_TABLE.c.attempts + 1)
+        .returning(*_TABLE.c)
+    )
     with store.session() as session:
-        conn = session.connection()
-        ids = [row[0] for row in conn.execute(due)]
-        if not ids:
-            return []
-        conn.execute(
-            update(_TABLE)
-            .where(_TABLE.c.id.in_(ids))
-            .values(claimed_until=now + CLAIM_LEASE, attempts=_TABLE.c.attempts + 1)
+        rows = sorted(session.connection().execute(stmt).all(), key=lambda r: r.id)
+    return [
+        Claimed(
+            id=r.id,
+            resource=r.resource,
+            action=r.action,
+            issue_id=r.issue_id,
+            actor_type=r.actor_type,
+            actor_id=r.actor_id,
+            payload=r.payload,
+            attempts=r.attempts,
         )
-        rows = conn.execute(select(_TABLE).where(_TABLE.c.id.in_(ids)).order_by(_TABLE.c.id))
-        return [
-            Claimed(
-                id=r.id,
-                resource=r.resource,
-                action=r.action,
-                issue_id=r.issue_id,
-                actor_type=r.actor_type,
-                actor_id=r.actor_id,
-                payload=r.payload,
-                attempts=r.attempts,
-            )
-            for r in rows
-        ]
+        for r in rows
+    ]
 
 
 def finish(

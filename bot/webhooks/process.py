@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from bot.webhooks.inbox import Claimed
 
 log = logging.getLogger(__name__)
 
+_GROUPING = threading.Lock()
 _FETCHING = {("issue", "created"), ("event_alert", "triggered"), ("issue", "unresolved")}
 
 
@@ -100,14 +102,16 @@ class PartsCache:
         self._key: object = None
         self._parts: CycleParts | None = None
         self._uses = 0
+        self._lock = threading.Lock()  # the inbox worker's threads share one cache
 
     def get(self) -> CycleParts:
         key = playbooks_signature(self.app.settings.playbooks_dir)
-        stale = self._parts is None or key != self._key or self._uses >= self.MAX_USES
-        if stale or self._parts is None or self._parts.sentry is None:
-            self._parts, self._key, self._uses = build_parts(self.app), key, 0
-        self._uses += 1
-        return self._parts
+        with self._lock:
+            stale = self._parts is None or key != self._key or self._uses >= self.MAX_USES
+            if stale or self._parts is None or self._parts.sentry is None:
+                self._parts, self._key, self._uses = build_parts(self.app), key, 0
+            self._uses += 1
+            return self._parts
 
 
 @dataclass
@@ -236,7 +240,19 @@ def _fetch_and_plan(
     found = {i.id for i in issues}
     with app.store.session() as session:
         tracked = track(session, issues, app.clock)
-    candidates = tracked.new + tracked.changed
+    with app.store.session() as session:
+        # Tracked but never matched (a retry after a failure past tracking), or left
+        # waiting on a playbook that was unavailable: the ones these deliveries name.
+        pending = session.exec(
+            select(TrackedIssue.id)
+            .where(col(TrackedIssue.id).in_(ids))
+            .where(
+                col(TrackedIssue.state).in_(
+                    [LifecycleState.NEW.value, LifecycleState.MATCHED.value]
+                )
+            )
+        ).all()
+    candidates = list(dict.fromkeys([*tracked.new, *tracked.changed, *pending]))
     with app.store.session() as session:
         triage_issues(
             session,
@@ -245,17 +261,14 @@ def _fetch_and_plan(
             app.clock,
             regressed=frozenset(tracked.regressed),
         )
-        group_incidents(session, app.clock)
+    try:
+        # Grouping reads every recent issue; one thread at a time (it inserts incidents).
+        # It is not needed to remedy: on a failure the next poll groups instead.
+        with _GROUPING, app.store.session() as session:
+            group_incidents(session, app.clock)
+    except BotError as exc:
+        log.warning("incident grouping after webhooks failed (the poll retries): %s", exc)
     report.regressed = handle_regressions(app, tracked.regressed, parts.emit)
-    with app.store.session() as session:
-        # Issues left waiting on a playbook that was unavailable get another chance, as
-        # in the poll step, but only the ones these deliveries name.
-        pending = session.exec(
-            select(TrackedIssue.id)
-            .where(col(TrackedIssue.id).in_(ids))
-            .where(col(TrackedIssue.state) == LifecycleState.MATCHED.value)
-        ).all()
-    candidates += [i for i in pending if i not in candidates]
     match_and_plan(
         app,
         parts.executor,
@@ -274,7 +287,7 @@ def _fetch_and_plan(
         plan = plans.get(d.issue_id or "")
         if plan is not None:
             result = f"{plan.short_id}: {plan.playbook_id} [{plan.mode}] → {plan.status}"
-        elif d.issue_id in tracked.new or d.issue_id in tracked.changed:
+        elif d.issue_id in candidates:
             result = "tracked, no playbook"
         else:
             result = "already known, nothing new"

@@ -38,7 +38,8 @@ class InboxWorker:
         clock: Clock,
         *,
         idle_seconds: float = 0.5,
-        batch: int = 10,
+        batch: int = 5,
+        threads: int = 4,
         retry_delay: timedelta = timedelta(seconds=30),
     ) -> None:
         self.store = store
@@ -50,7 +51,9 @@ class InboxWorker:
         self.retry_delay = retry_delay
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.threads = max(1, threads)
+        self._threads: list[threading.Thread] = []
+        self._count_lock = threading.Lock()
         self.processed = 0
 
     def wake(self) -> None:
@@ -94,26 +97,35 @@ class InboxWorker:
                     outcome.delivery.issue_id,
                     outcome.result,
                 )
-        self.processed += done
+        with self._count_lock:
+            self.processed += done
         return done
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.idle_seconds)
-            self._wake.clear()
+            if self._wake.wait(self.idle_seconds):
+                # Wake the next thread too: with several deliveries due, the threads
+                # fan out (each claim takes different rows: SKIP LOCKED).
+                self._wake.clear()
             try:
-                self.run_once()
+                if self.run_once():
+                    self._wake.set()
             except Exception:  # the worker must outlive a bad batch; logged with traceback
                 log.exception("webhook inbox worker failed; retrying")
                 self._stop.wait(1.0)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="webhook-inbox", daemon=True)
-        self._thread.start()
+        """Start ``threads`` loops. Deliveries are processed concurrently (most of the
+        time is spent waiting on the store, the target and Sentry); two threads act like
+        two replicas would, which the journal's idempotency key already makes safe."""
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"webhook-inbox-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the current batch, then stop."""
+        """Finish the current batches, then stop."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)

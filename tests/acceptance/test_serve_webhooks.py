@@ -29,6 +29,7 @@ from bot.interfaces.http.app import create_app
 from bot.interfaces.http.server import Service, build_service
 from bot.lifecycle.scheduler import SchedulerConfig
 from bot.store.models import LifecycleState, TrackedIssue, Transition
+from bot.tracker import track
 from bot.webhooks.fake_sender import FakeWebhookSender, SignedDelivery, user_actor
 from tests.acceptance.conftest import JOB_ID, World
 
@@ -215,3 +216,19 @@ def test_metrics_move_as_the_webhook_run_happens(served: Served) -> None:
     assert after[("outbox_pending", ())] >= 1  # the "remediated" message waits for the flush
     assert after[("approvals_pending", ())] == 0
     assert after.get(("circuit_open", (("playbook", PLAYBOOK),)), 0) == 0
+
+
+def test_an_issue_tracked_but_never_matched_is_planned_on_the_next_delivery(
+    served: Served,
+) -> None:
+    """A crash (or a store error) after tracking and before matching leaves the issue
+    ``new``; the retried delivery finds it unchanged and must still plan it."""
+    world = served.world
+    issue = world.app.sentry().get_issue(world.issue_id)
+    with world.app.store.session() as session:
+        track(session, [issue], world.clock)
+    assert world.tracked().state == LifecycleState.NEW.value
+
+    assert served.post(served.created()) == 202
+    served.service.worker.run_once()
+    assert [(r.status, r.rows_affected) for r in world.runs()] == [("succeeded", 3)]

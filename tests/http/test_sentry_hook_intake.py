@@ -15,6 +15,7 @@ import hmac
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import anyio
 import pytest
@@ -32,6 +33,14 @@ ISSUE = {
     "title": "Found 3 stuck tasks",
     "status": "unresolved",
 }
+
+
+@pytest.fixture
+def store_url_for_http(tmp_path: Path) -> str:
+    """Intake touches the store only to record (or to show nothing was recorded): a
+    SQLite file keeps these many cases quick. Recording, dedupe and claims on PostgreSQL
+    run in test_inbox_worker.py and tests/acceptance/test_serve_webhooks.py."""
+    return f"sqlite:///{tmp_path / 'state.db'}"
 
 
 def post(client: TestClient, d: SignedDelivery, **overrides: str) -> int:

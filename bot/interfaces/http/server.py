@@ -75,7 +75,13 @@ def build_service(
         return process_batch(app, cache.get(), batch)
 
     worker = InboxWorker(
-        app.store, process, lambda: elector.is_leader, app.clock, idle_seconds=idle_seconds
+        app.store,
+        process,
+        lambda: elector.is_leader,
+        app.clock,
+        idle_seconds=idle_seconds,
+        # SQLite has one writer and no SKIP LOCKED: one thread; PostgreSQL: several.
+        threads=1 if app.store.is_sqlite else 4,
     )
     telemetry.track_leader(lambda: elector.is_leader)
     parts = build_http_parts(app, elector, telemetry, wake_inbox=worker.wake)
