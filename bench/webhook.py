@@ -270,12 +270,14 @@ def run_webhooks(
         if missing:
             with app.store.session() as session:
                 runs = session.exec(
-                    select(RemediationRun.issue_id, RemediationRun.status, RemediationRun.error)
-                    .where(col(RemediationRun.issue_id).in_(missing))
+                    select(
+                        RemediationRun.issue_id, RemediationRun.status, RemediationRun.error
+                    ).where(col(RemediationRun.issue_id).in_(missing))
                 ).all()
                 hooks = session.exec(
-                    select(WebhookDelivery.issue_id, WebhookDelivery.status, WebhookDelivery.result)
-                    .where(col(WebhookDelivery.issue_id).in_(missing))
+                    select(
+                        WebhookDelivery.issue_id, WebhookDelivery.status, WebhookDelivery.result
+                    ).where(col(WebhookDelivery.issue_id).in_(missing))
                 ).all()
             raise SystemExit(f"{len(missing)} issues not remedied: {runs} {hooks}")
         latencies = [(done[i] - sent[i]).total_seconds() * 1000 for i in sent]
