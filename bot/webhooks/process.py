@@ -280,7 +280,20 @@ def _fetch_and_plan(
         emit=parts.emit,
     )
     plans = {p.issue_id: p for p in report.plans}
+    with app.store.session() as session:
+        # Matched but not planned: planning failed (logged in the report); try again.
+        stuck = set(
+            session.exec(
+                select(TrackedIssue.id)
+                .where(col(TrackedIssue.id).in_(ids))
+                .where(col(TrackedIssue.state) == LifecycleState.MATCHED.value)
+            ).all()
+        )
     for d in batch:
+        if d.issue_id in stuck and d.issue_id not in plans:
+            why = "; ".join(report.errors)[-500:] or "matched, not planned"
+            out.append(Outcome(d, DeliveryStatus.PENDING, f"planning failed: {why}", True))
+            continue
         if d.issue_id not in found:
             out.append(Outcome(d, DeliveryStatus.IGNORED, f"issue {d.issue_id} not in Sentry"))
             continue
