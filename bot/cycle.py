@@ -244,6 +244,9 @@ def poll_step(app: App, *, shadow_only: bool = False) -> CycleReport:
     matcher, playbooks = load_matcher(app)
     report.errors += [f"playbook not loaded: {e}" for e in app.playbook_errors]
     executor, emit = build_executor(app, playbooks)
+    # Runs a human approved (Slack, console) on a replica that does not lead: the
+    # leader executes them here, before crash recovery could take them for left behind.
+    report.plans.extend(executor.execute_approved())
     report.recovered_runs = executor.recover_interrupted()
     report.expired_approvals = executor.expire_approvals()
     source = app.source()

@@ -22,8 +22,9 @@
     ├── RunNotFound                 no remediation run (of that kind) with that id
     ├── NotifyError                 webhook delivery failed
     │   └── NotifyRetryLater        429 / 5xx: try again later
-    └── CodeHostError               GitHub failed
-        └── CodeHostRetryLater      rate-limited: try again later
+    ├── CodeHostError               GitHub failed
+    │   └── CodeHostRetryLater      rate-limited: try again later
+    └── RequestRejected             an inbound HTTP request failed authentication (401)
 
 "Try again later" errors derive from :class:`RetryLater` too, so a caller can catch
 that one type for everything transient. Errors carry context (issue, playbook, file,
@@ -142,3 +143,7 @@ class CodeHostError(BotError):
 
 class CodeHostRetryLater(CodeHostError, RetryLater):
     """The code host rate-limited us; try again later."""
+
+
+class RequestRejected(BotError):
+    """The request was not authenticated (bad or missing signature, stale, replayed)."""

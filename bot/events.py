@@ -19,9 +19,12 @@ from sqlmodel import Session, select
 
 from bot.app import App
 from bot.clock import ensure_utc
+from bot.engine.approvals import reply_urls
 from bot.errors import BotError
+from bot.notify.approval_message import approval_request, outcome_message
 from bot.notify.messages import Link, Notification, NotificationKind, render, safe_id
 from bot.notify.outbox import enqueue
+from bot.notify.response_url import SLACK_RESPONSE_CHANNEL
 from bot.playbooks.models import Playbook
 from bot.store.models import FixLink, RemediationRun, TrackedIssue
 from bot.triage.report import collect_report_facts, render_report
@@ -126,6 +129,46 @@ def sentry_note(n: Notification) -> str:
     return "; ".join(parts)
 
 
+# Events that end an approved run: the approval message is replaced with the outcome.
+_RUN_OUTCOME_KINDS = {"remediated", "failed"}
+
+
+def approval_payload(
+    issue: TrackedIssue, run: RemediationRun, playbook: Playbook
+) -> dict[str, Any]:
+    """The Block Kit approval request for ``run`` (buttons approve / deny its id)."""
+    rows = [r for r in run.preview.get("rows", []) if isinstance(r, dict)]
+    return approval_request(
+        run_id=run.id,
+        short_id=issue.short_id,
+        title=issue.title,
+        permalink=issue.permalink or None,
+        detail=issue.message,
+        severity=issue.severity,
+        category=issue.category,
+        team=issue.team,
+        playbook=playbook.id,
+        action=playbook.action.type,
+        target=playbook.action.target,
+        summary=str(run.preview.get("summary", "")),
+        rows=rows,
+        max_rows=playbook.guards.max_rows,
+        expires_at=run.expires_at,
+    )
+
+
+def outcome_update(run: RemediationRun, verify: str | None) -> dict[str, Any]:
+    """The approval message's replacement once ``run`` has executed."""
+    who = f" (approved by {run.approved_by} via {run.approval_channel})" if run.approved_by else ""
+    rows = run.rows_affected if run.rows_affected is not None else 0
+    details = [f"rows changed: {rows}"]
+    if verify:
+        details.append(f"verification: {verify}")
+    if run.error:
+        details.append(f"error: {run.error[:500]}")
+    return outcome_message(f"Run {run.id[:8]} {run.status}{who}", details)
+
+
 # The final word on an issue carries the post-incident report.
 _REPORT_KINDS = {"resolved", "escalated", "regressed"}
 # Announcements that are about the incident as a whole when issues are grouped.
@@ -194,15 +237,26 @@ class EventRecorder:
             # Related issues (one incident) share one message, not one each.
             subject = f"incident:{issue.incident_id}"
         if self.app.settings.slack_webhook_url is not None:
-            enqueue(
-                session,
-                "slack",
-                f"slack:{kind}:{subject}",
-                render(note),
-                issue.id,
-                kind,
-                now,
+            payload = (
+                approval_payload(issue, run, playbook)
+                if kind == "plan_awaiting_approval" and run is not None and playbook is not None
+                else render(note)
             )
+            enqueue(session, "slack", f"slack:{kind}:{subject}", payload, issue.id, kind, now)
+        if run is not None and kind in _RUN_OUTCOME_KINDS:
+            # The run was approved from a Slack button: replace that message with the
+            # outcome through the click's response_url (same transaction as the outcome).
+            body = outcome_update(run, note.verify_result)
+            for n, url in enumerate(reply_urls(session, run.id)[:1]):
+                enqueue(
+                    session,
+                    SLACK_RESPONSE_CHANNEL,
+                    f"slack_response:{kind}:{run.id}:{n}",
+                    {"url": url, "body": body},
+                    issue.id,
+                    kind,
+                    now,
+                )
         if kind in _SENTRY_NOTE_KINDS and self.app.settings.replay_file is None:
             enqueue(
                 session,

@@ -5,8 +5,9 @@ Environment names are the ones in DESIGN.md ("Interfaces"). A YAML file given wi
 environment wins over the file. Targets are read from ``BOT_TARGET_<NAME>_URL``
 (a playbook's ``target: jobs_db`` takes ``BOT_TARGET_JOBS_DB_URL``).
 
-Secrets (``SENTRY_AUTH_TOKEN``, ``GITHUB_TOKEN``, ``SLACK_WEBHOOK_URL``, ``BOT_SENTRY_DSN``
-and target DSNs) are ``SecretStr``: they never print, log or appear in exceptions.
+Secrets (``SENTRY_AUTH_TOKEN``, ``GITHUB_TOKEN``, ``SLACK_WEBHOOK_URL``, ``BOT_SENTRY_DSN``,
+``SLACK_SIGNING_SECRET``, ``BOT_CONSOLE_TOKEN`` and target DSNs) are ``SecretStr``: they never
+print, log or appear in exceptions.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ EXPECTED: dict[str, str] = {
     "BOT_POLL_INTERVAL_SECONDS": "an integer number of seconds >= 10",
     "BOT_LOG_LEVEL": "one of DEBUG, INFO, WARNING, ERROR (any case)",
     "SENTRY_CLIENT_SECRET": "the client secret of the Sentry internal integration",
+    "BOT_APPROVERS": "comma-separated Slack user ids / console user names",
+    "BOT_CONSOLE_TOKEN": "a random secret of at least 16 characters",
 }
 
 
@@ -91,6 +94,10 @@ class Settings(BaseSettings):
     webhook_max_skew_seconds: int = Field(
         300, ge=30, le=86_400, validation_alias="BOT_WEBHOOK_MAX_SKEW_SECONDS"
     )
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
+    # Slack user ids (and console user names) allowed to approve or deny; empty = nobody.
+    approvers: CsvList = Field(default_factory=list, validation_alias="BOT_APPROVERS")
+    console_token: SecretStr | None = Field(None, validation_alias="BOT_CONSOLE_TOKEN")
     quiet_hours: float = Field(48, ge=1, le=720, validation_alias="BOT_QUIET_HOURS")
     poll_overlap_seconds: int = Field(
         600, ge=0, le=86_400, validation_alias="BOT_POLL_OVERLAP_SECONDS"
@@ -117,7 +124,9 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias=AliasChoices("BOT_TARGETS", "targets")
     )
 
-    @field_validator("sentry_projects", "sentry_environments", "github_repos", mode="before")
+    @field_validator(
+        "sentry_projects", "sentry_environments", "github_repos", "approvers", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -160,6 +169,13 @@ class Settings(BaseSettings):
     def _slack(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not re.match(r"^https?://[^\s/]+/", value.get_secret_value()):
             raise ValueError("must be an http(s) webhook URL (value hidden)")
+        return value
+
+    @field_validator("console_token", "slack_signing_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("too short: at least 16 characters (value hidden)")
         return value
 
     @field_validator("database_url")

@@ -145,6 +145,10 @@ def outbox_step(app: App, *, senders: dict[str, Any] | None = None) -> str:
             ).send
         if app.settings.replay_file is None and not app.settings.sentry_problems():
             senders["sentry_comment"] = _sentry_comment_sender(app)
+        if app.settings.slack_signing_secret is not None:
+            from bot.notify.response_url import SLACK_RESPONSE_CHANNEL, response_url_sender
+
+            senders[SLACK_RESPONSE_CHANNEL] = response_url_sender()
     if not senders:
         return "outbox: no channel configured"
     report = OutboxFlusher(app.store, senders, app.clock).flush(limit=200)

@@ -23,6 +23,13 @@ from bot.actions.registry import get_action
 from bot.actions.target import TargetDatabase
 from bot.clock import Clock, ensure_utc
 from bot.engine import guards as guard_mod
+from bot.engine.approvals import (
+    Action,
+    ApprovalOutcome,
+    ApprovalService,
+    Channel,
+    approved_waiting,
+)
 from bot.engine.checks import CheckRunner, run_checks
 from bot.engine.journal import (
     claim,
@@ -250,41 +257,23 @@ class Executor:
 
     # --- execution ------------------------------------------------------------------
 
-    def approve(self, run_id: str, approver: str) -> PlanOutcome:
-        """Approve a waiting run (not expired) and execute it now."""
-        now = self.clock.now()
-        with self.store.session() as session:
-            run = session.get(RemediationRun, run_id)
-            if run is None:
-                raise BotError(f"no run {run_id!r}")
-            if run.status != RunStatus.AWAITING_APPROVAL.value:
-                raise BotError(f"run {run_id[:8]} is {run.status}, not awaiting approval")
-            if run.expires_at is not None and ensure_utc(run.expires_at) <= now:
-                run.status = RunStatus.EXPIRED.value
-                session.add(run)
-                expired = True
-            else:
-                expired = False
-        if expired:
-            raise BotError(f"run {run_id[:8]} expired; it will be planned again if still needed")
-        if not claim(
-            self.store, run_id, RunStatus.AWAITING_APPROVAL.value, RunStatus.APPROVED.value, now
-        ):
-            raise BotError(f"run {run_id[:8]} changed while approving; look at `status`")
-        with self.store.session() as session:
-            run = session.get(RemediationRun, run_id)
-            issue = session.get(TrackedIssue, run.issue_id) if run else None
-            if run is not None and issue is not None:
-                run.approved_by, run.approved_at = approver[:128], now
-                issue.requires_approval = False
-                record_transition(
-                    session,
-                    issue,
-                    LifecycleState.APPROVED,
-                    f"run {run_id[:8]} approved by {approver[:64]}",
-                    now,
-                )
+    def approve(self, run_id: str, approver: str, *, channel: Channel = Channel.CLI) -> PlanOutcome:
+        """Approve a waiting run (not expired) as the trusted local operator, and execute
+        it now. Remote channels (Slack, console) decide through :class:`ApprovalService`
+        with the ``BOT_APPROVERS`` allowlist, then call :meth:`execute_run`."""
+        result = ApprovalService(self.store, self.clock, None).decide(
+            run_id, Action.APPROVE, approver, channel
+        )
+        if result.outcome is not ApprovalOutcome.APPROVED:
+            raise BotError(result.message)
         return self.execute_run(run_id)
+
+    def execute_approved(self) -> list[PlanOutcome]:
+        """Execute every run a human approved that no process has started yet (the
+        leader's job when the approval arrived at a replica that does not lead)."""
+        with self.store.session() as session:
+            waiting = approved_waiting(session)
+        return [self.execute_run(run_id) for run_id in waiting]
 
     def execute_run(self, run_id: str) -> PlanOutcome:
         """Execute an approved run exactly once (compare-and-set claim), then verify."""

@@ -84,6 +84,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     VERIFY_FAILED = "verify_failed"
     EXPIRED = "expired"
+    DENIED = "denied"  # a human said no (Slack, console or CLI)
     INTERRUPTED = "interrupted"  # found RUNNING after a crash; needs a look
     BLOCKED = "blocked"  # a guardrail refused
 
@@ -194,6 +195,8 @@ class RemediationRun(SQLModel, table=True):
     verify: dict[str, Any] = _json()
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     approved_by: str | None = Field(default=None, max_length=128)
+    # Where the approval (or denial) came from: "slack" | "console" | "cli".
+    approval_channel: str | None = Field(default=None, max_length=16)
     created_at: datetime | None = _ts(nullable=False, index=True)
     expires_at: datetime | None = _ts()
     approved_at: datetime | None = _ts()
@@ -338,3 +341,36 @@ class FlagRevert(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=32)
     detail: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = Field(default=1)
+
+
+class ApprovalDecision(SQLModel, table=True):
+    """The approval audit trail: every approve / deny attempt, by whom, when, from where.
+
+    Refusals (an approver not on ``BOT_APPROVERS``, an expired or already handled run)
+    are journaled too, so the report can say who tried what.
+    """
+
+    __tablename__ = "approval_decision"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=36)
+    issue_id: str | None = Field(default=None, max_length=64, index=True)
+    action: str = Field(max_length=16)  # "approve" | "deny"
+    outcome: str = Field(max_length=32)  # ApprovalOutcome value
+    actor: str = Field(max_length=128)
+    channel: str = Field(max_length=16)  # "slack" | "console" | "cli"
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # Slack's response_url for this click: where the outcome is posted once the run
+    # has executed (by whichever replica leads). Only ever taken from a verified request.
+    reply_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    at: datetime | None = _ts(nullable=False, index=True)
+
+
+class RequestNonce(SQLModel, table=True):
+    """A signed request already honoured (e.g. a Slack signature): one use, shared by
+    every replica through the store; rows are purged once past ``expires_at``."""
+
+    __tablename__ = "request_nonce"
+
+    key: str = Field(primary_key=True, max_length=128)
+    expires_at: datetime | None = _ts(nullable=False, index=True)

@@ -20,7 +20,14 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, or_, select
 
 from bot.clock import ensure_utc
-from bot.store.models import FixLink, Incident, RemediationRun, TrackedIssue, Transition
+from bot.store.models import (
+    ApprovalDecision,
+    FixLink,
+    Incident,
+    RemediationRun,
+    TrackedIssue,
+    Transition,
+)
 from bot.triage.models import Category, TriageResult, snippet
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#!|~])")
@@ -113,6 +120,18 @@ class FixFact:
 
 
 @dataclass(frozen=True)
+class ApprovalFact:
+    """One approve / deny attempt: who, when, from where, what came of it."""
+
+    at: datetime
+    run: str
+    action: str
+    outcome: str
+    actor: str
+    channel: str
+
+
+@dataclass(frozen=True)
 class ReportFacts:
     issue: IssueFacts
     triage: TriageResult | None = None
@@ -124,6 +143,7 @@ class ReportFacts:
     incident_id: str | None = None
     incident_title: str | None = None
     members: tuple[IssueFacts, ...] = field(default_factory=tuple)  # other related issues
+    approvals: tuple[ApprovalFact, ...] = ()
 
 
 def verify_summary(verify: dict[str, Any]) -> str:
@@ -285,6 +305,24 @@ def _check_lines(runs: tuple[RunFact, ...]) -> list[str]:
     return ["", "### Verification checks", "", *lines] if lines else []
 
 
+def _approvals(f: ReportFacts) -> list[str]:
+    """Who approved or denied which run, when and from where (refusals included)."""
+    if not f.approvals:
+        return []
+    lines = [
+        "## Approvals",
+        "",
+        "| When | Run | Action | Outcome | Who | From |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in f.approvals:
+        lines.append(
+            f"| {when(a.at)} | {md(a.run[:8])} | {md(a.action)} | {md(a.outcome)} |"
+            f" {md(a.actor, 64)} | {md(a.channel)} |"
+        )
+    return lines
+
+
 def _fix_and_resolution(f: ReportFacts) -> list[str]:
     lines = ["## Fix", ""]
     lines += [f"- {_fix_label(x)}" for x in f.fixes] or ["No fix linked yet."]
@@ -368,6 +406,7 @@ def render_report(facts: ReportFacts) -> str:
         _root_cause(facts),
         _detection(facts),
         _bot_actions(facts),
+        *([_approvals(facts)] if facts.approvals else []),
         _fix_and_resolution(facts),
         ["## Action Items", "", *action_items(facts)],
         _lessons(facts),
@@ -461,6 +500,11 @@ def collect_report_facts(
     ).all()
     runs = session.exec(select(RemediationRun).where(col(RemediationRun.issue_id).in_(ids))).all()
     fixes = session.exec(select(FixLink).where(col(FixLink.issue_id).in_(ids))).all()
+    approvals = session.exec(
+        select(ApprovalDecision)
+        .where(col(ApprovalDecision.issue_id).in_(ids))
+        .order_by(col(ApprovalDecision.at), col(ApprovalDecision.id))
+    ).all()
     return ReportFacts(
         issue=_issue_facts(main),
         triage=_triage_of(main),
@@ -521,5 +565,16 @@ def collect_report_facts(
         incident_title=incident.title if incident else None,
         members=tuple(
             _issue_facts(m) for m in sorted(members, key=lambda m: m.id) if m is not main
+        ),
+        approvals=tuple(
+            ApprovalFact(
+                at=ensure_utc(a.at) if a.at else _EPOCH,
+                run=a.run_id,
+                action=a.action,
+                outcome=a.outcome,
+                actor=a.actor,
+                channel=a.channel,
+            )
+            for a in approvals
         ),
     )
