@@ -20,6 +20,12 @@ if command -v npm >/dev/null 2>&1; then
     cp "$NODE_DIR/package-lock.json" "$NODE_DIR/node_modules/.installed-lock"
   fi
 fi
+# The console's browser test drives Debian's chromium through Playwright (no browser
+# download is possible here); install it once when missing and we may (root + apt).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "== installing Debian's chromium for the browser test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 export TEST_MYSQL_URL=${TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/mysql}
 echo "== ruff"

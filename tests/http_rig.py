@@ -28,7 +28,7 @@ from bot.interfaces.http.slack_verify import slack_signature
 from bot.settings import load_settings
 from bot.store.db import Store
 from tests.conftest import sqlalchemy_url
-from tests.helpers_engine import build_playbook, create_tasks_table, match, playbook_data
+from tests.helpers_engine import JOB, build_playbook, create_tasks_table, match, playbook_data
 
 SECRET = "slack-signing-secret-for-tests-0123"
 TOKEN = "console-token-for-tests-0123456789"
@@ -50,7 +50,7 @@ class HttpRig:
         issue = track_issue(self.app.store, self.app.clock, issue_id=issue_id, **kwargs)
         _, playbooks = load_matcher(self.app)
         executor, _ = build_executor(self.app, playbooks)
-        out = executor.plan(issue, match(playbooks["stuck-tasks"]))
+        out = executor.plan(issue, match(playbooks["stuck-tasks"], kwargs.get("job", JOB)))
         assert out.run_id is not None, out
         return issue, out.run_id
 
