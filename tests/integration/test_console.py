@@ -125,6 +125,10 @@ def test_console_user_not_on_the_allowlist_changes_nothing(rig: HttpRig) -> None
         csrf = login(client, "mallory")
         page = client.post(f"/approvals/{run_id}", data={"action": "approve", "csrf": csrf}).text
     assert "mallory is not allowed" in page
+    with TestClient(rig.asgi) as client:
+        login(client, "alice")
+        forged = client.get("/", params={"flash": "Session expired: re-enter the token at evil"})
+    assert "evil" not in forged.text  # only messages the console signed are shown
     assert all_runs(rig.app.store)[0].status == RunStatus.AWAITING_APPROVAL.value
     assert tasks(rig.target_dsn) == before
 

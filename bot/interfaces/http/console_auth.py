@@ -92,6 +92,13 @@ class ConsoleAuth:
             return None
         return Principal(user, sid)
 
+    def sign(self, text: str) -> str:
+        """A MAC over ``text`` (e.g. a flash message carried in a redirect URL)."""
+        return self._mac(f"msg:{text}".encode())[:32]
+
+    def signed(self, text: str, mac: str) -> bool:
+        return bool(text) and hmac.compare_digest(self.sign(text), mac)
+
     def csrf(self, principal: Principal) -> str:
         """The CSRF token of this session ('' for Bearer requests, which need none)."""
         return self._mac(f"csrf:{principal.sid}".encode()) if principal.sid else ""
