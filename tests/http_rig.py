@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,8 +24,10 @@ from starlette.applications import Starlette
 
 from bot.app import App
 from bot.clock import Clock
-from bot.interfaces.http.approval_wiring import console, slack_interactions
+from bot.interfaces.http.app import create_app
+from bot.interfaces.http.server import build_service
 from bot.interfaces.http.slack_verify import slack_signature
+from bot.lifecycle.scheduler import SchedulerConfig
 from bot.settings import load_settings
 from bot.store.db import Store
 from tests.conftest import sqlalchemy_url
@@ -40,7 +43,6 @@ class HttpRig:
     app: App
     asgi: Starlette
     target_dsn: str
-    leader: list[bool]
 
     def plan(self, issue_id: str = "4711", **kwargs: Any) -> tuple[str, str]:
         """Track a stuck-tasks issue and plan it in approval mode; (issue id, run id)."""
@@ -62,7 +64,7 @@ def make_rig(
     *,
     approvers: str = APPROVER,
     store_url: str | None = None,
-    client: Any = None,
+    leader: bool = True,
 ) -> HttpRig:
     create_tasks_table(pg_dsn)
     books = tmp_path / "playbooks"
@@ -85,11 +87,18 @@ def make_rig(
     )
     app = App(settings=settings, store=Store(settings.database_url), clock=clock)
     app.store.upgrade()
-    leader = [True]
-    slack = slack_interactions(app, is_leader=lambda: leader[0], client=client)
-    web = console(app, is_leader=lambda: leader[0])
-    asgi = Starlette(routes=[*slack.routes(), *web.routes()])
-    return HttpRig(app, asgi, pg_dsn, leader)
+    # The app exactly as `sentry-bot serve` builds it (i15's build_service + create_app);
+    # this replica leads when it holds the scheduler's lease.
+    service = build_service(
+        app,
+        config=SchedulerConfig(
+            intervals={"poll": 60, "lifecycle": 300, "fixlinks": 900, "outbox": 15},
+            lease_ttl=timedelta(seconds=60),
+        ),
+    )
+    if leader:
+        assert service.scheduler.elector.try_acquire()
+    return HttpRig(app, create_app(service.parts), pg_dsn)
 
 
 def block_actions(

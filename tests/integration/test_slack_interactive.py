@@ -233,14 +233,14 @@ def test_signed_but_malformed_or_foreign_payloads(rig: HttpRig, body: bytes, sta
 
 
 def test_a_standby_replica_leaves_the_run_to_the_leader(
-    rig: HttpRig, hook: tuple[RecordingWebhook, str]
+    tmp_path: Path, pg_dsn: str, clock: FakeClock, hook: tuple[RecordingWebhook, str]
 ) -> None:
     from bot.wiring import build_executor, load_matcher
 
     _fake, reply_url = hook
+    rig = make_rig(tmp_path, pg_dsn, clock, leader=False)
     add_tasks(rig.target_dsn, 2)
     _, run_id = rig.plan()
-    rig.leader[0] = False
 
     with TestClient(rig.asgi) as client:
         assert post(client, rig, block_actions(run_id, response_url=reply_url)).status_code == 200
@@ -256,6 +256,7 @@ def test_a_standby_replica_leaves_the_run_to_the_leader(
             select(OutboxMessage).where(OutboxMessage.channel == "slack_response")
         ).all()
     assert queued.payload["url"] == reply_url and "succeeded" in queued.payload["body"]["text"]
+    rig.app.store.dispose()
 
 
 def test_the_ack_does_not_wait_for_the_execution(

@@ -15,12 +15,14 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
+from starlette.routing import BaseRoute
 
 from bot.app import App
 from bot.engine.approvals import ApprovalService, Approvers
 from bot.errors import ConfigError
 from bot.interfaces.http.console import Console
 from bot.interfaces.http.console_auth import ConsoleAuth
+from bot.interfaces.http.parts import HttpParts
 from bot.interfaces.http.slack import SlackInteractions
 from bot.interfaces.http.slack_verify import NonceStore
 from bot.lifecycle.leader import LeaseElector, default_holder
@@ -99,3 +101,17 @@ def console(app: App, *, is_leader: LeaderCheck) -> Console:
         run_approved=leader_runner(app, is_leader),
         quiet_hours=app.settings.quiet_hours,
     )
+
+
+def routes(parts: HttpParts) -> list[BaseRoute]:
+    """Slack interactivity (always mounted: 404 until ``SLACK_SIGNING_SECRET`` is set) and
+    the console (only with ``BOT_CONSOLE_TOKEN``). "Leader" is the serve process's own
+    scheduler lease (``parts.elector``), so approved runs execute where the poll runs."""
+
+    def is_leader() -> bool:
+        return parts.elector.is_leader
+
+    mounted: list[BaseRoute] = [*slack_interactions(parts.app, is_leader=is_leader).routes()]
+    if parts.settings.console_token is not None:
+        mounted += console(parts.app, is_leader=is_leader).routes()
+    return mounted
