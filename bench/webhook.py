@@ -10,8 +10,9 @@ thread, the real ``HttpSentryClient``, ``PgTarget`` and executor.
 
 (a) Webhooks: 200 signed ``issue.created`` deliveries (the body and headers of
     Sentry's ``AppPlatformEvent``) posted open-loop at a fixed rate (``--rate``, default
-    10/s). Latency per issue = the run's ``finished_at`` in the journal (executed,
-    verified, committed) minus the wall time just before its POST (same host clock).
+    2/s; the figures print the rate). Latency per issue = the run's ``finished_at`` in
+    the journal (executed, verified, committed) minus the wall time just before its POST
+    (same host clock).
 (b) Polling at the default interval (``BOT_POLL_INTERVAL_SECONDS`` = 60), *computed*
     from a *measured* poll step: the same 200 issues, a fresh store and a fresh target,
     one ``poll_step`` (poll, track, triage, match, plan, execute) timed; each issue's
@@ -23,7 +24,9 @@ thread, the real ``HttpSentryClient``, ``PgTarget`` and executor.
 
 Run: ``.venv/bin/python bench/webhook.py`` (``BENCH_DATABASE_URL`` or
 ``TEST_DATABASE_URL``: a PostgreSQL where the role may create databases; default the
-local server). The last lines are the headline figures.
+local server; ``BENCH_N`` issues, default 200). The last lines are the headline figures.
+Recorded 2026-12-01, ``--rate 1``, load average 8: webhook p50 460 ms, p95 756 ms;
+polling at 60 s (computed): p50 50 s, p95 82 s.
 """
 
 from __future__ import annotations
