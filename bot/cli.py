@@ -30,6 +30,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="The bot's state store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(playbooks_app, name="playbooks")
+debug_app = typer.Typer(help="Tools for testing the bot itself.", no_args_is_help=True)
+app.add_typer(debug_app, name="debug")
 
 T = TypeVar("T")
 
@@ -51,7 +53,10 @@ def _root(
 
 
 def _settings(**overrides: Any) -> Settings:
+    from bot import failpoints
+
     settings = load_settings(_state.config)
+    failpoints.arm(settings.failpoint)  # BOT_FAILPOINT, read here once (crash tests)
     return settings.model_copy(update=overrides) if overrides else settings
 
 
@@ -102,6 +107,15 @@ def db_upgrade() -> None:
         )
 
     _run(body)
+
+
+@debug_app.command("failpoints")
+def debug_failpoints() -> None:
+    """Print every failpoint name (arm one with BOT_FAILPOINT=<name>), one per line."""
+    from bot.failpoints import FAILPOINTS
+
+    for name in FAILPOINTS:
+        typer.echo(name)
 
 
 @app.command()

@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import col, select
+from sqlalchemy import update
+from sqlmodel import col, exists, select
 
+from bot import failpoints
 from bot.app import App
 from bot.engine.executor import Executor, PlanOutcome
 from bot.errors import BotError
 from bot.playbooks.matcher import Matcher
 from bot.poller import PollResult, poll_and_track
 from bot.sentry.models import SentryEvent, SentryIssue
-from bot.store.models import LifecycleState, TrackedIssue
+from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
 from bot.tracker import record_transition
 from bot.triage_step import escalate_overdue, group_incidents, triage_issues
 
@@ -28,6 +30,15 @@ log = logging.getLogger(__name__)
 
 MAX_EVENT_FETCHES = 100
 _SKIP_STATES = {LifecycleState.RESOLVED.value}
+# States an issue only passes through while the bot decides or acts: one found there at
+# the start of a cycle without a live run was left by a crash (or a missing target) and
+# is decided again. ``planned`` with a run awaiting approval is waiting for a human.
+_UNDECIDED = (LifecycleState.NEW.value, LifecycleState.MATCHED.value, LifecycleState.PLANNED.value)
+_LIVE_RUNS = (
+    RunStatus.AWAITING_APPROVAL.value,
+    RunStatus.APPROVED.value,
+    RunStatus.RUNNING.value,
+)
 
 
 @dataclass
@@ -37,6 +48,8 @@ class CycleReport:
     unmatched: list[str] = field(default_factory=list)
     regressed: list[str] = field(default_factory=list)
     recovered_runs: list[str] = field(default_factory=list)
+    resumed: int = 0  # issues a crash left undecided, decided again this cycle
+    awaiting_event: int = 0  # issues waiting for their latest event (fetch budget)
     expired_approvals: int = 0
     errors: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +83,8 @@ class CycleReport:
             ],
             "unmatched": self.unmatched,
             "recovered_runs": self.recovered_runs,
+            "resumed": self.resumed,
+            "awaiting_event": self.awaiting_event,
             "expired_approvals": self.expired_approvals,
             "errors": self.errors,
             **self.extra,
@@ -104,7 +119,14 @@ class CycleReport:
         if self.regressed:
             lines.append(f"regressed after resolve (escalated): {', '.join(self.regressed)}")
         if self.recovered_runs:
-            lines.append(f"interrupted runs verified: {', '.join(self.recovered_runs)}")
+            lines.append(f"interrupted runs recovered: {', '.join(self.recovered_runs)}")
+        if self.resumed:
+            lines.append(f"undecided issues resumed after an interruption: {self.resumed}")
+        if self.awaiting_event:
+            lines.append(
+                f"waiting for their latest event (fetched in later cycles, oldest first): "
+                f"{self.awaiting_event}"
+            )
         lines += [str(value) for value in self.extra.values()]
         for err in self.errors:
             lines.append(f"error: {err}")
@@ -158,7 +180,12 @@ def match_and_plan(
     source: Any = None,
     emit: Any = None,
 ) -> None:
-    """Match each issue, then plan (and per mode execute) the winning playbook."""
+    """Match each issue, then plan (and per mode execute) the winning playbook.
+
+    An issue that needs its latest event to match is never parked for want of fetch
+    budget (``MAX_EVENT_FETCHES`` per cycle): it keeps ``awaiting_event_since`` and its
+    undecided state, and later cycles fetch the waiting issues oldest first.
+    """
     fetches = 0
     for issue_id in issue_ids:
         with app.store.session() as session:
@@ -168,23 +195,26 @@ def match_and_plan(
             if row.state == LifecycleState.ESCALATED.value and not row.requires_approval:
                 continue  # a human owns it now
             issue = _issue_from_row(row)
+            was_waiting = row.awaiting_event_since is not None
         event: SentryEvent | None = issue.latest_event
         result = matcher.match(issue, event)
-        if (
-            result is None
-            and event is None
-            and source is not None
-            and fetches < MAX_EVENT_FETCHES
-            and matcher.wants_event(issue)
-        ):
-            fetch = getattr(source, "latest_event", None)
-            if fetch is not None:
-                fetches += 1
-                try:
-                    event = fetch(issue.id)
-                except BotError as exc:
-                    report.errors.append(f"{issue.short_id}: latest event: {exc}")
-                result = matcher.match(issue, event) if event is not None else None
+        fetch = getattr(source, "latest_event", None) if source is not None else None
+        if result is None and event is None and fetch is not None and matcher.wants_event(issue):
+            if fetches >= MAX_EVENT_FETCHES:
+                if not was_waiting:
+                    _set_awaiting(app, issue_id, waiting=True)
+                continue  # decided in a later cycle, once its event is fetched
+            fetches += 1
+            try:
+                event = fetch(issue.id)
+            except BotError as exc:
+                report.errors.append(f"{issue.short_id}: latest event: {exc}")
+                if not was_waiting:
+                    _set_awaiting(app, issue_id, waiting=True)
+                continue  # try again next cycle rather than park it as "no playbook"
+            result = matcher.match(issue, event) if event is not None else None
+        if was_waiting:
+            _set_awaiting(app, issue_id, waiting=False)
         if result is None:
             report.unmatched.append(issue.short_id)
             _no_playbook(app, issue_id, emit)
@@ -194,6 +224,57 @@ def match_and_plan(
         except BotError as exc:
             log.warning("planning %s failed: %s", issue.short_id, exc)
             report.errors.append(f"{issue.short_id}: {exc}")
+
+
+def _set_awaiting(app: App, issue_id: str, *, waiting: bool) -> None:
+    """Mark (or clear) an issue as waiting for its latest event; keeps the first mark."""
+    with app.store.session() as session:
+        stmt = update(TrackedIssue).where(col(TrackedIssue.id) == issue_id)
+        if waiting:
+            stmt = stmt.where(col(TrackedIssue.awaiting_event_since).is_(None)).values(
+                awaiting_event_since=app.clock.now()
+            )
+        else:
+            stmt = stmt.values(awaiting_event_since=None)
+        session.exec(stmt)
+
+
+def undecided_issues(app: App) -> list[str]:
+    """Issues to decide again: waiting for their event (oldest first), then issues left
+    ``new``/``matched``/``planned`` with no live run (a crash between two steps, a
+    target that was missing), oldest first."""
+    live = exists().where(
+        col(RemediationRun.issue_id) == col(TrackedIssue.id),
+        col(RemediationRun.status).in_(_LIVE_RUNS),
+    )
+    with app.store.session() as session:
+        waiting = session.exec(
+            select(TrackedIssue.id)
+            .where(col(TrackedIssue.awaiting_event_since).is_not(None))
+            .where(col(TrackedIssue.state).not_in(list(_SKIP_STATES)))
+            .order_by(col(TrackedIssue.awaiting_event_since), col(TrackedIssue.id))
+        ).all()
+        stranded = session.exec(
+            select(TrackedIssue.id)
+            .where(col(TrackedIssue.state).in_(_UNDECIDED))
+            .where(col(TrackedIssue.awaiting_event_since).is_(None))
+            .where(~live)
+            .order_by(col(TrackedIssue.created_at), col(TrackedIssue.id))
+        ).all()
+    return list(waiting) + list(stranded)
+
+
+def _count_awaiting(app: App) -> int:
+    from sqlalchemy import func
+
+    with app.store.session() as session:
+        return int(
+            session.exec(
+                select(func.count())
+                .select_from(TrackedIssue)
+                .where(col(TrackedIssue.awaiting_event_since).is_not(None))
+            ).one()
+        )
 
 
 def _no_playbook(app: App, issue_id: str, emit: Any) -> None:
@@ -256,35 +337,40 @@ def poll_step(app: App, *, shadow_only: bool = False) -> CycleReport:
         app.clock,
         overlap=timedelta(seconds=app.settings.poll_overlap_seconds),
     )
+    failpoints.hit("after-track")
     tracked = report.poll.tracked
     candidates = tracked.new + tracked.changed
+    # Issues a crash (or a fetch budget) left without a decision: decided again now,
+    # the ones waiting longest first (they take the event-fetch budget first).
+    leftover = undecided_issues(app)
+    fresh = set(candidates)
+    report.resumed = sum(1 for i in leftover if i not in fresh)
     with app.store.session() as session:
+        untriaged = session.exec(
+            select(TrackedIssue.id)
+            .where(col(TrackedIssue.id).in_(leftover))
+            .where(col(TrackedIssue.severity).is_(None))
+        ).all()
         triage_issues(
             session,
-            candidates,
+            candidates + list(untriaged),
             app.triage_config(),
             app.clock,
             regressed=frozenset(tracked.regressed),
         )
         group_incidents(session, app.clock, changed=candidates)
     report.regressed = handle_regressions(app, tracked.regressed, emit)
-    with app.store.session() as session:
-        # Issues waiting on a playbook that was unavailable last time get another chance.
-        pending = session.exec(
-            select(TrackedIssue.id).where(col(TrackedIssue.state) == LifecycleState.MATCHED.value)
-        ).all()
-    seen = set(candidates)
-    candidates += [i for i in pending if i not in seen]
     match_and_plan(
         app,
         executor,
         matcher,
-        candidates,
+        leftover + [i for i in candidates if i not in set(leftover)],
         report,
         shadow_only=shadow_only,
         source=source,
         emit=emit,
     )
+    report.awaiting_event = _count_awaiting(app)
     with app.store.session() as session:
         overdue = escalate_overdue(session, app.clock, emit)
     if overdue:

@@ -55,6 +55,7 @@ EXPECTED: dict[str, str] = {
     "SENTRY_CLIENT_SECRET": "the client secret of the Sentry internal integration",
     "BOT_APPROVERS": "comma-separated Slack user ids / console user names",
     "BOT_CONSOLE_TOKEN": "a random secret of at least 16 characters",
+    "BOT_FAILPOINT": "a name from `sentry-bot debug failpoints` (crash tests only)",
 }
 
 
@@ -120,6 +121,8 @@ class Settings(BaseSettings):
         "INFO", validation_alias="BOT_LOG_LEVEL"
     )
     triage: dict[str, Any] = Field(default_factory=dict, validation_alias="BOT_TRIAGE")
+    # Crash testing only (bot/failpoints.py): the process dies at this named point.
+    failpoint: str | None = Field(None, validation_alias="BOT_FAILPOINT")
     targets: dict[str, SecretStr] = Field(
         default_factory=dict, validation_alias=AliasChoices("BOT_TARGETS", "targets")
     )
@@ -177,6 +180,15 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("too short: at least 16 characters (value hidden)")
         return value
+
+    @field_validator("failpoint")
+    @classmethod
+    def _failpoint(cls, value: str | None) -> str | None:
+        from bot.failpoints import FAILPOINTS
+
+        if value is not None and value not in FAILPOINTS:
+            raise ValueError(f"unknown failpoint {value[:60]!r}")
+        return value or None
 
     @field_validator("database_url")
     @classmethod

@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
 
+from bot import failpoints
 from bot.actions.base import BatchedAction, Outcome, Preview
 from bot.actions.registry import get_action
-from bot.actions.target import TargetDatabase
+from bot.actions.target import TargetConnection, TargetDatabase
 from bot.clock import Clock, ensure_utc
 from bot.engine import guards as guard_mod
 from bot.engine.approvals import (
@@ -36,6 +37,7 @@ from bot.engine.journal import (
     find_run,
     idempotency_key,
     journal_run,
+    reclaim_stale_running,
     stale_cutoff,
     window_start,
 )
@@ -188,6 +190,7 @@ class Executor:
                         session, "hidden_debt", issue, None, pb, {"reason": decision.reason}
                     )
                 return out
+        failpoints.hit("after-match")
         preview, note = self.preview(pb, match.params)
         out.preview, out.note = preview, note
         if preview is None and mode != "shadow":
@@ -228,6 +231,7 @@ class Executor:
         if not inserted:
             out.status, out.note = run.status, "already journaled for this window (no-op)"
             return out
+        failpoints.hit("after-journal")
         with self.store.session() as session:
             issue = session.get(TrackedIssue, issue_id)
             assert issue is not None
@@ -318,9 +322,12 @@ class Executor:
                 )
             else:
                 with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
+                    self._journal_xid(run_id, conn)
                     outcome = action.execute(
                         conn, pb.action.parsed_settings, dict(run.params), g.limits()
                     )
+                    failpoints.hit("target-before-commit")
+                failpoints.hit("target-after-commit")
         except (RemediationError, RetryLater) as exc:
             return self._failed(out, run_id, pb, f"{type(exc).__name__}: {exc}")
         status = RunStatus.SUCCEEDED if outcome.rows_affected else RunStatus.NOOP
@@ -330,6 +337,7 @@ class Executor:
             row.status, row.rows_affected = status.value, outcome.rows_affected
             row.before_image = {"rows": outcome.before_image, "details": outcome.details}
             row.finished_at = self.clock.now()
+        failpoints.hit("after-succeeded")
         out.status, out.rows_affected = status.value, outcome.rows_affected
         if pb.verify.delay_seconds:
             # Give the system a moment to settle (e.g. a terminated backend to exit, a
@@ -340,6 +348,7 @@ class Executor:
     def _verify(self, out: PlanOutcome, run_id: str, pb: Playbook, outcome: Outcome) -> PlanOutcome:
         action = get_action(pb.action.type)
         g = pb.guards
+        failpoints.hit("before-verify")
         try:
             target = self.targets(pb.action.target or "") if action.needs_target else None
             if target is None:
@@ -405,6 +414,7 @@ class Executor:
                 self.on_event(
                     session, "failed", issue, row, pb, {"verify": summary, "breaker_opened": opened}
                 )
+        failpoints.hit("after-verify")
         out.verify = summary
         return out
 
@@ -460,6 +470,17 @@ class Executor:
         out.status, out.note, out.rows_affected = RunStatus.FAILED.value, error, 0
         return out
 
+    def _journal_xid(self, run_id: str, conn: TargetConnection) -> None:
+        """On PostgreSQL, journal the target transaction's id before the action runs, so
+        recovery can ask the target whether the run committed (see ``_target_verdict``)."""
+        if conn.dialect.name != "postgresql":
+            return
+        rows = conn.fetch_all("SELECT txid_current()::text AS xid")
+        with self.store.session() as session:
+            row = session.get(RemediationRun, run_id)
+            if row is not None:
+                row.target_xid = str(rows[0]["xid"])
+
     def _transition(self, issue_id: str, state: LifecycleState, reason: str) -> None:
         with self.store.session() as session:
             issue = session.get(TrackedIssue, issue_id)
@@ -485,55 +506,168 @@ class Executor:
         return count
 
     def recover_interrupted(self) -> list[str]:
-        """Find runs a crash left behind, mark them ``interrupted`` (once, by compare-and-
-        set) and verify them against their journaled preview; never re-execute them.
+        """Finish what a crash left half done; return the ids of the runs it touched.
 
-        Left behind means ``running`` (it may or may not have committed) or ``approved``
-        but never claimed (the process died between journal and execution), for longer
-        than the statement timeout plus a margin, so a live executor is never disturbed.
+        Every non-terminal run older than its statement timeout plus a margin (so a live
+        executor in another process is never disturbed) is brought to a terminal state:
+
+        - ``approved``, never claimed: nothing ran; it is executed now (the claim is a
+          compare-and-set, so two recovering replicas cannot both run it);
+        - ``running`` on PostgreSQL: the target is asked whether the journaled target
+          transaction committed (``txid_status``). Committed: marked ``interrupted`` and
+          verified against its journaled preview. Rolled back, or never started: handed
+          back to ``approved`` (compare-and-set on its start time) and executed again;
+        - ``running`` elsewhere (no transaction id to ask about): ``interrupted`` and
+          verified against the journaled preview, never re-executed blindly;
+        - ``succeeded``/``noop`` but never verified (the issue still ``remediating``):
+          verified now, and announced with the verification like any run.
         """
         now = self.clock.now()
         recovered: list[str] = []
         left_behind = (RunStatus.RUNNING.value, RunStatus.APPROVED.value)
         with self.store.session() as session:
-            rows = session.exec(
-                select(RemediationRun).where(col(RemediationRun.status).in_(left_behind))
-            ).all()
-        for row in rows:
+            rows = list(
+                session.exec(
+                    select(RemediationRun).where(col(RemediationRun.status).in_(left_behind))
+                ).all()
+            )
+            unverified = [
+                r
+                for r in session.exec(
+                    select(RemediationRun)
+                    .join(TrackedIssue, col(TrackedIssue.id) == col(RemediationRun.issue_id))
+                    .where(
+                        col(RemediationRun.status).in_(EXECUTED_OK),
+                        col(TrackedIssue.state) == LifecycleState.REMEDIATING.value,
+                    )
+                ).all()
+                if not r.verify
+            ]
+            for r in rows + unverified:
+                session.expunge(r)
+        for row in sorted(rows + unverified, key=lambda r: (r.created_at is None, r.created_at)):
             pb = self.playbooks.get(row.playbook_id)
             timeout = pb.guards.statement_timeout_ms if pb else 60_000
-            since = (
-                row.started_at
-                if row.status == RunStatus.RUNNING.value
-                else (row.approved_at or row.created_at)
-            )
+            if row.status in EXECUTED_OK:
+                since = row.finished_at
+                timeout += 1000 * (pb.verify.delay_seconds if pb else 0)
+            elif row.status == RunStatus.RUNNING.value:
+                since = row.started_at
+            else:
+                since = row.approved_at or row.created_at
             if since is None or ensure_utc(since) > stale_cutoff(now, timeout):
-                continue  # may still be executing in another process
-            if not claim(self.store, row.id, row.status, RunStatus.INTERRUPTED.value, now):
-                continue
-            recovered.append(row.id)
+                continue  # may still be executing (or waiting to verify) in another process
             if pb is None:
-                continue
-            was = "running" if row.status == RunStatus.RUNNING.value else "approved, not started"
-            out = PlanOutcome(
-                row.issue_id,
-                row.issue_id,
-                pb.id,
-                row.mode,
-                row.status,
-                run_id=row.id,
-                params=dict(row.params),
-            )
-            self._verify(out, row.id, pb, _journaled_outcome(pb, row))
-            with self.store.session() as session:
-                again = session.get(RemediationRun, row.id)
-                if again is not None:
-                    again.status = RunStatus.INTERRUPTED.value
-                    again.error = (
-                        f"process died ({was}); outcome verified against the "
-                        f"journaled preview: {out.verify}"
-                    )
+                continue  # its playbook is not loaded: leave it for when it is
+            try:
+                if self._recover_one(row, pb, now):
+                    recovered.append(row.id)
+            except BotError as exc:
+                log.warning("recovering run %s failed: %s", row.id[:8], exc)
         return recovered
+
+    def _recover_one(self, row: RemediationRun, pb: Playbook, now: datetime) -> bool:
+        if row.status == RunStatus.APPROVED.value:
+            self.execute_run(row.id)  # claims approved -> running itself
+            return True
+        if row.status in EXECUTED_OK:
+            out = self._outcome_of(row, pb)
+            self._verify(out, row.id, pb, _executed_outcome(row))
+            return True
+        verdict = self._target_verdict(row, pb)
+        if verdict == "in progress":
+            return False  # its transaction is still open on the target: not ours yet
+        if verdict == "not committed":
+            # Nothing of it reached the target: run it again, exactly once (the CAS on
+            # its start time loses to any replica that re-claimed it meanwhile).
+            if row.started_at is None or not reclaim_stale_running(
+                self.store, row.id, row.started_at
+            ):
+                return False
+            self._transition(
+                row.issue_id,
+                LifecycleState.REMEDIATING,
+                f"run {row.id[:8]} was interrupted before its target transaction committed; "
+                "executing it again",
+            )
+            self.execute_run(row.id)
+            return True
+        if not claim(self.store, row.id, row.status, RunStatus.INTERRUPTED.value, now):
+            return False
+        out = self._outcome_of(row, pb)
+        out.rows_affected = len(_journaled_outcome(pb, row).before_image)
+        committed = verdict == "committed"
+        self._verify(out, row.id, pb, _journaled_outcome(pb, row))
+        with self.store.session() as session:
+            again = session.get(RemediationRun, row.id)
+            if again is not None:
+                again.status = RunStatus.INTERRUPTED.value
+                if committed:
+                    again.rows_affected = out.rows_affected
+                again.error = (
+                    "process died while running"
+                    + ("; its target transaction committed" if committed else "")
+                    + f"; outcome verified against the journaled preview: {out.verify}"
+                )
+        return True
+
+    def _outcome_of(self, row: RemediationRun, pb: Playbook) -> PlanOutcome:
+        with self.store.session() as session:
+            issue = session.get(TrackedIssue, row.issue_id)
+            short = issue.short_id if issue is not None else row.issue_id
+        return PlanOutcome(
+            row.issue_id,
+            short,
+            pb.id,
+            row.mode,
+            row.status,
+            run_id=row.id,
+            params=dict(row.params),
+            rows_affected=row.rows_affected,
+        )
+
+    def _target_verdict(self, row: RemediationRun, pb: Playbook) -> str:
+        """Did the interrupted run's target transaction commit?
+
+        ``committed`` / ``not committed`` / ``in progress`` when the target can tell
+        (PostgreSQL, ``txid_status`` of the journaled transaction id; no id journaled
+        means the action never started), ``unknown`` otherwise.
+        """
+        action = get_action(pb.action.type)
+        if isinstance(action, BatchedAction):
+            return "unknown"  # many short transactions, no single id to ask about
+        target = self.targets(pb.action.target or "") if action.needs_target else None
+        if target is None:
+            return "unknown"
+        g = pb.guards
+        with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms, read_only=True) as conn:
+            if conn.dialect.name != "postgresql":
+                return "unknown"
+            if row.target_xid is None:
+                return "not committed"
+            found = conn.fetch_all(
+                "SELECT txid_status(%(xid)s::bigint) AS status", {"xid": row.target_xid}
+            )
+        status = found[0]["status"] if found else None
+        if status == "committed":
+            return "committed"
+        if status == "aborted":
+            return "not committed"
+        if status == "in progress":
+            return "in progress"
+        return "unknown"  # too old for the commit log: verify, never re-run
+
+
+def _executed_outcome(run: RemediationRun) -> Outcome:
+    """A finished run's outcome as journaled when it was marked succeeded/noop."""
+    image = run.before_image or {}
+    rows = image.get("rows") or []
+    details = image.get("details") or {}
+    return Outcome(
+        rows_affected=run.rows_affected or 0,
+        before_image=list(rows) if isinstance(rows, list) else [],
+        details=dict(details) if isinstance(details, dict) else {},
+    )
 
 
 def _journaled_outcome(pb: Playbook, run: RemediationRun) -> Outcome:

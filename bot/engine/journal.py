@@ -103,6 +103,25 @@ def claim(store: Store, run_id: str, from_status: str, to_status: str, now: date
         return bool(result.rowcount == 1)
 
 
+def reclaim_stale_running(store: Store, run_id: str, started_at: datetime) -> bool:
+    """Hand a ``running`` run whose attempt never reached its target back to ``approved``.
+
+    Compare-and-set on status AND start time: a replica that re-claimed the run
+    meanwhile gave it a new ``started_at``, so this loses instead of running it twice.
+    """
+    stmt = (
+        update(RemediationRun)
+        .where(
+            col(RemediationRun.id) == run_id,
+            col(RemediationRun.status) == RunStatus.RUNNING.value,
+            col(RemediationRun.started_at) == started_at,
+        )
+        .values(status=RunStatus.APPROVED.value, target_xid=None)
+    )
+    with store.session() as session:
+        return bool(session.exec(stmt).rowcount == 1)
+
+
 def recent_runs(
     session: Session, *, playbook_id: str, since: datetime, issue_id: str | None = None
 ) -> list[RemediationRun]:

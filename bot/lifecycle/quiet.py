@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
+from bot import failpoints
 from bot.clock import Clock, ensure_utc
 from bot.codehost.fixlinks import FixCommit
 from bot.engine.executor import EventSink
@@ -257,6 +258,17 @@ class QuietChecker:
                         "already resolved in Sentry; watching for regressions",
                         now,
                     )
+                    # Announced like a resolve of ours: it may be one whose store write
+                    # a crash lost (failpoint after-resolve), and the channel must hear.
+                    plain = "resolved in Sentry before the bot recorded it"
+                    self.on_event(
+                        session,
+                        "resolved",
+                        row,
+                        None,
+                        None,
+                        {"in_commit": None, "plain_reason": plain},
+                    )
                     report.stopped_watching += 1
                     continue
                 if issue.status != "unresolved":
@@ -390,23 +402,28 @@ class QuietChecker:
         for key, group in groups.items():
             ids = [c.id for c in group]
             if key is None:
-                self.sentry.bulk_update(ids, {"status": "resolved"})
+                self._resolve_in_sentry(ids, {"status": "resolved"})
                 self._record_resolved(group, None, "no fix commit known", report)
                 continue
             repo, sha, _project = key
             details = {"inCommit": {"commit": sha, "repository": repo}}
             try:
-                self.sentry.bulk_update(ids, {"status": "resolved", "statusDetails": details})
+                self._resolve_in_sentry(ids, {"status": "resolved", "statusDetails": details})
             except SentryBadRequest as exc:
                 plain = (
                     f"Sentry did not know commit {sha[:12]} of {repo}; resolved without inCommit"
                 )
                 log.warning("%s (%s)", plain, exc)
-                self.sentry.bulk_update(ids, {"status": "resolved"})
+                self._resolve_in_sentry(ids, {"status": "resolved"})
                 report.commit_refused += len(ids)
                 self._record_resolved(group, None, plain, report)
                 continue
             self._record_resolved(group, FixCommit(repo, sha), None, report)
+
+    def _resolve_in_sentry(self, ids: list[str], data: dict[str, Any]) -> None:
+        failpoints.hit("before-resolve")
+        self.sentry.bulk_update(ids, data)
+        failpoints.hit("after-resolve")
 
     def _record_resolved(
         self,

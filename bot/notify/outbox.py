@@ -40,6 +40,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from bot import failpoints
 from bot.clock import Clock, ensure_utc
 from bot.errors import StoreError
 from bot.notify.port import Payload, Sender, is_permanent
@@ -239,7 +240,9 @@ class OutboxFlusher:
 
     def _deliver(self, row: _Claimed) -> OutboxStatus:
         try:
+            failpoints.hit("before-send")
             self.senders[row.channel](row.payload)
+            failpoints.hit("after-send")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:_LAST_ERROR_LIMIT]
             if is_permanent(exc):

@@ -153,6 +153,8 @@ class TrackedIssue(SQLModel, table=True):
     resolved_in_commit: str | None = Field(default=None, max_length=64)
     escalated_at: datetime | None = _ts()
     requires_approval: bool = False  # set after a regression
+    # Needs its latest event to be matched; not fetched yet (per-cycle budget). Oldest first.
+    awaiting_event_since: datetime | None = _ts()
     created_at: datetime | None = _ts(nullable=False)
     updated_at: datetime | None = _ts(nullable=False)
 
@@ -202,6 +204,9 @@ class RemediationRun(SQLModel, table=True):
     approved_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+    # PostgreSQL targets: the target transaction's id, journaled before the action runs,
+    # so recovery can ask whether an interrupted run committed (txid_status).
+    target_xid: str | None = Field(default=None, max_length=32)
 
 
 class FixLink(SQLModel, table=True):
