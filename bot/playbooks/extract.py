@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bot.actions.base import ParamValue
+from bot.linear_regex import TEXT_LIMIT, LinearRegex
 from bot.playbooks.models import ExtractParam, compile_regex, is_identifier
 
-TEXT_LIMIT = 8192  # regexes never run on more than this many characters of one text
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _INT_RE = re.compile(r"[+-]?[0-9]{1,18}")  # 18 digits always fits a BIGINT
 
@@ -60,7 +60,7 @@ def convert(spec: ExtractParam, raw: str) -> ParamValue:
     # string
     if len(raw) > spec.max_length:
         raise Rejected(f"longer than max_length {spec.max_length}: {show(raw)}")
-    if spec.pattern is not None and not re.fullmatch(spec.pattern, raw):
+    if spec.pattern is not None and not compile_regex(spec.pattern).fullmatch(raw):
         raise Rejected(f"does not fullmatch pattern {spec.pattern!r}: {show(raw)}")
     return raw
 
@@ -71,7 +71,7 @@ class CompiledParam:
 
     name: str
     spec: ExtractParam
-    regex: re.Pattern[str]
+    regex: LinearRegex
     group: str
 
     @classmethod

@@ -15,7 +15,6 @@ so this module loads even when an action module is broken.
 from __future__ import annotations
 
 import difflib
-import re
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bot.errors import BotError, PlaybookError
-from bot.playbooks.models import Playbook, is_identifier
+from bot.playbooks.models import Playbook, compile_regex, is_identifier
 
 if TYPE_CHECKING:
     from bot.actions.base import Action
@@ -216,7 +215,7 @@ def _semantic_errors(
         if not is_identifier(name):
             err(("extract", name), f"param name {name!r} is not an identifier")
         group = spec.group or name
-        if group not in re.compile(spec.regex).groupindex:
+        if group not in compile_regex(spec.regex).groupindex:
             err(("extract", name, "regex"), f"regex has no named group (?P<{group}>...)")
 
     kind = pb.action.type

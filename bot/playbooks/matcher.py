@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bot.actions.base import ParamValue
+from bot.linear_regex import TEXT_LIMIT
 from bot.playbooks.extract import (
-    TEXT_LIMIT,
     CompiledParam,
     ExtractFailure,
     extract_params,

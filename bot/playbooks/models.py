@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from bot.actions.base import Limits
+from bot.linear_regex import LinearRegex, RegexRefused, compile_linear
 
 if TYPE_CHECKING:
     from bot.actions.base import ActionSettings
@@ -37,12 +38,13 @@ Mode = Literal["shadow", "approval", "auto"]
 SOURCES_HELP = "title | message | culprit | event | tag:<name>"
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile ``pattern`` or raise ValueError carrying the ``re`` error text."""
+def compile_regex(pattern: str) -> LinearRegex:
+    """Compile ``pattern`` with RE2 (linear time on any text) or raise ValueError saying
+    why RE2 refused it (backreferences, lookaround, syntax)."""
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
+        return compile_linear(pattern)
+    except RegexRefused as exc:
+        raise ValueError(f"invalid regex {pattern[:200]!r}: {exc}") from None
 
 
 def _valid_regex(pattern: str) -> str:

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bot.linear_regex import RegexRefused, compile_linear
+
 EVIDENCE_LIMIT = 160
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -135,9 +137,9 @@ class RoutingRule(_Config):
     def _valid_regex(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {value!r}: {exc}") from exc
+                compile_linear(value)
+            except RegexRefused as exc:
+                raise ValueError(f"invalid regex {value[:200]!r}: {exc}") from None
         return value
 
 
@@ -239,9 +241,9 @@ class TriageConfig(_Config):
     def _valid_patterns(cls, value: list[str]) -> list[str]:
         for pattern in value:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
+                compile_linear(pattern, ignore_case=True)
+            except RegexRefused as exc:
+                raise ValueError(f"invalid regex {pattern[:200]!r}: {exc}") from None
         return value
 
 

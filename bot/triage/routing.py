@@ -9,11 +9,11 @@ problem appeared (firstSeen; lastSeen for a regression) or from triage time.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.clock import ensure_utc
+from bot.linear_regex import compile_linear
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.triage.category import tag
 from bot.triage.models import Category, Indicator, RoutingRule, Severity, TriageConfig
@@ -35,9 +35,10 @@ def rule_matches(
         return False
     if rule.category is not None and rule.category != category:
         return False
-    if rule.culprit is not None and not re.search(rule.culprit, issue.culprit or ""):
+    # RE2, linear time; texts cut to TEXT_LIMIT (patterns were checked at config load).
+    if rule.culprit is not None and not compile_linear(rule.culprit).search(issue.culprit or ""):
         return False
-    if rule.title is not None and not re.search(rule.title, issue.title):
+    if rule.title is not None and not compile_linear(rule.title).search(issue.title):
         return False
     return all(tag(issue, event, key) == value for key, value in rule.tags.items())
 

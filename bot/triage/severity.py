@@ -17,11 +17,11 @@ floor (security -> critical by default) can then raise it. Every non-zero term i
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.clock import ensure_utc
+from bot.linear_regex import compile_linear
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.triage.category import tag
 from bot.triage.models import Category, Indicator, Severity, TriageConfig
@@ -118,7 +118,7 @@ def assess(
 
     place = " ".join(filter(None, [tag(issue, event, "transaction"), issue.culprit]))
     for pattern in config.business_critical:
-        m = re.search(pattern, place, re.IGNORECASE) if place else None
+        m = compile_linear(pattern, ignore_case=True).search(place) if place else None
         if m:
             found.append(_sev("business_critical_path", 1, place))
             break

@@ -1,0 +1,101 @@
+"""Linear-time regular expressions for untrusted text (Google RE2).
+
+Event text is attacker-controlled, and regexes come from playbook and config files, so
+a backtracking engine (Python's ``re``) could be frozen by one nested quantifier:
+``^(\\w+\\s?)+$`` against a 41-character title never finishes. RE2 guarantees time
+linear in the text for every pattern it accepts, and it refuses constructs that need
+backtracking (backreferences, lookaround) outright: such a pattern is an error when the
+file loads, never a hang when an event arrives.
+
+Every regex applied to event text (playbook ``match``/``extract``/``pattern``, triage
+``routing`` and ``business_critical``) is built with :func:`compile_linear`, and texts
+are cut to :data:`TEXT_LIMIT` characters before matching.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import re2  # google-re2: linear-time matching (no stubs; wrapped and typed here)
+
+TEXT_LIMIT = 8192  # a regex never sees more than this many characters of one text
+MAX_PATTERN = 4096  # characters; patterns are reviewed config, not essays
+_MAX_MEM = 8 << 20  # RE2's per-pattern memory budget (bytes): a huge DFA is refused
+
+
+class RegexRefused(ValueError):
+    """RE2 cannot accept the pattern (the message says why)."""
+
+
+def _options(*, ignore_case: bool) -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print to stderr; we raise with the reason
+    options.max_mem = _MAX_MEM
+    options.case_sensitive = not ignore_case
+    return options
+
+
+class LinearMatch:
+    """The parts of a match the bot reads: named groups."""
+
+    def __init__(self, match: Any) -> None:
+        self._match = match
+
+    def group(self, name: str | int = 0) -> str | None:
+        value = self._match.group(name)
+        return None if value is None else str(value)
+
+
+class LinearRegex:
+    """A compiled RE2 pattern; every search sees at most :data:`TEXT_LIMIT` characters."""
+
+    def __init__(self, pattern: str, compiled: Any) -> None:
+        self.pattern = pattern
+        self._compiled = compiled
+
+    @property
+    def groupindex(self) -> dict[str, int]:
+        return dict(self._compiled.groupindex)
+
+    def search(self, text: str) -> LinearMatch | None:
+        found = self._compiled.search(text[:TEXT_LIMIT])
+        return LinearMatch(found) if found is not None else None
+
+    def fullmatch(self, text: str) -> LinearMatch | None:
+        found = self._compiled.fullmatch(text[:TEXT_LIMIT])
+        return LinearMatch(found) if found is not None else None
+
+    def __repr__(self) -> str:
+        return f"LinearRegex({self.pattern!r})"
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_linear(pattern: str, *, ignore_case: bool = False) -> LinearRegex:
+    """Compile ``pattern`` with RE2 or raise :class:`RegexRefused` saying why.
+
+    RE2 syntax is Python's for everything a playbook needs (named groups
+    ``(?P<name>...)``, classes, ``(?i)``); it refuses backreferences and lookaround.
+    """
+    if len(pattern) > MAX_PATTERN:
+        raise RegexRefused(f"pattern longer than {MAX_PATTERN} characters")
+    try:
+        compiled = re2.compile(pattern, _options(ignore_case=ignore_case))
+    except re2.error as exc:
+        raise RegexRefused(_reason(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise RegexRefused(str(exc)) from None
+    return LinearRegex(pattern, compiled)
+
+
+def _reason(exc: Exception) -> str:
+    raw = exc.args[0] if exc.args else str(exc)
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    hint = ""
+    if "invalid perl operator: (?=" in text or "invalid perl operator: (?!" in text:
+        hint = " (lookahead needs backtracking)"
+    elif "(?<" in text and "invalid" in text:
+        hint = " (lookbehind needs backtracking)"
+    elif "invalid escape sequence: \\" in text and any(c.isdigit() for c in text[-2:]):
+        hint = " (backreferences need backtracking)"
+    return f"not accepted by the linear-time engine RE2: {text}{hint}"
