@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import ConfigError
+from bot.safe_yaml import BoundedYamlError, check_size, load_bounded
 
 DEFAULT_DB_URL = "sqlite:///.state/bot.db"
 _TARGET_ENV = re.compile(r"^BOT_TARGET_([A-Z][A-Z0-9_]*)_URL$")
@@ -237,9 +238,13 @@ def _targets_from_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        check_size(path.stat().st_size)
+        data = load_bounded(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config: file not found: {path}") from None
+    except BoundedYamlError as exc:
+        where = f":{exc.line}" if exc.line else ""
+        raise ConfigError(f"--config: {path}{where}: refused: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

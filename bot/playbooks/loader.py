@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.errors import BotError, PlaybookError
 from bot.playbooks.models import Playbook, compile_regex, is_identifier
+from bot.safe_yaml import BoundedYamlError, check_size, compose_bounded
 
 if TYPE_CHECKING:
     from bot.actions.base import Action
@@ -99,7 +100,8 @@ def load_playbooks(
     """Load every ``*.yaml``/``*.yml`` in ``directory`` (sorted), collecting all errors.
 
     ``actions`` maps action type -> action (default: the built-in registry, lazily).
-    Playbooks with an id already used by an earlier file are reported and left out.
+    An id defined by more than one file is an error in every one of those files, and
+    none of them loads: which copy "wins" must never depend on file names.
     ``target_dialect`` names the dialect of a configured target (None: not configured);
     given, a playbook whose action has no meaning on its target's dialect (say
     ``release_advisory_locks`` on SQLite) is reported and left out.
@@ -110,29 +112,38 @@ def load_playbooks(
         result.errors.append(LoadError(directory, None, "", "playbooks directory not found"))
         return result
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    seen: dict[str, Path] = {}
+    by_id: dict[str, list[tuple[Path, int | None, Playbook | None]]] = {}
     for path in files:
         try:
+            check_size(path.stat().st_size)  # before reading: a 50 MB file is refused
             text = path.read_text(encoding="utf-8")
+        except BoundedYamlError as exc:
+            result.errors.append(LoadError(path, None, "", f"refused: {exc.problem}"))
+            continue
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(LoadError(path, None, "", f"cannot read file: {exc}"))
             continue
         playbook, errors, root = parse_playbook(text, path, actions=catalog)
         result.errors.extend(errors)
-        if playbook is None:
-            continue
-        problem = _dialect_problem(playbook, catalog, target_dialect)
-        if problem:
-            line = _line_for(root, ("action", "target")) if root is not None else None
-            result.errors.append(LoadError(path, line, "action.target", problem))
-            continue
-        if playbook.id in seen:
+        pb_id = playbook.id if playbook is not None else _declared_id(root)
+        if playbook is not None:
+            problem = _dialect_problem(playbook, catalog, target_dialect)
+            if problem:
+                line = _line_for(root, ("action", "target")) if root is not None else None
+                result.errors.append(LoadError(path, line, "action.target", problem))
+                playbook = None  # left out, but its id still blocks a duplicate
+        if pb_id is not None:
             line = _line_for(root, ("id",)) if root is not None else None
-            msg = f"duplicate playbook id {playbook.id!r}: also defined in {seen[playbook.id]}"
-            result.errors.append(LoadError(path, line, "id", msg))
+            by_id.setdefault(pb_id, []).append((path, line, playbook))
+    for pb_id, copies in by_id.items():
+        if len(copies) == 1:
+            if copies[0][2] is not None:
+                result.playbooks.append(copies[0][2])
             continue
-        seen[playbook.id] = path
-        result.playbooks.append(playbook)
+        for path, line, _ in copies:
+            others = ", ".join(str(p) for p, _, _ in copies if p != path)
+            msg = f"duplicate playbook id {pb_id!r} (also in {others}): none of these files loads"
+            result.errors.append(LoadError(path, line, "id", msg))
     return result
 
 
@@ -159,6 +170,16 @@ def _dialect_problem(
     )
 
 
+def _declared_id(root: yaml.Node | None) -> str | None:
+    """The ``id:`` an invalid file declares (it still blocks a duplicate elsewhere)."""
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            is_id = isinstance(key, yaml.ScalarNode) and key.value == "id"
+            if is_id and isinstance(value, yaml.ScalarNode) and value.value:
+                return str(value.value)
+    return None
+
+
 def load_playbooks_strict(
     directory: Path, *, actions: Mapping[str, Action] | None = None
 ) -> list[Playbook]:
@@ -179,12 +200,9 @@ def parse_playbook(
     """
     catalog = RegistryActions() if actions is None else actions
     try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
+        root, data = compose_bounded(text)
+    except BoundedYamlError as exc:
+        return None, [LoadError(file, exc.line, "", f"refused: {exc.problem}")], None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -223,14 +223,27 @@ def test_broken_files_never_hide_the_others(tmp_path: Path) -> None:
     ]
 
 
-def test_duplicate_ids_across_files_name_both_files(tmp_path: Path) -> None:
+def test_duplicate_ids_refuse_every_file_sharing_the_id(tmp_path: Path) -> None:
     first = write(tmp_path, "first.yaml", VALID)
-    second = write(tmp_path, "second.yaml", VALID)
+    # The second copy allows more rows: it must not run either (issue #9).
+    second = write(tmp_path, "second.yaml", VALID + "guards:\n  max_rows: 5000\n")
+    other = write(tmp_path, "other.yaml", VALID.replace("id: stuck", "id: other"))
     result = load_playbooks(tmp_path, actions=fake_actions())
-    assert [pb.id for pb in result.playbooks] == ["stuck"]
-    error = only(result.errors)
-    assert (error.file, error.line, error.field) == (second, 1, "id")
-    assert str(first) in error.message and "duplicate playbook id 'stuck'" in error.message
+    assert [pb.id for pb in result.playbooks] == ["other"]
+    errors = sorted(result.errors, key=lambda e: e.file)
+    assert [(e.file, e.line, e.field) for e in errors] == [(first, 1, "id"), (second, 1, "id")]
+    assert str(second) in errors[0].message and str(first) in errors[1].message
+    assert all("duplicate playbook id 'stuck'" in e.message for e in errors)
+    assert all("none of these files loads" in e.message for e in errors)
+    assert other.exists()
+
+
+def test_an_invalid_copy_still_blocks_its_duplicate(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", VALID)
+    write(tmp_path, "b.yaml", VALID.replace("priority", "priorty"))
+    result = load_playbooks(tmp_path, actions=fake_actions())
+    assert result.playbooks == []
+    assert any("duplicate playbook id 'stuck'" in e.message for e in result.errors)
 
 
 def test_strict_raises_a_playbook_error_listing_all(tmp_path: Path) -> None:
