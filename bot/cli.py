@@ -69,16 +69,45 @@ def _run(fn: Callable[[], T]) -> T:
             typer.echo(f"config error: {line}", err=True)
         raise typer.Exit(2) from None
     except BotError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_clean(str(exc))}", err=True)
         raise typer.Exit(1) from None
 
 
-def _setup_logging(level: str) -> None:
+def _clean(text: str) -> str:
+    from bot.redact import mask_dsn
+
+    return mask_dsn(text)
+
+
+class _ScrubFilter(logging.Filter):
+    """Last line of defence: every configured secret and every DSN password is masked
+    in each log record (sources already scrub; this catches what they missed)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        from bot.selfmon import SecretScrubber
+
+        self._scrubber = SecretScrubber(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from bot.redact import mask_dsn
+
+        message = record.getMessage()
+        clean = mask_dsn(self._scrubber.scrub_text(message))
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def _setup_logging(level: str, secrets: list[str] | None = None) -> None:
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if secrets is not None:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_ScrubFilter(secrets))
     # Migrations run on every start; their chatter is not news.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs full request URLs at INFO; a webhook URL is a secret.
@@ -86,8 +115,10 @@ def _setup_logging(level: str) -> None:
 
 
 def _open_app(**overrides: Any) -> App:
+    from bot.selfmon import secrets_from_settings
+
     settings = _settings(**overrides)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, secrets_from_settings(settings))
     bot = App.from_settings(settings)
     bot.store.upgrade()  # the bot upgrades its schema on start
     return bot
@@ -128,6 +159,7 @@ def cycle(
         from bot.cycle import run_cycle
 
         bot = _open_app()
+        _init_selfmon(bot)
         try:
             report = run_cycle(bot)
         finally:
@@ -350,19 +382,11 @@ def run() -> None:
     """The scheduler: poll, lifecycle, fix links and outbox at their intervals, until SIGTERM."""
 
     def body() -> None:
-        from bot import __version__
         from bot.lifecycle.scheduler import run_scheduler
-        from bot.selfmon import init_selfmon, secrets_from_settings
 
         bot = _open_app()
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
-        dsn = bot.settings.bot_sentry_dsn
-        init_selfmon(
-            dsn.get_secret_value() if dsn else None,
-            release=f"sentry-remediation-bot@{__version__}",
-            environment=bot.settings.bot_environment,
-            secrets=secrets_from_settings(bot.settings),
-        )
+        _init_selfmon(bot)
         try:
             code = run_scheduler(bot)
         finally:
@@ -370,6 +394,20 @@ def run() -> None:
         raise typer.Exit(code)
 
     _run(body)
+
+
+def _init_selfmon(bot: App) -> None:
+    """Report the bot's own errors to Sentry when BOT_SENTRY_DSN is set (scrubbed)."""
+    from bot import __version__
+    from bot.selfmon import init_selfmon, secrets_from_settings
+
+    dsn = bot.settings.bot_sentry_dsn
+    init_selfmon(
+        dsn.get_secret_value() if dsn else None,
+        release=f"sentry-remediation-bot@{__version__}",
+        environment=bot.settings.bot_environment,
+        secrets=secrets_from_settings(bot.settings),
+    )
 
 
 @app.command()

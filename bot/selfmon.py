@@ -149,6 +149,9 @@ def init_selfmon(
         before_send=scrubber.before_send,
         before_breadcrumb=scrubber.before_breadcrumb,
         transport=transport,
+        # No sentry-trace / baggage headers on outgoing requests: the default ('.*')
+        # sends the DSN's public key in `baggage` to Slack, GitHub and every target.
+        trace_propagation_targets=[],
     )
     log.info("self-monitoring enabled (environment=%s, release=%s)", environment, release)
     return True

@@ -46,6 +46,7 @@ from psycopg.rows import dict_row
 from pydantic import AfterValidator
 
 from bot.errors import LockTimeout, RemediationError, TargetUnavailable
+from bot.redact import dsn_passwords, scrub
 
 # What actions may pass as SQL: reviewed literal text or psycopg.sql compositions.
 SqlQuery = LiteralString | sql.SQL | sql.Composed
@@ -328,7 +329,10 @@ class PgTarget:
             password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
             self._secret: str | None = str(password) if password else None
         except psycopg.Error:
-            self._secret = None
+            # Malformed (e.g. a bad %-escape): psycopg quotes the raw password in its
+            # error, so find it by pattern instead (bot.redact).
+            found = dsn_passwords(dsn)
+            self._secret = found[0] if found else None
 
     @property
     def name(self) -> str:
@@ -377,8 +381,7 @@ class PgTarget:
             )
         except psycopg.Error as exc:
             raise TargetUnavailable(
-                f"cannot connect to target {self._name}: "
-                + _first_line(exc).replace(self._secret or "\0", "***"),
+                f"cannot connect to target {self._name}: " + scrub(_first_line(exc), [self._dsn]),
                 target=self._name,
             ) from exc
         except Exception as exc:  # a malformed DSN raises ProgrammingError/ValueError

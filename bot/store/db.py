@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from bot.errors import StoreError
+from bot.redact import mask_dsn, scrub
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -31,15 +32,17 @@ def normalise_url(url: str) -> str:
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     try:
         make_url(url)
-    except Exception as exc:  # sqlalchemy raises ArgumentError; keep the message
-        raise StoreError(f"invalid database URL: {exc}") from None
+    except Exception as exc:  # sqlalchemy raises ArgumentError; keep the message, not the password
+        raise StoreError(f"invalid database URL: {scrub(str(exc), [url])}") from None
     return url
 
 
 def redact_url(url: str) -> str:
     """The URL with any password hidden, for logs and ``status``."""
+    # By pattern, not by SQLAlchemy's parser: it splits a password holding '@' at the
+    # first '@' and would show the rest as the host.
     try:
-        return make_url(normalise_url(url)).render_as_string(hide_password=True)
+        return mask_dsn(normalise_url(url))
     except StoreError:
         return "<invalid url>"
 
@@ -66,7 +69,10 @@ class Store:
             kwargs["connect_args"] = {"check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
-        self.engine: Engine = create_engine(self.url, **kwargs)
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+        except Exception as exc:  # a malformed port, an unknown driver option, …
+            raise StoreError(f"invalid database URL: {scrub(str(exc), [self.url])}") from None
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -98,7 +104,8 @@ class Store:
             # An unreachable server is a StoreError (clean CLI message), not a traceback.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise StoreError(
-                f"cannot upgrade the state store at {redact_url(self.url)}: {first}"
+                f"cannot upgrade the state store at {redact_url(self.url)}: "
+                + scrub(first, [self.url])
             ) from exc
 
     def current_revision(self) -> str | None:
