@@ -194,4 +194,3 @@ def test_the_sentry_dsn_key_is_not_propagated_in_outgoing_headers() -> None:
     [request] = seen.requests
     assert "baggage" not in request.headers and "sentry-trace" not in request.headers
     assert DSN_KEY not in "".join(seen.texts())
-
