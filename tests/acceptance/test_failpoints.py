@@ -175,6 +175,26 @@ class Bed:
         (pb_dir / "requeue.yaml").write_text(yaml.safe_dump(PLAYBOOK))
 
     def cycle(self, base_url: str, hook_url: str, failpoint: str | None = None) -> Any:
+        return subprocess.run(
+            [sys.executable, "-m", "bot", "cycle", "--json"],
+            env=self.env(base_url, hook_url, failpoint),
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def popen(self, base_url: str, hook_url: str) -> subprocess.Popen[bytes]:
+        """A cycle in the background (the kill -9 soak kills it)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", "cycle", "--json"],
+            env=self.env(base_url, hook_url, None),
+            cwd=self.tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def env(self, base_url: str, hook_url: str, failpoint: str | None) -> dict[str, str]:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRY_", "BOT_"))}
         env = {
             **clean,
@@ -190,14 +210,7 @@ class Bed:
         }
         if failpoint:
             env["BOT_FAILPOINT"] = failpoint
-        return subprocess.run(
-            [sys.executable, "-m", "bot", "cycle", "--json"],
-            env=env,
-            cwd=self.tmp,
-            capture_output=True,
-            text=True,
-            timeout=100,
-        )
+        return env
 
     def later(self) -> None:
         """The restart comes an hour later: age every lease/staleness timestamp."""
