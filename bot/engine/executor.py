@@ -490,7 +490,12 @@ class Executor:
     # --- housekeeping ---------------------------------------------------------------
 
     def expire_approvals(self) -> int:
-        """Mark approval requests past their TTL as expired."""
+        """Mark approval requests past their TTL as expired.
+
+        The issue leaves ``planned`` for ``watching`` (its quiet clock runs): a new event
+        starts a new idempotency window and plans it again, while an issue left
+        ``planned`` would be re-matched every cycle into the same expired run.
+        """
         now = self.clock.now()
         count = 0
         with self.store.session() as session:
@@ -503,6 +508,17 @@ class Executor:
             for row in rows:
                 row.status = RunStatus.EXPIRED.value
                 count += 1
+                issue = session.get(TrackedIssue, row.issue_id)
+                if issue is not None and issue.state == LifecycleState.PLANNED.value:
+                    record_transition(
+                        session,
+                        issue,
+                        LifecycleState.WATCHING,
+                        f"approval of run {row.id[:8]} expired: nothing executed; watching "
+                        "(a new event plans it again)",
+                        now,
+                    )
+                    issue.quiet_since = issue.last_seen or now
         return count
 
     def recover_interrupted(self) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 
 from bot.clock import FakeClock, ensure_utc
 from bot.errors import BotError
-from bot.store.models import RemediationRun, RunStatus
+from bot.store.models import LifecycleState, RemediationRun, RunStatus
 from tests.conftest import sqlalchemy_url
 from tests.helpers_engine import (
     JOB,
@@ -133,6 +133,9 @@ def test_expired_approval_cannot_be_executed(world: World) -> None:
 
     [run] = all_runs(world.store)
     assert run.status == RunStatus.EXPIRED.value
+    # Not left 'planned' (re-matched every cycle into the same expired run): watched, and a
+    # new event (a new idempotency window) plans it again.
+    assert get_issue(world.store, issue).state == LifecycleState.WATCHING.value
     with pytest.raises(BotError, match="expired"):
         ex.approve(out.run_id, "alice")
     assert tasks(world.target_dsn) == before
