@@ -84,7 +84,8 @@ PLAYBOOK: dict[str, Any] = {
             "scope": {"job_id": "job_id"},
         },
     },
-    "guards": {"mode": "auto", "max_rows": 50},
+    # The soak remedies 23 issues within the hour: lift the default runs-per-hour cap (4).
+    "guards": {"mode": "auto", "max_rows": 50, "max_runs_per_hour": 100},
     "resolve": {"quiet_hours": 1, "in_commit": False},
 }
 
