@@ -8,13 +8,13 @@ an interrupted run committed (``txid_status``) instead of guessing.
 matched and the per-cycle fetch budget has not reached it yet (fetched oldest first).
 
 Revision ID: 0009
-Revises: 0015
+Revises: 0012b
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0015"
+down_revision = "0012b"
 branch_labels = None
 depends_on = None
 
