@@ -8,13 +8,13 @@ an interrupted run committed (``txid_status``) instead of guessing.
 matched and the per-cycle fetch budget has not reached it yet (fetched oldest first).
 
 Revision ID: 0009
-Revises: 0012b
+Revises: 0016
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0012b"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
