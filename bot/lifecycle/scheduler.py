@@ -228,33 +228,48 @@ def heartbeat_key(instance: str) -> str:
 
 
 def write_heartbeat(store: Store, instance: str, clock: Clock, result: JobResult) -> None:
-    """Upsert this instance's heartbeat row with the time and the job's outcome."""
+    """Upsert this instance's heartbeat row: the time and outcome of the job that just
+    ran, plus the last run of **every** job (``jobs``), so a reader asking "has ``poll``
+    run?" is not answered by whichever job happened to beat last."""
     now = clock.now()
-    value = json.dumps(
-        {
-            "at": now.isoformat(),
-            "instance": instance,
-            "job": result.name,
-            "leader": result.leader,
-            "ran": result.ran,
-            "ok": result.error is None,
-            "summary": (result.error or result.summary)[:300],
-        }
-    )
+    outcome = {
+        "at": now.isoformat(),
+        "leader": result.leader,
+        "ran": result.ran,
+        "ok": result.error is None,
+        "summary": (result.error or result.summary)[:300],
+    }
     key = heartbeat_key(instance)
     with store.session() as session:
         row = session.get(Setting, key)
+        previous = _parse_beat(row.value) if row is not None else None
+        jobs = previous.get("jobs") if previous else None
+        jobs = dict(jobs) if isinstance(jobs, dict) else {}
+        jobs[result.name] = outcome
+        value = json.dumps(
+            {**outcome, "instance": instance, "job": result.name, "jobs": jobs},
+            default=str,
+        )
         if row is None:
             row = Setting(key=key, value=value, updated_at=now)
         row.value, row.updated_at = value, now
         session.add(row)
 
 
+def read_heartbeat(store: Store, instance: str) -> dict[str, Any] | None:
+    """The parsed heartbeat of ``instance`` (``at`` a datetime; ``jobs`` maps each job
+    name to its last outcome), or None when it has not beaten yet."""
+    with store.session() as session:
+        row = session.get(Setting, heartbeat_key(instance))
+        return _parse_beat(row.value) if row is not None else None
+
+
 def health_status(
     store: Store, clock: Clock, max_age: timedelta, *, instance: str | None = None
 ) -> tuple[bool, str]:
     """(ok, message): ok when the newest heartbeat (of ``instance``, or of any replica when
-    None) is at most ``max_age`` old. Never raises; an unreachable store is not ok."""
+    None) is at most ``max_age`` old. Never raises; an unreachable store is not ok.
+    The message names the last job and the age and outcome of every job's last run."""
     try:
         with store.session() as session:
             query = select(Setting)
@@ -270,16 +285,36 @@ def health_status(
         who = f"instance {instance}" if instance else "any instance"
         return False, f"no heartbeat recorded for {who}"
     beat = max(beats, key=lambda b: b["at"])
-    age = (clock.now() - beat["at"]).total_seconds()
+    now = clock.now()
+    age = (now - beat["at"]).total_seconds()
     role = "leader" if beat.get("leader") else "standby"
     outcome = "ok" if beat.get("ok", True) else "failed"
     detail = (
         f"{beat.get('instance')} ({role}) last ran {beat.get('job')} {age:.0f}s ago: "
         f"{outcome}, {beat.get('summary', '')}"
     )
+    jobs = beat.get("jobs")
+    if isinstance(jobs, dict) and jobs:
+        parts = []
+        for name in sorted(jobs):
+            job = jobs[name]
+            at = _parse_at(job.get("at")) if isinstance(job, dict) else None
+            if at is None:
+                continue
+            state = "ok" if job.get("ok", True) else "failed"
+            parts.append(f"{name} {(now - at).total_seconds():.0f}s ago {state}")
+        if parts:
+            detail += f" [jobs: {', '.join(parts)}]"
     if age > max_age.total_seconds():
         return False, f"stale: {detail} (older than {max_age.total_seconds():.0f}s)"
     return True, f"alive: {detail}"
+
+
+def _parse_at(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _parse_beat(value: str) -> dict[str, Any] | None:

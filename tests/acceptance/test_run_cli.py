@@ -9,12 +9,22 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from bot.clock import SystemClock
-from bot.lifecycle.scheduler import health_status
+from bot.errors import BotError
+from bot.lifecycle.scheduler import health_status, read_heartbeat
 from bot.store.db import Store
 
 ROOT = Path(__file__).parents[2]
+
+
+def _beat(store: Store) -> dict[str, Any] | None:
+    """The replica's heartbeat; None while the store is still being created by ``run``."""
+    try:
+        return read_heartbeat(store, "replica-test")
+    except BotError:
+        return None
 
 
 def test_run_polls_writes_a_heartbeat_and_exits_0_on_sigterm(tmp_path: Path) -> None:
@@ -38,18 +48,25 @@ def test_run_polls_writes_a_heartbeat_and_exits_0_on_sigterm(tmp_path: Path) -> 
     )
     try:
         store = Store(url)
-        ok, message = False, ""
-        for _ in range(300):  # the first poll runs at start; wait for its heartbeat
-            if proc.poll() is not None:
-                break
+        beat: dict[str, Any] | None = None
+        # The first poll runs at start. Wait for the condition itself, the heartbeat's
+        # record of the poll job (every job keeps its own entry, so a later outbox or
+        # lifecycle beat cannot hide it), with a deadline generous for a loaded machine.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
             if (tmp_path / "state.db").exists():
-                ok, message = health_status(
-                    store, SystemClock(), timedelta(minutes=5), instance="replica-test"
-                )
-                if ok and "poll" in message:
+                beat = _beat(store)
+                if beat is not None and beat["jobs"].get("poll", {}).get("ran"):
                     break
             time.sleep(0.1)
-        assert ok and "poll" in message, message
+        assert beat is not None and "poll" in beat["jobs"], (beat, proc.poll())
+        poll = beat["jobs"]["poll"]
+        assert (poll["ran"], poll["leader"], poll["ok"]) == (True, True, True), poll
+        assert poll["summary"].startswith("polled 9 ")  # the nine bundled seed incidents
+        ok, message = health_status(
+            store, SystemClock(), timedelta(minutes=5), instance="replica-test"
+        )
+        assert ok and "poll " in message, message
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:

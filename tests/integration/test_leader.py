@@ -153,3 +153,22 @@ def test_concurrent_acquire_has_exactly_one_winner(
     finally:
         for s in stores:
             s.dispose()
+
+
+def test_a_replica_racing_itself_for_the_first_lease_still_leads(
+    store: Store, clock: FakeClock
+) -> None:
+    """The lease job and the first steps of one replica start together: both find no row,
+    one inserts it, the other's INSERT conflicts. That one must still see itself leader."""
+    twin = elector(store, "a", clock)
+
+    class Racing(LeaseElector):
+        def _insert(self, now, expires):  # type: ignore[no-untyped-def]
+            assert twin.try_acquire()  # the other thread of the same replica wins the row
+            return super()._insert(now, expires)
+
+    racing = Racing(store, holder="a", ttl=TTL, clock=clock)
+    assert racing.try_acquire() is True
+    assert racing.is_leader and twin.is_leader
+    other = elector(store, "b", clock)
+    assert other.try_acquire() is False

@@ -30,6 +30,7 @@ from bot.lifecycle.scheduler import (
     SchedulerConfig,
     health_status,
     heartbeat_key,
+    read_heartbeat,
     run_scheduler,
     write_heartbeat,
 )
@@ -147,6 +148,20 @@ def test_health_truth_table(store: Store, clock: FakeClock) -> None:
     assert health_status(store, clock, max_age)[0]  # any replica alive
     assert not health_status(store, clock, max_age, instance="a")[0]
     assert not health_status(store, clock, max_age, instance="nobody")[0]
+
+
+def test_heartbeat_keeps_every_jobs_last_run(store: Store, clock: FakeClock) -> None:
+    """A later job's beat must not hide an earlier job's run (the old flaky run test)."""
+    write_heartbeat(store, "a", clock, JobResult("poll", ran=True, leader=True, summary="p"))
+    clock.advance(seconds=10)
+    write_heartbeat(store, "a", clock, JobResult("outbox", ran=True, leader=True, error="boom"))
+    beat = read_heartbeat(store, "a")
+    assert beat is not None and beat["job"] == "outbox" and beat["ok"] is False
+    assert sorted(beat["jobs"]) == ["outbox", "poll"]
+    assert (beat["jobs"]["poll"]["summary"], beat["jobs"]["poll"]["ok"]) == ("p", True)
+    ok, message = health_status(store, clock, timedelta(minutes=1), instance="a")
+    assert ok and "[jobs: outbox 0s ago failed, poll 10s ago ok]" in message
+    assert read_heartbeat(store, "nobody") is None
 
 
 def test_health_with_an_unusable_store_is_not_ok(tmp_path: Path, clock: FakeClock) -> None:
