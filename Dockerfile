@@ -6,11 +6,14 @@ COPY bot ./bot
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
+# Everything the bot writes lives under the /data volume (the only writable place for
+# the non-root user): the SQLite state store and the post-incident reports.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    BOT_DATABASE_URL=sqlite:////data/bot.db BOT_PLAYBOOKS_DIR=/app/playbooks
+    BOT_DATABASE_URL=sqlite:////data/bot.db BOT_REPORTS_DIR=/data/reports \
+    BOT_PLAYBOOKS_DIR=/app/playbooks
 COPY --from=build /install /usr/local
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin bot \
-    && mkdir -p /data /app/playbooks && chown -R bot /data
+    && mkdir -p /data/reports /app/playbooks && chown -R bot /data
 WORKDIR /app
 COPY --chown=root:root playbooks ./playbooks
 USER bot

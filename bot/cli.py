@@ -26,6 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help: typer's rich help labels every flag `<bool>` (and every value
+    # `<str>`), which reads as if a flag took a value.
+    rich_markup_mode=None,
 )
 db_app = typer.Typer(help="The bot's state store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -175,8 +178,18 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     team: Annotated[str | None, typer.Option(help="Only issues routed to this team.")] = None,
     severity: Annotated[str | None, typer.Option(help="Only issues of this severity.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Issues per page (JSON: all unless given; table: 50), newest first.",
+        ),
+    ] = None,
+    cursor: Annotated[
+        str | None, typer.Option(help="Start at this page (the next_cursor of the last one).")
+    ] = None,
 ) -> None:
-    """What the store knows: tracked issues, runs, outbox; or one issue's timeline."""
+    """What the store knows: tracked issues, runs, outbox, pause; or one issue's timeline."""
 
     def body() -> None:
         from bot import status as status_mod
@@ -191,13 +204,21 @@ def status(
                         if as_json
                         else (status_mod.render_timeline(data))
                     )
-                else:
-                    data = status_mod.overview(session, team=team, severity=severity)
-                    out = (
-                        json.dumps(data, indent=2, default=str)
-                        if as_json
-                        else (status_mod.render_overview(data))
+                elif as_json:
+                    data = status_mod.overview(
+                        session, team=team, severity=severity, limit=limit, cursor=cursor
                     )
+                    out = json.dumps(data, indent=2, default=str)
+                else:
+                    data = status_mod.overview(
+                        session,
+                        team=team,
+                        severity=severity,
+                        limit=limit or 50,
+                        cursor=cursor,
+                        runs_limit=20,
+                    )
+                    out = status_mod.render_overview(data)
         finally:
             bot.close()
         typer.echo(out)
@@ -208,49 +229,20 @@ def status(
 @app.command()
 def demo(
     state: Annotated[
-        Path | None, typer.Option(help="SQLite file for the demo state (default: temporary).")
+        Path | None,
+        typer.Option(help="SQLite file for the demo's state (default: .state/demo.db)."),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """One cycle over the bundled seed incidents, SQLite state, shadow mode."""
+    """The whole loop on embedded parts: embedded PostgreSQL target with the seeds' broken
+    states, Sentry/GitHub/Slack fakes on loopback, real cycles, 49 simulated hours."""
 
     def body() -> None:
-        import tempfile
+        from bot.demo import run_demo
 
-        from bot import status as status_mod
-        from bot.app import DEMO_REPLAY
-        from bot.cycle import run_cycle
-
-        tmp = None
-        db_path = state
-        if db_path is None:
-            tmp = tempfile.TemporaryDirectory(prefix="sentry-bot-demo-")
-            db_path = Path(tmp.name) / "demo.db"
-        try:
-            base = _settings()
-            settings = base.model_copy(
-                update={
-                    "database_url": f"sqlite:///{db_path}",
-                    "replay_file": DEMO_REPLAY,
-                    "slack_webhook_url": None,
-                    "github_token": None,
-                }
-            )
-            _setup_logging("WARNING")
-            bot = App.from_settings(settings)
-            bot.store.upgrade()
-            try:
-                report = run_cycle(bot, shadow_only=True, side_steps=False)
-                # One row per incident: what triage and matching made of each.
-                with bot.store.session() as session:
-                    table = status_mod.render_overview(status_mod.overview(session))
-            finally:
-                bot.close()
-            typer.echo(f"demo: replayed {DEMO_REPLAY.name} into {db_path} (shadow mode)\n")
-            typer.echo(report.render(verbose=True))
-            typer.echo("\n" + table)
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
+        # The bot's own INFO lines would bury the story; warnings still show.
+        _setup_logging("WARNING")
+        typer.echo(run_demo(state, as_json=as_json))
 
     _run(body)
 
@@ -385,7 +377,9 @@ def run() -> None:
         from bot.lifecycle.scheduler import run_scheduler
 
         bot = _open_app()
-        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+        # APScheduler's INFO lines ("Adding job tentatively", "Added job", "Running
+        # job") repeat what our own scheduler logs once, with the job's outcome.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         _init_selfmon(bot)
         try:
             code = run_scheduler(bot)

@@ -8,6 +8,7 @@ one issue's remediation never stops the cycle for the others.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -90,16 +91,55 @@ class CycleReport:
             **self.extra,
         }
 
-    def render(self, *, verbose: bool = False) -> str:
+    def summary_lines(self) -> list[str]:
+        """Counts first: plans by outcome and by playbook, then what else happened."""
         d = self.as_dict()
         lines = [
             f"polled {d['polled']} issues: {d['new']} new, {d['changed']} changed, "
             f"{d['unchanged']} unchanged"
         ]
+        if self.plans:
+            outcomes = Counter(_outcome(p) for p in self.plans)
+            lines.append(
+                f"plans: {len(self.plans)} ("
+                + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
+                + ")"
+            )
+            by_playbook = Counter(p.playbook_id for p in self.plans)
+            lines.append(
+                "by playbook: " + ", ".join(f"{pb} {n}" for pb, n in sorted(by_playbook.items()))
+            )
+        if self.unmatched:
+            lines.append(f"no playbook (triaged, notified, watched): {len(self.unmatched)}")
+        if self.regressed:
+            lines.append(f"regressed after resolve (escalated): {len(self.regressed)}")
+        if self.recovered_runs:
+            lines.append(f"interrupted runs recovered: {len(self.recovered_runs)}")
+        if self.resumed:
+            lines.append(f"undecided issues resumed after an interruption: {self.resumed}")
+        if self.awaiting_event:
+            lines.append(
+                "waiting for their latest event (fetched in later cycles, oldest first): "
+                f"{self.awaiting_event}"
+            )
+        if self.expired_approvals:
+            lines.append(f"approvals expired: {self.expired_approvals}")
+        lines += [str(value) for value in self.extra.values()]
+        if self.errors:
+            lines.append(f"errors: {len(self.errors)}")
+        return lines
+
+    def render(self, *, verbose: bool = False) -> str:
+        """The summary, then one block per plan, then bounded id lists and the errors."""
+        lines = self.summary_lines()
+        if self.plans:
+            lines.append("")
         for p in self.plans:
             head = f"- {p.short_id}: playbook {p.playbook_id} [{p.mode}] → {p.status}"
-            if p.rows_affected is not None:
+            if p.rows_affected is not None and p.mode != "shadow":
                 head += f", {p.rows_affected} rows changed"
+            elif p.preview is not None:
+                head += f", would change {p.preview.count}"
             lines.append(head)
             if p.params:
                 lines.append("    params: " + ", ".join(f"{k}={v}" for k, v in p.params.items()))
@@ -115,22 +155,31 @@ class CycleReport:
             if p.verify:
                 lines.append(f"    verify: {p.verify}")
         if self.unmatched:
-            lines.append(f"no playbook (triage, notify, watch): {', '.join(self.unmatched)}")
+            lines.append(f"no playbook: {_some(self.unmatched)}")
         if self.regressed:
-            lines.append(f"regressed after resolve (escalated): {', '.join(self.regressed)}")
+            lines.append(f"regressed: {_some(self.regressed)}")
         if self.recovered_runs:
-            lines.append(f"interrupted runs recovered: {', '.join(self.recovered_runs)}")
-        if self.resumed:
-            lines.append(f"undecided issues resumed after an interruption: {self.resumed}")
-        if self.awaiting_event:
-            lines.append(
-                f"waiting for their latest event (fetched in later cycles, oldest first): "
-                f"{self.awaiting_event}"
-            )
-        lines += [str(value) for value in self.extra.values()]
-        for err in self.errors:
+            lines.append(f"interrupted runs recovered: {_some(self.recovered_runs)}")
+        for err in self.errors[:ERRORS_SHOWN]:
             lines.append(f"error: {err}")
+        if len(self.errors) > ERRORS_SHOWN:
+            lines.append(f"… {len(self.errors) - ERRORS_SHOWN} more errors (--json lists all)")
         return "\n".join(lines)
+
+
+IDS_SHOWN = 10
+ERRORS_SHOWN = 20
+
+
+def _some(ids: list[str]) -> str:
+    """At most IDS_SHOWN ids, then how many more (``--json`` lists them all)."""
+    head = ", ".join(ids[:IDS_SHOWN])
+    return head + (f" … and {len(ids) - IDS_SHOWN} more" if len(ids) > IDS_SHOWN else "")
+
+
+def _outcome(plan: PlanOutcome) -> str:
+    """A plan's outcome for the summary: its status, shadow previews named as such."""
+    return "shadow preview" if plan.mode == "shadow" else plan.status
 
 
 def _issue_from_row(row: TrackedIssue) -> SentryIssue:

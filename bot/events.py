@@ -213,7 +213,9 @@ class EventRecorder:
         extra: dict[str, Any],
     ) -> None:
         self.events.append((kind, issue.short_id))
-        log.info(
+        # One "triaged" line per new issue would flood INFO on a busy poll.
+        log.log(
+            logging.DEBUG if kind == "triaged" else logging.INFO,
             "event %s on %s%s",
             kind,
             issue.short_id,

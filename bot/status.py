@@ -7,12 +7,14 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from bot.errors import BotError
+from bot.engine.guards import PAUSE_KEY
+from bot.errors import BotError, ConfigError
 from bot.store.models import (
     FixLink,
     OutboxMessage,
     OutboxStatus,
     RemediationRun,
+    Setting,
     TrackedIssue,
     Transition,
 )
@@ -20,6 +22,15 @@ from bot.store.models import (
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def parse_cursor(cursor: str | None) -> int:
+    """The position a ``--cursor`` value stands for (as printed in ``next_cursor``)."""
+    if cursor is None or cursor == "":
+        return 0
+    if not cursor.isdigit() or len(cursor) > 12:
+        raise ConfigError(f"--cursor {cursor[:40]!r}: expected a next_cursor value from status")
+    return int(cursor)
 
 
 def find_issue(session: Session, key: str) -> TrackedIssue:
@@ -35,23 +46,49 @@ def find_issue(session: Session, key: str) -> TrackedIssue:
 
 
 def overview(
-    session: Session, *, team: str | None = None, severity: str | None = None, limit: int = 200
+    session: Session,
+    *,
+    team: str | None = None,
+    severity: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    runs_limit: int | None = None,
 ) -> dict[str, Any]:
-    """Tracked issues (optionally by team/severity), state counts, runs and dead letters."""
+    """Tracked issues (optionally by team/severity), state counts, runs, dead letters and
+    the pause switch.
+
+    Complete unless ``limit`` is given: then one page of issues, newest first, with
+    ``total`` and ``next_cursor`` (pass it back as ``cursor``; None on the last page).
+    ``runs_limit`` keeps only the newest runs (``runs_total`` says how many there are).
+    """
+    offset = parse_cursor(cursor)
     query = select(TrackedIssue)
+    count_query = select(func.count()).select_from(TrackedIssue)
     if team:
         query = query.where(TrackedIssue.team == team)
+        count_query = count_query.where(TrackedIssue.team == team)
     if severity:
         query = query.where(TrackedIssue.severity == severity)
-    rows = session.exec(
-        query.order_by(col(TrackedIssue.last_seen).desc().nulls_last()).limit(limit)
-    ).all()
+        count_query = count_query.where(TrackedIssue.severity == severity)
+    total = int(session.exec(count_query).one())
+    query = query.order_by(col(TrackedIssue.last_seen).desc().nulls_last(), col(TrackedIssue.id))
+    if offset:
+        query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = session.exec(query).all()
+    end = offset + len(rows)
+    next_cursor = str(end) if limit is not None and end < total else None
     states = dict(
         session.exec(select(TrackedIssue.state, func.count()).group_by(TrackedIssue.state)).all()
     )
-    runs = session.exec(
-        select(RemediationRun).order_by(col(RemediationRun.created_at).desc()).limit(20)
-    ).all()
+    runs_total = int(session.exec(select(func.count()).select_from(RemediationRun)).one())
+    runs_query = select(RemediationRun).order_by(
+        col(RemediationRun.created_at).desc(), col(RemediationRun.id)
+    )
+    if runs_limit is not None:
+        runs_query = runs_query.limit(runs_limit)
+    runs = session.exec(runs_query).all()
     outbox = dict(
         session.exec(
             select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
@@ -61,9 +98,17 @@ def overview(
         select(OutboxMessage)
         .where(OutboxMessage.status == OutboxStatus.DEAD.value)
         .order_by(col(OutboxMessage.id).desc())
-        .limit(20)
     ).all()
+    pause = session.get(Setting, PAUSE_KEY)
     return {
+        "paused": (
+            {"reason": pause.value, "since": _iso(pause.updated_at)}
+            if pause is not None and pause.value
+            else None
+        ),
+        "total": total,
+        "cursor": str(offset) if offset else None,
+        "next_cursor": next_cursor,
         "issues": [
             {
                 "id": r.id,
@@ -84,6 +129,7 @@ def overview(
             for r in rows
         ],
         "states": states,
+        "runs_total": runs_total,
         "runs": [
             {
                 "id": r.id,
@@ -92,6 +138,7 @@ def overview(
                 "mode": r.mode,
                 "status": r.status,
                 "rows": r.rows_affected,
+                "would_change": len((r.preview or {}).get("rows") or []),
                 "created_at": _iso(r.created_at),
                 "error": r.error,
             }
@@ -150,6 +197,7 @@ def issue_timeline(session: Session, key: str) -> dict[str, Any]:
                 "mode": r.mode,
                 "status": r.status,
                 "rows": r.rows_affected,
+                "would_change": len((r.preview or {}).get("rows") or []),
                 "error": r.error,
                 "verify": r.verify,
                 "created_at": _iso(r.created_at),
@@ -178,9 +226,22 @@ def _cut(text: str | None, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def render_overview(data: dict[str, Any]) -> str:
+def render_overview(data: dict[str, Any], *, command: str = "sentry-bot status") -> str:
+    """The overview as tables; says when the pause is on and when a list is cut."""
+    out: list[str] = []
+    if data.get("paused"):
+        p = data["paused"]
+        out.append(
+            f"PAUSED since {(p['since'] or '-')[:16]}: {p['reason']} "
+            "(nothing executes; `sentry-bot resume` lifts it)\n"
+        )
     if not data["issues"]:
-        return "no tracked issues yet (run `sentry-bot cycle`)"
+        out.append(
+            "no tracked issues yet (run `sentry-bot cycle`)"
+            if not data.get("total")
+            else f"no issues on this page (total {data['total']})"
+        )
+        return "\n".join(out)
     rows = [
         [
             i["short_id"],
@@ -195,20 +256,38 @@ def render_overview(data: dict[str, Any]) -> str:
         ]
         for i in data["issues"]
     ]
-    out = [
+    out.append(
         _table(
             ["ISSUE", "STATE", "SEV", "CATEGORY", "TEAM", "EVENTS", "USERS", "LAST SEEN", "TITLE"],
             rows,
         )
-    ]
+    )
+    total = data.get("total", len(rows))
+    if len(rows) < total:
+        first = int(data.get("cursor") or 0) + 1
+        more = (
+            f"; next page: {command} --limit {len(rows)} --cursor {data['next_cursor']}"
+            if data.get("next_cursor")
+            else ""
+        )
+        out.append(
+            f"(issues {first} to {first + len(rows) - 1} of {total}, newest first{more}; "
+            "all of them: --json)"
+        )
     out.append("\nstates: " + ", ".join(f"{k}={v}" for k, v in sorted(data["states"].items())))
     if data["runs"]:
-        out.append("\nrecent runs:")
+        runs_total = data.get("runs_total", len(data["runs"]))
+        cut = (
+            f" ({len(data['runs'])} newest of {runs_total})"
+            if runs_total > len(data["runs"])
+            else ""
+        )
+        out.append(f"\nrecent runs{cut}:")
         out.append(
             _table(
                 ["RUN", "PLAYBOOK", "MODE", "STATUS", "ROWS"],
                 [
-                    [r["id"][:8], r["playbook"], r["mode"], r["status"], str(r["rows"] or 0)]
+                    [r["id"][:8], r["playbook"], r["mode"], r["status"], _rows_cell(r)]
                     for r in data["runs"]
                 ],
             )
@@ -216,12 +295,21 @@ def render_overview(data: dict[str, Any]) -> str:
     out.append(
         "\noutbox: " + (", ".join(f"{k}={v}" for k, v in sorted(data["outbox"].items())) or "empty")
     )
-    for d in data["dead_letters"]:
+    for d in data["dead_letters"][:20]:
         out.append(
             f"  DEAD #{d['id']} {d['channel']}/{d['kind']} issue={d['issue']} "
             f"after {d['attempts']} attempts: {_cut(d['error'], 100)}"
         )
+    if len(data["dead_letters"]) > 20:
+        out.append(f"  … {len(data['dead_letters']) - 20} more dead letters (--json lists all)")
     return "\n".join(out)
+
+
+def _rows_cell(run: dict[str, Any]) -> str:
+    """Rows changed; for a shadow run (nothing changes) what it would change."""
+    if run.get("mode") == "shadow" and run.get("would_change") is not None:
+        return f"would change {run['would_change']}"
+    return str(run.get("rows") or 0)
 
 
 def render_timeline(data: dict[str, Any]) -> str:
@@ -241,7 +329,12 @@ def render_timeline(data: dict[str, Any]) -> str:
         for r in data["runs"]:
             out.append(
                 f"  {r['id'][:8]} {r['playbook']} mode={r['mode']} status={r['status']} "
-                f"rows={r['rows'] or 0}" + (f" error={_cut(r['error'], 80)}" if r["error"] else "")
+                + (
+                    f"would change {r['would_change']}"
+                    if r["mode"] == "shadow"
+                    else f"rows={r['rows'] or 0}"
+                )
+                + (f" error={_cut(r['error'], 80)}" if r["error"] else "")
             )
     if data["fix_links"]:
         out.append("\nfix links:")

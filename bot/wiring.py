@@ -13,6 +13,7 @@ from bot.actions.target import TargetDatabase
 from bot.adapters.targets import open_target, url_dialect
 from bot.app import App
 from bot.engine.executor import EventSink, Executor
+from bot.errors import ConfigError
 from bot.playbooks.matcher import Matcher
 from bot.playbooks.models import Playbook
 
@@ -27,6 +28,13 @@ def load_matcher(app: App) -> tuple[Matcher, dict[str, Playbook]]:
     Files are parsed once per process and again only when they change (see
     :mod:`bot.playbooks.cache`); the matcher is rebuilt only then, too.
     """
+    directory = app.settings.playbooks_dir
+    if not directory.is_dir():
+        # Not "no playbook matched" for every issue: the whole configuration is wrong.
+        raise ConfigError(
+            f"BOT_PLAYBOOKS_DIR: {directory} is not a directory; expected the folder of"
+            " playbook YAML files (the project ships ./playbooks)"
+        )
 
     def target_dialect(name: str) -> str | None:
         url = app.settings.target_url(name)

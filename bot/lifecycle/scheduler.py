@@ -146,7 +146,7 @@ class BotScheduler:
             try:
                 with monitored(f"sentry-bot-{name}", self.config.intervals[name]):
                     summary = step()
-                log.info("%s: %s", name, summary)
+                log.info("%s: %s", name, _without_prefix(name, summary))
                 result = JobResult(name, ran=True, leader=True, summary=summary)
             except Exception as exc:
                 log.exception("%s step failed", name)
@@ -349,6 +349,13 @@ class CycleSteps:
 
     def outbox(self) -> str:
         return _summarise(self.steps.outbox_step(self.app))
+
+
+def _without_prefix(name: str, summary: str) -> str:
+    """``fix links: 0 new`` logged for job ``fixlinks`` would read ``fixlinks: fix links:
+    0 new``; drop the step's own prefix when it only repeats the job's name."""
+    head, sep, rest = summary.partition(": ")
+    return rest if sep and head.replace(" ", "") == name else summary
 
 
 def _summarise(result: Any) -> str:

@@ -182,9 +182,12 @@ def _summary(f: ReportFacts) -> list[str]:
         )
     lines.append(f"- **Severity:** {severity.capitalize()}")
     if t:
+        # One rank per issue: its severity (which sets the deadline). The category's
+        # default priority from the seed table is a property of the category, named as
+        # such under Root Cause, never a second, conflicting rank in the summary.
         lines.append(
-            f"- **Priority / owner:** {t.priority.value.capitalize()} / {md(t.team)},"
-            f" respond by {when(t.response_due_at)} ({md(t.escalation_path)})"
+            f"- **Owner:** {md(t.team)}, respond by {when(t.response_due_at)}"
+            f" ({severity} severity; {md(t.escalation_path)})"
         )
     lines.append(f"- **Impact:** {i.user_count} users affected, {i.count} events")
     lines.append(f"- **State:** {md(i.state)}")
@@ -240,7 +243,10 @@ def _root_cause(f: ReportFacts) -> list[str]:
         lines.append(f"Category: {md(f.issue.category or 'not triaged')}.")
         return lines
     label = t.category.value.replace("_", " ").capitalize()
-    lines.append(f"Category: **{label}** (seed table priority {t.priority.value}).")
+    lines.append(
+        f"Category: **{label}** (the seed table's default for this category is"
+        f" {t.priority.value}; this issue's severity is {t.severity.value})."
+    )
     lines += ["", "| Indicator | Effect | Evidence |", "|---|---|---|"]
     for ind in t.indicators:
         if ind.weight != 0 and ind.kind == "category":

@@ -75,4 +75,9 @@ def test_run_polls_writes_a_heartbeat_and_exits_0_on_sigterm(tmp_path: Path) -> 
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert "lease scheduler released by replica-test" in output
+    # What an operator reads: our own lines once each, no APScheduler chatter, no
+    # "fixlinks: fix links:" doubled prefixes.
+    assert "Adding job tentatively" not in output and "apscheduler" not in output
+    for job, step in (("fixlinks", "fix links"), ("lifecycle", "lifecycle"), ("outbox", "outbox")):
+        assert f"{job}: {step}:" not in output
     store.dispose()

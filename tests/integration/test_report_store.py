@@ -137,7 +137,11 @@ def test_report_for_bee42_has_sections_figures_and_escaping(store: Store) -> Non
     )
     assert "1 run(s), 1 succeeded, 1 row(s) changed in total." in report
     assert "after the 48 h quiet window; 2 d 5 min without an event" in report
-    assert "Category: **Infrastructure** (seed table priority critical)." in report
+    assert (
+        "Category: **Infrastructure** (the seed table's default for this category is critical;"
+        in report
+    )
+    assert "Priority" not in report  # one rank per issue: its severity
     assert "| worker\\_pool\\_health | infrastructure +3 |" in report
     assert "[acme/crawler\\#212](https://github.com/acme/crawler/pull/212)" in report
     assert "(merged)" in report

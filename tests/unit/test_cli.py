@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner, Result
 from bot.cli import app
 from bot.engine.guards import is_paused
 from bot.store.db import Store
+from bot.store.models import RemediationRun, TrackedIssue
 
 ROOT = Path(__file__).parents[2]
 SEED = ROOT / "bot" / "demo" / "seed_incidents.json"
@@ -190,15 +192,6 @@ def test_db_upgrade_hides_the_database_password() -> None:
 # -- demo, status -----------------------------------------------------------------------
 
 
-def test_demo_prints_a_line_per_seed_incident(tmp_path: Path) -> None:
-    result = invoke("demo", "--state", str(tmp_path / "demo.db"))
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    for short_id in seed_short_ids():
-        assert any(line.split()[:1] == [short_id] for line in lines), short_id
-    assert "polled 9 issues: 9 new" in result.stdout
-
-
 def test_status_json_lists_every_issue_after_a_replay_cycle(replay_env: dict[str, str]) -> None:
     cycle = invoke("cycle", "--json", env=replay_env)
     assert cycle.exit_code == 0, cycle.output
@@ -273,3 +266,131 @@ def test_approve_of_an_unknown_run_exits_1(
     assert result.exit_code == 1
     assert result.stderr.strip() == message
     assert "Traceback" not in result.output
+
+
+# -- operator output: paging, pause, summary first, flags ------------------------------
+
+
+def _fill(url: str, issues: int, runs: int) -> None:
+    """A store holding ``issues`` tracked issues and ``runs`` shadow runs."""
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    store = Store(url)
+    store.upgrade()
+    try:
+        with store.session() as session:
+            for n in range(issues):
+                session.add(
+                    TrackedIssue(
+                        id=str(10_000 + n),
+                        short_id=f"BULK-{n}",
+                        title=f"issue {n}",
+                        last_seen=base + timedelta(minutes=n % 7),  # ties: ordered by id too
+                        created_at=base,
+                        updated_at=base,
+                    )
+                )
+            for n in range(runs):
+                session.add(
+                    RemediationRun(
+                        id=f"run-{n:05d}",
+                        idempotency_key=f"k{n}",
+                        playbook_id="pb",
+                        issue_id="10000",
+                        action="requeue_stuck_tasks",
+                        mode="shadow",
+                        status="shadow",
+                        preview={"summary": "would requeue 2", "rows": [{"id": 1}, {"id": 2}]},
+                        created_at=base + timedelta(seconds=n),
+                    )
+                )
+    finally:
+        store.dispose()
+
+
+def test_status_json_is_complete_or_paged_with_a_total(tmp_path: Path) -> None:
+    env = {"BOT_DATABASE_URL": f"sqlite:///{tmp_path / 'big.db'}"}
+    _fill(env["BOT_DATABASE_URL"], issues=500, runs=278)
+    full = json.loads(invoke("status", "--json", env=env).stdout)
+    assert (len(full["issues"]), full["total"], full["next_cursor"]) == (500, 500, None)
+    assert (len(full["runs"]), full["runs_total"]) == (278, 278)
+
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        args = ["status", "--json", "--limit", "200"] + (["--cursor", cursor] if cursor else [])
+        page = json.loads(invoke(*args, env=env).stdout)
+        assert page["total"] == 500
+        seen += [i["id"] for i in page["issues"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3 and len(seen) == len(set(seen)) == 500
+    assert seen == [i["id"] for i in full["issues"]]  # the pages are the complete list, in order
+
+    table = invoke("status", env=env).stdout
+    assert "(issues 1 to 50 of 500, newest first; next page: sentry-bot status --limit 50" in table
+    assert "recent runs (20 newest of 278):" in table
+    assert "would change 2" in table and " 0\n" not in table.split("recent runs")[1]
+    bad = invoke("status", "--cursor", "nope", env=env)
+    assert bad.exit_code == 2 and "--cursor 'nope'" in bad.stderr
+
+
+def test_pause_shows_in_status_text_and_json(replay_env: dict[str, str]) -> None:
+    assert invoke("pause", "--reason", "db migration", env=replay_env).exit_code == 0
+    data = json.loads(invoke("status", "--json", env=replay_env).stdout)
+    assert data["paused"]["reason"] == "db migration" and data["paused"]["since"]
+    text = invoke("status", env=replay_env).stdout
+    assert text.startswith("PAUSED since ") and "db migration" in text.splitlines()[0]
+    assert invoke("resume", env=replay_env).exit_code == 0
+    assert json.loads(invoke("status", "--json", env=replay_env).stdout)["paused"] is None
+    assert "PAUSED" not in invoke("status", env=replay_env).stdout
+
+
+def test_cycle_prints_the_summary_first_and_no_endless_line(tmp_path: Path) -> None:
+    env = {
+        "BOT_REPLAY_FILE": str(SEED),
+        "BOT_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "BOT_PLAYBOOKS_DIR": str(ROOT / "playbooks"),
+    }
+    result = invoke("cycle", env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "polled 9 issues: 9 new, 0 changed, 0 unchanged"
+    assert lines[1].startswith("plans: 9 (") and "shadow preview" in lines[1]
+    assert lines[2].startswith("by playbook: ") and "bee42-requeue-stuck-tasks 1" in lines[2]
+    assert max(len(line) for line in lines) < 300
+    assert "would change" in result.stdout and ", 0 rows changed" not in result.stdout
+
+
+def test_cycle_lists_at_most_ten_ids_per_line() -> None:
+    from bot.cycle import CycleReport
+
+    report = CycleReport(unmatched=[f"NOISE-{n}" for n in range(400)])
+    text = report.render()
+    assert text.splitlines()[1] == "no playbook (triaged, notified, watched): 400"
+    assert "NOISE-9 … and 390 more" in text and "NOISE-10," not in text
+
+
+def test_a_missing_playbooks_directory_is_exit_2_in_one_line(tmp_path: Path) -> None:
+    env = {
+        "BOT_REPLAY_FILE": str(SEED),
+        "BOT_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "BOT_PLAYBOOKS_DIR": str(tmp_path / "no-such-dir"),
+    }
+    result = run_bot("cycle", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"config error: BOT_PLAYBOOKS_DIR: {tmp_path / 'no-such-dir'} is not a directory; "
+        "expected the folder of playbook YAML files (the project ships ./playbooks)"
+    ]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["status"], ["cycle"], ["demo"], ["playbooks", "validate"]])
+def test_boolean_flags_show_as_flags_in_help(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout
+    assert "--help " in result.stdout or "--help\n" in result.stdout
