@@ -305,9 +305,15 @@ def render_overview(data: dict[str, Any], *, command: str = "sentry-bot status")
     return "\n".join(out)
 
 
+# Runs that changed nothing (yet): their figure is the preview's, not "0 rows".
+_NOT_EXECUTED = {"shadow", "awaiting_approval", "approved", "expired", "blocked"}
+
+
 def _rows_cell(run: dict[str, Any]) -> str:
-    """Rows changed; for a shadow run (nothing changes) what it would change."""
-    if run.get("mode") == "shadow" and run.get("would_change") is not None:
+    """Rows changed; for a run that did not execute, what its preview would change."""
+    if (run.get("mode") == "shadow" or run.get("status") in _NOT_EXECUTED) and run.get(
+        "would_change"
+    ) is not None:
         return f"would change {run['would_change']}"
     return str(run.get("rows") or 0)
 
@@ -330,8 +336,8 @@ def render_timeline(data: dict[str, Any]) -> str:
             out.append(
                 f"  {r['id'][:8]} {r['playbook']} mode={r['mode']} status={r['status']} "
                 + (
-                    f"would change {r['would_change']}"
-                    if r["mode"] == "shadow"
+                    _rows_cell(r).replace("would change ", "would_change=")
+                    if _rows_cell(r).startswith("would")
                     else f"rows={r['rows'] or 0}"
                 )
                 + (f" error={_cut(r['error'], 80)}" if r["error"] else "")

@@ -120,8 +120,12 @@ def render(story: Story, commands: list[str]) -> str:
             state = "commented" if i["pr_comment"] else "not commented"
             out.append(f"  fix PR     {i['pr']} found and {state}:")
             out += [f"               {line}" for line in _comment_excerpt(i["pr_comment_text"])]
-        for kind, text in i["notifications"][:1]:
+        # What the webhook got on arrival; the resolves come 49 hours later, below.
+        early = [(k, t) for k, t in i["notifications"] if k not in ("resolved", "regressed")]
+        for kind, text in early[:2]:
             out.append(f"  notified   [{kind}] {_first_line(text)}")
+        if not early:
+            out.append("  notified   nothing yet (no remedy ran; the resolve is announced)")
         errors = [line for line in arrival.cycle_lines if line.startswith("error:")]
         out += [f"  {line}" for line in errors]
     out += ["", RULE, "49 simulated hours later, no new events:"]
