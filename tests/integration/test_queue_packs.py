@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,7 +135,9 @@ def url(dsn: str) -> str:
     auth = str(info.get("user", "postgres"))
     if info.get("password"):
         auth += f":{info['password']}"
-    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
+    host, port = str(info.get("host", "127.0.0.1")), info.get("port", "5432")
+    if host.startswith("/"):  # a Unix-socket directory (the embedded test server's)
+        host = urllib.parse.quote(host, safe="")  # pg-connection-string decodes it
     return f"postgresql://{auth}@{host}:{port}/{info['dbname']}"
 
 
