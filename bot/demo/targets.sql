@@ -23,6 +23,8 @@ DROP TABLE IF EXISTS workers;
 DROP TABLE IF EXISTS resource_backups;
 DROP TABLE IF EXISTS tf_jobs;
 DROP TABLE IF EXISTS tf_agents;
+DROP TABLE IF EXISTS compliance_hash_state;
+DROP TABLE IF EXISTS job_rate_limits;
 
 CREATE TABLE workers (
     id             text PRIMARY KEY,
@@ -139,5 +141,26 @@ VALUES
      'redis', 'failed', 'dump',
      'dial tcp 10.0.0.7:6379: connect: connection refused',
      now() - interval '10 minutes', now() - interval '10 minutes');
+
+-- Seed 001 (migration 0047): the integrity-hash worker's queue. The advisory-lock
+-- playbook's post-deploy check "compliance_hash_state = 'pending' count drains" reads it;
+-- nothing is pending once the worker runs again (it was 0 pending after the hotfix).
+CREATE TABLE compliance_hash_state (
+    id     bigserial PRIMARY KEY,
+    status text NOT NULL CHECK (status IN ('pending', 'complete', 'failed'))
+);
+INSERT INTO compliance_hash_state (status) SELECT 'complete' FROM generate_series(1, 20);
+
+-- Seed 000 BEE-7G backpressure: the crawler's per-job-type rate limits. The mitigation
+-- playbook lowers page_discovery while the stuck-task incident is active, then puts the
+-- old value back.
+CREATE TABLE job_rate_limits (
+    job_type       text PRIMARY KEY,
+    max_per_minute integer NOT NULL CHECK (max_per_minute > 0),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO job_rate_limits (job_type, max_per_minute) VALUES
+    ('page_discovery', 120),
+    ('page_fetch', 600);
 
 COMMIT;
