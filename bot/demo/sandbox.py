@@ -76,6 +76,10 @@ PROBES: dict[str, Probe] = {
         "SELECT id, status, fail_reason, started_at::text AS started_at FROM resource_backups"
         " WHERE id = '5e0c6b1a-2d3f-4a5b-8c7d-9e0f1a2b3c4d'",
     ),
+    "BLUE-BANDED-BEE-7G": Probe(
+        "page-discovery rate limit (throttled while the queue is behind)",
+        "SELECT job_type, max_per_minute FROM job_rate_limits ORDER BY job_type",
+    ),
     "TORRENTFLOW-API-3": Probe(
         "TorrentFlow jobs by agent",
         "SELECT id, status, worker_id, requeue_count FROM tf_jobs ORDER BY id",
