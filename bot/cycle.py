@@ -106,9 +106,8 @@ class CycleReport:
                 + ")"
             )
             by_playbook = Counter(p.playbook_id for p in self.plans)
-            lines.append(
-                "by playbook: " + ", ".join(f"{pb} {n}" for pb, n in sorted(by_playbook.items()))
-            )
+            lines.append("by playbook:")  # one line each: never one endless line
+            lines += [f"  {n:>4}  {pb}" for pb, n in sorted(by_playbook.items())]
         if self.unmatched:
             lines.append(f"no playbook (triaged, notified, watched): {len(self.unmatched)}")
         if self.regressed:

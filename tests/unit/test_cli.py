@@ -359,7 +359,7 @@ def test_cycle_prints_the_summary_first_and_no_endless_line(tmp_path: Path) -> N
     lines = result.stdout.splitlines()
     assert lines[0] == "polled 9 issues: 9 new, 0 changed, 0 unchanged"
     assert lines[1].startswith("plans: 9 (") and "shadow preview" in lines[1]
-    assert lines[2].startswith("by playbook: ") and "bee42-requeue-stuck-tasks 1" in lines[2]
+    assert lines[2] == "by playbook:" and "     1  bee42-requeue-stuck-tasks" in lines[3:12]
     assert max(len(line) for line in lines) < 300
     assert "would change" in result.stdout and ", 0 rows changed" not in result.stdout
 
