@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from bot.clock import ensure_utc
@@ -61,11 +64,25 @@ def breaker_open(session: Session, playbook_id: str, now: datetime) -> datetime 
     return until if until > now else None
 
 
+def _ensure_state_row(session: Session, playbook_id: str, now: datetime) -> None:
+    """Create the playbook's state row if it is missing, without failing when another
+    transaction creates it at the same moment (the first two runs of a new playbook)."""
+    dialect = session.get_bind().dialect.name
+    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(
+        insert(PlaybookState)
+        .values(playbook_id=playbook_id, consecutive_failures=0, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["playbook_id"])
+    )
+
+
 def record_verification(session: Session, playbook: Playbook, ok: bool, now: datetime) -> bool:
     """Count a verification; return True if this failure opened the breaker."""
-    row = session.get(PlaybookState, playbook.id) or PlaybookState(
-        playbook_id=playbook.id, updated_at=now
-    )
+    _ensure_state_row(session, playbook.id, now)
+    # Locked to the end of the transaction: two verifications of one playbook at once
+    # (two replicas, webhook workers) must not lose each other's count.
+    row = session.get(PlaybookState, playbook.id, with_for_update=True)
+    assert row is not None
     opened = False
     if ok:
         row.consecutive_failures = 0
