@@ -32,6 +32,8 @@ FAILPOINTS: dict[str, str] = {
     "after-send": "the receiver accepted the message, before it is marked sent",
     "before-resolve": "quiet hours confirmed, before the Sentry resolve request",
     "after-resolve": "Sentry resolved the issue, before the store records it",
+    "flag-revert-journaled": "a set_flag revert is journaled, before the target UPDATE",
+    "flag-revert-committed": "the set_flag revert committed on the target, before it is recorded",
 }
 
 # Exit status when a failpoint fires: 101, 102, … in the order above, so a test can

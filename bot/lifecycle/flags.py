@@ -13,7 +13,8 @@ is due at the first of:
 The revert is journaled before it touches the target (a ``flag_revert`` row, one per
 run), then runs ONE compare-and-set ``UPDATE``: the old value goes back only while the
 row still holds the value the bot set. A row someone changed meanwhile is left alone and
-the journal says so. After a crash anywhere in between, the next sweep finds the
+the journal says so. After a crash anywhere in between (failpoints ``flag-revert-journaled`` and
+``flag-revert-committed``), the next sweep finds the
 unfinished row and runs the same compare-and-set again: a revert that had committed now
 finds the old value already back, so the value is restored exactly once.
 """
@@ -27,6 +28,7 @@ from datetime import timedelta
 
 from sqlmodel import col, select
 
+from bot import failpoints
 from bot.actions.set_flag import SetFlagSettings, read_value, write_sql
 from bot.actions.target import TargetDatabase
 from bot.clock import Clock, ensure_utc
@@ -45,10 +47,6 @@ MAY_HAVE_SET = (
     RunStatus.INTERRUPTED.value,
 )
 Failpoint = Callable[[str], None]
-
-
-def _no_failpoint(_name: str) -> None:
-    return None
 
 
 @dataclass
@@ -100,7 +98,7 @@ class FlagReverter:
         targets: Callable[[str], TargetDatabase | None],
         clock: Clock,
         *,
-        failpoint: Failpoint = _no_failpoint,
+        failpoint: Failpoint = failpoints.hit,
     ) -> None:
         self.store = store
         self.playbooks = playbooks
@@ -180,7 +178,7 @@ class FlagReverter:
                 journal.attempts += 1  # an earlier attempt died or failed: same CAS again
             intent = _intent(run)
             playbook_id, target_name = run.playbook_id, run.target or ""
-        self.failpoint("flag.revert.journaled")
+        self.failpoint("flag-revert-journaled")
         pb = self.playbooks.get(playbook_id)
         target = self.targets(target_name)
         if intent is None:
@@ -200,7 +198,7 @@ class FlagReverter:
                 current = back[0]["value"] if back else read_value(conn, s, lock=False)
         except BotError as exc:
             return self._finish(run_id, "failed", f"revert failed: {exc}", reason, final=False)
-        self.failpoint("flag.revert.committed")
+        self.failpoint("flag-revert-committed")
         label = f"{s.table}.{s.value_column} ({s.key_column} = {s.key!r})"
         if back:
             detail = f"{label}: {intent.value} -> {current} ({reason})"

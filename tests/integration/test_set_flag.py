@@ -202,7 +202,7 @@ def test_a_value_changed_by_someone_else_is_not_overwritten(story: Story) -> Non
     assert any("left as is" in n for n in story.notes(issue_id))
 
 
-@pytest.mark.parametrize("failpoint", ["flag.revert.journaled", "flag.revert.committed"])
+@pytest.mark.parametrize("failpoint", ["flag-revert-journaled", "flag-revert-committed"])
 def test_a_crash_at_either_revert_failpoint_still_reverts_exactly_once(
     story: Story, failpoint: str
 ) -> None:
@@ -217,7 +217,7 @@ def test_a_crash_at_either_revert_failpoint_still_reverts_exactly_once(
 
     with pytest.raises(Crash):
         story.reverter(pb, failpoint=die).sweep()
-    expected_after_crash = "120" if failpoint == "flag.revert.committed" else "10"
+    expected_after_crash = "120" if failpoint == "flag-revert-committed" else "10"
     assert story.value() == expected_after_crash
     (journal,) = story.journal()
     assert journal.finished_at is None  # the intent is journaled, the outcome is not

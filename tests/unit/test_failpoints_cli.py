@@ -20,7 +20,7 @@ def test_debug_failpoints_prints_every_name_one_per_line() -> None:
     result = CliRunner().invoke(app, ["debug", "failpoints"])
     assert result.exit_code == 0
     assert result.stdout.splitlines() == list(FAILPOINTS)
-    assert len(FAILPOINTS) == 12
+    assert len(FAILPOINTS) == 14
 
 
 def test_every_failpoint_is_documented_in_the_readme() -> None:
