@@ -17,11 +17,15 @@ One :meth:`QuietChecker.check`, in the order that keeps Sentry requests few:
    issue and say so in the report.
 4. **Compare-and-set.** Re-read the survivors right before the update; if ``lastSeen``
    or ``count`` moved since step 2, do not resolve and restart the clock.
+   Every re-read selects issues with repeated ``group=`` (``get_issues``).
 5. **Resolve**, grouped by (fix commit, project), because Sentry's bulk update accepts
    ``statusDetails.inCommit`` only for issues of one project; issues without a commit
    in one plain bulk update. A commit Sentry does not know (400) is resolved plainly,
-   and the reason is journaled. The store gets ``resolved``, ``resolved_at`` and
-   ``resolved_by_bot`` so the tracker sees a later event as a regression.
+   and the reason is journaled. Then a re-read **confirms**: only an issue Sentry now
+   reports ``resolved`` is recorded (a bulk PUT answers 204 when nothing matched, and
+   its 200 body does not say which issues changed). The store gets ``resolved``,
+   ``resolved_at`` and ``resolved_by_bot`` so the tracker sees a later event as a
+   regression; an unconfirmed issue stays watched, with a note, and is tried again.
 
 Due issues are handled in chunks of ``batch`` (steps 2-5 per chunk), oldest first. When
 Sentry says "retry later" the check stops cleanly: finished chunks stay resolved, and the
@@ -399,11 +403,12 @@ class QuietChecker:
             fix = self.fix_commit_for(c.id) if self.in_commit_for(c.playbook_id) else None
             key = (fix.repo, fix.sha, c.project) if fix and fix.sha and fix.repo else None
             groups.setdefault(key, []).append(c)
+        asked: dict[str, tuple[_Watched, FixCommit | None, str | None]] = {}
         for key, group in groups.items():
             ids = [c.id for c in group]
             if key is None:
                 self._resolve_in_sentry(ids, {"status": "resolved"})
-                self._record_resolved(group, None, "no fix commit known", report)
+                asked.update((c.id, (c, None, "no fix commit known")) for c in group)
                 continue
             repo, sha, _project = key
             details = {"inCommit": {"commit": sha, "repository": repo}}
@@ -416,9 +421,47 @@ class QuietChecker:
                 log.warning("%s (%s)", plain, exc)
                 self._resolve_in_sentry(ids, {"status": "resolved"})
                 report.commit_refused += len(ids)
-                self._record_resolved(group, None, plain, report)
+                asked.update((c.id, (c, None, plain)) for c in group)
                 continue
-            self._record_resolved(group, FixCommit(repo, sha), None, report)
+            asked.update((c.id, (c, FixCommit(repo, sha), None)) for c in group)
+        self._confirm_resolved(asked, report)
+
+    def _confirm_resolved(
+        self,
+        asked: dict[str, tuple[_Watched, FixCommit | None, str | None]],
+        report: QuietReport,
+    ) -> None:
+        """Record a resolve only where a re-read shows Sentry resolved the issue.
+
+        A bulk PUT answers 204 when no id matched and its 200 body lists changed fields,
+        not issues (getsentry/sentry ``src/sentry/api/helpers/group_index/update.py``),
+        so neither proves a given issue was resolved; the ``group=`` re-read does.
+        """
+        fresh = {i.id: i for i in self.sentry.get_issues(list(asked))}
+        done: list[tuple[_Watched, FixCommit | None, str | None]] = []
+        now = self.clock.now()
+        with self.store.session() as session:
+            for issue_id, (c, fix, plain) in asked.items():
+                issue = fresh.get(issue_id)
+                if issue is not None and issue.status == "resolved":
+                    in_commit = issue.status_details.get("inCommit")
+                    if fix is not None and not in_commit:
+                        fix, plain = None, "Sentry resolved it without the commit"
+                    done.append((c, fix, plain))
+                    continue
+                row = session.get(TrackedIssue, issue_id)
+                if row is None:
+                    continue
+                seen = issue.status if issue is not None else "not returned"
+                why = (
+                    f"asked Sentry to resolve, but a re-read says {seen}: not recorded as "
+                    "resolved; tried again next check"
+                )
+                note(session, row, why, now)
+                report.unconfirmed += 1
+                report.notes.append(f"{row.short_id}: {why}")
+        for c, fix, plain in done:
+            self._record_resolved([c], fix, plain, report)
 
     def _resolve_in_sentry(self, ids: list[str], data: dict[str, Any]) -> None:
         failpoints.hit("before-resolve")

@@ -19,7 +19,8 @@ class QuietReport:
     ``skipped_moved``: not resolved because the compare-and-set re-read saw a change;
     ``not_quiet_by_events``: lastSeen said quiet but the events endpoint had events;
     ``stopped_watching``: issues Sentry no longer returns or that someone resolved or
-    archived there; ``requests``: Sentry HTTP requests this check sent.
+    archived there; ``unconfirmed``: asked to resolve but a re-read did not show them
+    resolved, so nothing was recorded; ``requests``: Sentry HTTP requests this check sent.
     """
 
     watched: int = 0
@@ -34,6 +35,7 @@ class QuietReport:
     skipped_moved: int = 0
     not_quiet_by_events: int = 0
     stopped_watching: int = 0
+    unconfirmed: int = 0
     requests: int = 0
     events_fallback: str | None = None
     stopped: str | None = None

@@ -129,14 +129,25 @@ class HttpSentryClient:
         return _issue(data, f"issue {issue_id}")
 
     def get_issues(self, issue_ids: Sequence[str]) -> list[SentryIssue]:
-        """Re-read issues by id, 100 ids per request (repeated ``id`` parameters)."""
+        """Re-read issues by id, 100 ids per request (repeated ``group`` parameters).
+
+        Sentry's issue index GET selects issues with ``group=`` and then ignores the query
+        ("If group ids specified, just ignore any query components"); it never reads
+        ``id`` on GET, which would silently answer with the org's first page instead
+        (getsentry/sentry ``organization_group_index.py``, ``request.GET.getlist("group")``).
+        """
         out: list[SentryIssue] = []
         for chunk in _chunks(list(dict.fromkeys(issue_ids)), MAX_PAGE_SIZE):
-            # An empty query: otherwise the default is:unresolved hides resolved issues.
-            params: Params = [("query", ""), ("limit", str(MAX_PAGE_SIZE))]
-            params += [("id", i) for i in chunk]
+            for issue_id in chunk:
+                _numeric_id(issue_id)
+            params: Params = [("group", i) for i in chunk]
             data = self._json("GET", self._issues_path(), params)
-            out += [_issue(item, "get issues") for item in _as_list(data, "get issues")]
+            asked = set(chunk)
+            for item in _as_list(data, "get issues"):
+                issue = _issue(item, "get issues")
+                # Only what was asked: an answer that ignored the selection is not a read.
+                if issue.id in asked:
+                    out.append(issue)
         return out
 
     def update_issue(self, issue_id: str, changes: dict[str, Any]) -> SentryIssue:
@@ -144,13 +155,25 @@ class HttpSentryClient:
         data = self._json("PUT", self._issues_path(issue_id), body=changes)
         return _issue(data, f"issue {issue_id}")
 
-    def bulk_update(self, issue_ids: Sequence[str], changes: dict[str, Any]) -> None:
-        """PUT ``.../issues/?id=..`` in chunks of 100; answers 200 (changed fields) or 204."""
+    def bulk_update(self, issue_ids: Sequence[str], changes: dict[str, Any]) -> bool:
+        """PUT ``.../issues/?id=..`` in chunks of 100; True when every chunk answered 200.
+
+        Sentry answers 204 when *no* id matched ("If any ids are out of scope this
+        operation will succeed without any data mutation", ``update_groups`` in
+        getsentry/sentry ``src/sentry/api/helpers/group_index/update.py``), and a 200
+        body lists only the changed fields, not which issues changed: a caller that must
+        know re-reads the issues (see :class:`~bot.lifecycle.quiet.QuietChecker`).
+        """
         ids = list(dict.fromkeys(issue_ids))
+        all_matched = True
         # Without ids the bulk endpoint updates every issue matching the query: never that.
         for chunk in _chunks(ids, MAX_PAGE_SIZE):
+            for issue_id in chunk:
+                _numeric_id(issue_id)
             params: Params = [("id", i) for i in chunk]
-            self._send("PUT", self._issues_path(), params, changes)
+            response = self._send("PUT", self._issues_path(), params, changes)
+            all_matched = all_matched and response.status_code != 204
+        return all_matched and bool(ids)
 
     def add_comment(self, issue_id: str, text: str) -> None:
         """POST a note; a duplicate within the hour is SentryDuplicateComment."""
@@ -414,6 +437,14 @@ def _segment(value: str) -> str:
     text = str(value)
     if not text or "/" in text or text in (".", ".."):
         raise ValueError(f"not a valid Sentry id: {value!r}")
+    return text
+
+
+def _numeric_id(value: str) -> str:
+    """Sentry issue ids are decimal strings (they exceed 2**53: never a float)."""
+    text = str(value)
+    if not text.isdigit() or not text.isascii():
+        raise ValueError(f"not a numeric Sentry issue id: {value!r}")
     return text
 
 

@@ -88,18 +88,18 @@ class Routes:
             return error
         now = self.fake.clock.now()
         search = parse_query(params.get("query", "is:unresolved"), now)
-        projects = set(params.get_list("project")) - {"-1"}
         environments = set(params.get_list("environment"))
-        ids = params.get_list("id")
-        if any(not i.isdigit() for i in ids):
-            return (400, {"detail": "Invalid id parameter: integers expected."}, {})
+        projects = set(params.get_list("project")) - {"-1"}
+        # getsentry/sentry organization_group_index.py (GET): "If group ids specified, just
+        # ignore any query components" -- repeated ``group`` selects, no pagination, no
+        # query; ``id`` is never read on GET (only PUT/DELETE read it).
+        if params.get_list("group"):
+            return self._by_group(params.get_list("group"), projects)
         period = data.parse_period(params.get("statsPeriod", "") or "")
         found = []
         for state in self.fake.issues.values():
             issue = state.data
             project = issue["project"]
-            if ids and issue["id"] not in ids:
-                continue
             if projects and not projects & {project["id"], project["slug"]}:
                 continue
             if environments and not environments & state.environments:
@@ -110,6 +110,22 @@ class Routes:
                 found.append(issue)
         ordered = sort_issues(found, params.get("sort", "date"))
         return _paginate(request, [data.list_shape(i) for i in ordered], limit)
+
+    def _by_group(self, raw: list[str], projects: set[str]) -> Answer:
+        try:
+            wanted = {int(g) for g in raw}
+        except ValueError:
+            return (400, {"detail": "Group ids must be integers"}, {})
+        found = [
+            data.list_shape(state.data)
+            for state in self.fake.issues.values()
+            if int(state.data["id"]) in wanted
+            and (
+                not projects
+                or projects & {state.data["project"]["id"], state.data["project"]["slug"]}
+            )
+        ]
+        return (200, found, {})
 
     def _detail(self, state: IssueState) -> dict[str, Any]:
         env_counts: dict[str, int] = {}
@@ -157,6 +173,10 @@ class Routes:
             ]
             targets = targets[:_MAX_PAGE]
         if not targets:
+            # update_groups (getsentry/sentry src/sentry/api/helpers/group_index/update.py):
+            # ``if not group_ids or not group_list: return Response(..., status=204)`` --
+            # "If any ids are out of scope this operation will succeed without any data
+            # mutation". Nothing changes; the client must not take this as success.
             return (204, None, {})
         details = body.get("statusDetails")
         projects = {s.data["project"]["id"] for s in targets}

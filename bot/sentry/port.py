@@ -41,7 +41,10 @@ class SentryPort(Protocol):
         ...
 
     def get_issues(self, issue_ids: Sequence[str]) -> list[SentryIssue]:
-        """Re-read many issues (100 per request); ids Sentry does not return are absent."""
+        """Re-read many issues (100 per request); ids Sentry does not return are absent.
+
+        Only the asked issues are ever returned (Sentry selects them with ``group=``).
+        """
         ...
 
     def list_events(
@@ -87,8 +90,12 @@ class SentryPort(Protocol):
         """
         ...
 
-    def bulk_update(self, issue_ids: Sequence[str], changes: dict[str, Any]) -> None:
-        """Apply ``changes`` to exactly these issues; no ids means no request at all."""
+    def bulk_update(self, issue_ids: Sequence[str], changes: dict[str, Any]) -> bool:
+        """Apply ``changes`` to these issues; no ids means no request at all.
+
+        Returns False when Sentry answered 204 (nothing matched) for some chunk. True is
+        no proof that every issue changed: re-read to confirm before recording anything.
+        """
         ...
 
     def add_comment(self, issue_id: str, text: str) -> None:

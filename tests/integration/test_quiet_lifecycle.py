@@ -150,8 +150,8 @@ def test_resolved_after_48_quiet_hours_in_the_fix_commit(world: World) -> None:
     assert "quiet for 48 h" in last.reason and "0 events in window" in last.reason
     assert f"resolved in commit {SHA[:12]} of {REPO}" in last.reason
     assert world.events.seen == [("resolved", issue_id, {"in_commit": SHA, "plain_reason": None})]
-    # get_issues, event counts, compare-and-set re-read, one bulk PUT
-    assert report.requests == 4
+    # get_issues, event counts, compare-and-set re-read, one bulk PUT, confirming re-read
+    assert report.requests == 5
 
 
 def test_a_new_event_seen_by_the_poller_restarts_the_clock(world: World) -> None:
@@ -308,11 +308,12 @@ def test_events_signal_blocks_resolve_and_falls_back_when_refused(
     per_issue = [c for c in world.fake.calls("GET") if c.path.endswith(f"/issues/{ids[0]}/events/")]
     if refusal is None:
         assert report.events_fallback is None and per_issue == []
-        assert report.requests == 4
+        assert report.requests == 5
     else:
         assert report.events_fallback and "fell back" in report.events_fallback
         assert len(per_issue) == 1 and per_issue[0].params["statsPeriod"] == ["48h"]
-        assert report.requests == 1 + 1 + 3 + 1 + 1  # read, refused, 3 per-issue, CAS, PUT
+        # read, refused, 3 per-issue, CAS, PUT, confirming re-read
+        assert report.requests == 1 + 1 + 3 + 1 + 1 + 1
 
 
 def test_issue_gone_from_sentry_is_escalated(world: World) -> None:
@@ -344,7 +345,7 @@ def test_rate_limit_stops_the_check_and_keeps_what_was_done(world: World) -> Non
     world.watch([older, newer])
     world.client = world.make_client(max_wait=1)
     world.clock.advance(hours=50)
-    world.fake.rate_limit = 4  # one chunk (4 requests) fits in the window, not two
+    world.fake.rate_limit = 5  # one chunk (5 requests) fits in the window, not two
     report = world.checker(batch=1).check()
     assert report.stopped and "rate-limit" in report.stopped
     assert report.retry_after is not None and report.retry_after > 1

@@ -254,16 +254,18 @@ def test_malformed_issue_names_the_field(clock: FakeClock) -> None:
     assert info.value.context["issue_id"] == "42"
 
 
-def test_get_issues_chunks_ids_and_sends_empty_query(
+def test_get_issues_selects_with_repeated_group_in_chunks_of_100(
     fake: FakeSentry, client: HttpSentryClient
 ) -> None:
+    # getsentry/sentry organization_group_index.py: GET reads request.GET.getlist("group")
+    # and ignores the query; it never reads ``id`` (only PUT/DELETE do).
     ids = [fake.add_issue()["id"] for _ in range(150)]
     client.update_issue(ids[0], {"status": "resolved"})
     got = client.get_issues([*ids, "999999"])
     assert {i.id for i in got} == set(ids)  # resolved one included, unknown absent
     calls = fake.calls("GET", ISSUES)
-    assert [len(c.params["id"]) for c in calls] == [100, 51]
-    assert all(c.params["query"] == [""] for c in calls)
+    assert [len(c.params["group"]) for c in calls] == [100, 51]
+    assert all("id" not in c.params and "query" not in c.params for c in calls)
 
 
 def test_update_issue_is_partial_and_returns_whole_issue(
