@@ -68,6 +68,9 @@ class App:
                 base_url=self.settings.sentry_base_url,
                 clock=self.clock,
                 transport=self.sentry_transport,
+                request_deadline=self.settings.sentry_request_deadline_seconds,
+                max_pages=self.settings.poll_max_pages,
+                listing_deadline=self.settings.poll_deadline_seconds,
             )
         return self._sentry
 

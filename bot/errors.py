@@ -11,7 +11,8 @@
     │   ├── SentryBadRequest        400: Sentry refused the request (detail attached)
     │   │   └── SentryDuplicateComment  the same comment text within an hour
     │   ├── SentryBadResponse       malformed JSON or an unexpected shape
-    │   └── WebhookRejected         a webhook delivery that does not fit its resource
+    │   ├── WebhookRejected         a webhook delivery that does not fit its resource
+    │   └── SentryDeadline          a response or a whole listing took too long (retry later)
     ├── PlaybookError               a playbook file is invalid (file, line, field)
     ├── RemediationError            an action failed; the transaction was rolled back
     │   ├── TooManyRows             would touch more than max_rows
@@ -95,6 +96,10 @@ class SentryDuplicateComment(SentryBadRequest):
 
 class SentryBadResponse(SentryError):
     """Sentry answered with something we cannot read."""
+
+
+class SentryDeadline(SentryRetryLater):
+    """Sentry did not finish answering within the deadline; the next cycle tries again."""
 
 
 class PlaybookError(BotError):

@@ -10,6 +10,7 @@ the same message twice. Channels: ``slack`` (when a webhook is configured) and
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -169,6 +170,20 @@ def outcome_update(run: RemediationRun, verify: str | None) -> dict[str, Any]:
     return outcome_message(f"Run {run.id[:8]} {run.status}{who}", details)
 
 
+def report_filename(short_id: str) -> str:
+    """A safe, unique file name for an issue's report.
+
+    A short id that is already safe is used as it is (``API-9.md``); otherwise the safe
+    characters are kept and a hash of the whole id is added, so ``A/B`` and ``AB``
+    (or two long ids with one prefix) never write the same file.
+    """
+    base = safe_id(short_id, 64).lstrip(".")
+    if base != short_id or not base:
+        digest = hashlib.sha256(short_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        base = f"{base[:48] or 'issue'}-{digest}"
+    return f"{base}.md"
+
+
 # The final word on an issue carries the post-incident report.
 _REPORT_KINDS = {"resolved", "escalated", "regressed"}
 # Announcements that are about the incident as a whole when issues are grouped.
@@ -196,7 +211,7 @@ class EventRecorder:
             if facts is None:
                 return None
             directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{safe_id(issue.short_id)}.md"
+            path = directory / report_filename(issue.short_id)
             path.write_text(render_report(facts), encoding="utf-8")
             return path
         except (OSError, BotError) as exc:

@@ -10,17 +10,18 @@ tracker, so overlap costs a little bandwidth and never a duplicate action.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
 from bot.clock import Clock, ensure_utc
-from bot.sentry.models import SentryIssue
+from bot.sentry.models import QuarantinedItem, SentryIssue
 from bot.sources import IssueSource
 from bot.store.db import Store
-from bot.store.models import PollWatermark
+from bot.store.models import PollWatermark, QuarantinedIssue
 from bot.tracker import TrackResult, track
 
 
@@ -30,6 +31,7 @@ class PollResult:
     since: datetime | None
     watermark: datetime | None
     tracked: TrackResult
+    quarantined: list[str] = field(default_factory=list)
 
 
 def get_watermark(session: Session, source: str) -> datetime | None:
@@ -69,7 +71,45 @@ def poll_and_track(
 
     with store.session() as session:
         result = track(session, seen(source.poll(since)), clock)
+        quarantined = source.take_quarantined()
+        for item in quarantined:
+            # A malformed issue is set aside (status lists it), never a reason to stop:
+            # the rest is tracked and the watermark moves past it.
+            if item.last_seen is not None and (not newest or item.last_seen > newest[0]):
+                newest[:] = [item.last_seen]
+        keys = record_quarantined(session, source.name, quarantined, clock.now())
         new_mark = newest[0] if newest else mark
         if new_mark is not None:
             set_watermark(session, source.name, new_mark, clock.now())
-    return PollResult(source=source.name, since=since, watermark=new_mark, tracked=result)
+    return PollResult(
+        source=source.name, since=since, watermark=new_mark, tracked=result, quarantined=keys
+    )
+
+
+def record_quarantined(
+    session: Session, source: str, items: list[QuarantinedItem], now: datetime
+) -> list[str]:
+    """Upsert quarantined items (one row per Sentry id, else per content); their keys."""
+    keys: list[str] = []
+    for item in items:
+        key = item.issue_id or "sha256:" + hashlib.sha256(item.raw_escaped.encode()).hexdigest()
+        key = key[:64]
+        row = session.get(QuarantinedIssue, key)
+        if row is None:
+            row = QuarantinedIssue(
+                key=key,
+                source=source[:256],
+                issue_id=item.issue_id,
+                short_id=item.short_id,
+                reason=item.reason,
+                raw_escaped=item.raw_escaped,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+            session.add(row)
+        else:
+            row.reason, row.raw_escaped = item.reason, item.raw_escaped
+            row.times += 1
+            row.last_seen_at = now
+        keys.append(key)
+    return keys

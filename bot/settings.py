@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         600, ge=0, le=86_400, validation_alias="BOT_POLL_OVERLAP_SECONDS"
     )
     poll_interval_seconds: int = Field(60, ge=10, validation_alias="BOT_POLL_INTERVAL_SECONDS")
+    # Bounds of one poll: no Link header or trickling response may hold a cycle forever.
+    poll_max_pages: int = Field(200, ge=1, le=100_000, validation_alias="BOT_POLL_MAX_PAGES")
+    poll_deadline_seconds: float = Field(
+        300, gt=0, le=3_600, validation_alias="BOT_POLL_DEADLINE_SECONDS"
+    )
+    sentry_request_deadline_seconds: float = Field(
+        60, gt=0, le=600, validation_alias="BOT_SENTRY_REQUEST_DEADLINE_SECONDS"
+    )
     lifecycle_interval_seconds: int = Field(
         300, ge=10, validation_alias="BOT_LIFECYCLE_INTERVAL_SECONDS"
     )

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from bot.clock import Clock, ensure_utc
 from bot.errors import SentryBadResponse
-from bot.sentry.models import SentryEvent, SentryIssue
+from bot.sentry.models import QuarantinedItem, SentryEvent, SentryIssue
 from bot.sentry.port import SentryPort
 
 M = TypeVar("M", SentryIssue, SentryEvent)
@@ -47,6 +47,10 @@ class IssueSource(Protocol):
 
     def latest_event(self, issue_id: str) -> SentryEvent | None:
         """The issue's latest event with entries, or None."""
+        ...
+
+    def take_quarantined(self) -> list[QuarantinedItem]:
+        """Items the last polls could not read (recorded by the poller, never fatal)."""
         ...
 
 
@@ -99,6 +103,10 @@ class SentryApiSource:
         """The latest event, straight from Sentry."""
         return self.port.latest_event(issue_id)
 
+    def take_quarantined(self) -> list[QuarantinedItem]:
+        """Malformed items the client set aside while polling."""
+        return self.port.take_quarantined()
+
 
 class ReplaySource:
     """Issues (and events) read from a JSON file shaped like Sentry's list response.
@@ -143,6 +151,10 @@ class ReplaySource:
                 return issue.latest_event
         events = sorted(self._events.get(issue_id, []), key=_created_key, reverse=True)
         return events[0] if events else None
+
+    def take_quarantined(self) -> list[QuarantinedItem]:
+        """A replay file is validated whole when loaded: nothing is set aside."""
+        return []
 
 
 def _load_replay(path: Path) -> tuple[list[SentryIssue], dict[str, list[SentryEvent]]]:

@@ -13,6 +13,7 @@ from bot.store.models import (
     FixLink,
     OutboxMessage,
     OutboxStatus,
+    QuarantinedIssue,
     RemediationRun,
     Setting,
     TrackedIssue,
@@ -99,6 +100,9 @@ def overview(
         .where(OutboxMessage.status == OutboxStatus.DEAD.value)
         .order_by(col(OutboxMessage.id).desc())
     ).all()
+    quarantined = session.exec(
+        select(QuarantinedIssue).order_by(col(QuarantinedIssue.last_seen_at).desc()).limit(20)
+    ).all()
     pause = session.get(Setting, PAUSE_KEY)
     return {
         "paused": (
@@ -109,6 +113,17 @@ def overview(
         "total": total,
         "cursor": str(offset) if offset else None,
         "next_cursor": next_cursor,
+        "quarantined": [
+            {
+                "key": q.key,
+                "issue": q.issue_id,
+                "short_id": q.short_id,
+                "reason": q.reason,
+                "times": q.times,
+                "last_seen_at": _iso(q.last_seen_at),
+            }
+            for q in quarantined
+        ],
         "issues": [
             {
                 "id": r.id,
@@ -226,6 +241,14 @@ def _cut(text: str | None, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _render_quarantine(data: dict[str, Any]) -> list[str]:
+    return [
+        f"  QUARANTINED {q['short_id'] or q['issue'] or q['key'][:19]} "
+        f"(seen {q['times']}x, last {(q['last_seen_at'] or '-')[:16]}): {_cut(q['reason'], 120)}"
+        for q in data.get("quarantined", [])
+    ]
+
+
 def render_overview(data: dict[str, Any], *, command: str = "sentry-bot status") -> str:
     """The overview as tables; says when the pause is on and when a list is cut."""
     out: list[str] = []
@@ -241,6 +264,7 @@ def render_overview(data: dict[str, Any], *, command: str = "sentry-bot status")
             if not data.get("total")
             else f"no issues on this page (total {data['total']})"
         )
+        out += _render_quarantine(data)
         return "\n".join(out)
     rows = [
         [
@@ -302,6 +326,9 @@ def render_overview(data: dict[str, Any], *, command: str = "sentry-bot status")
         )
     if len(data["dead_letters"]) > 20:
         out.append(f"  … {len(data['dead_letters']) - 20} more dead letters (--json lists all)")
+    if data.get("quarantined"):
+        out.append("\nquarantined (malformed in Sentry's answer; not tracked):")
+        out += _render_quarantine(data)
     return "\n".join(out)
 
 

@@ -27,6 +27,7 @@ from sqlmodel import col, select
 from bot.clock import Clock, ensure_utc
 from bot.codehost.port import CodeHost, FixRef, comment_marker
 from bot.errors import CodeHostError, RetryLater
+from bot.sentry.text import neutralise_bidi
 from bot.store.db import Store
 from bot.store.models import FixLink
 
@@ -185,7 +186,7 @@ def inert(text: str | None, limit: int = TEXT_LIMIT) -> str:
     zero-width space entity after ``@`` / ``#`` and in ``://`` so an exception message
     cannot mention ``@org/team``, cross-reference ``#123`` or plant a clickable link.
     """
-    flat = " ".join((text or "").split())
+    flat = neutralise_bidi(" ".join((text or "").split()))
     if len(flat) > limit:
         flat = flat[: limit - 1].rstrip() + "…"
     flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.clock import ensure_utc
+from bot.sentry.text import neutralise_bidi
 
 HEADER_LIMIT = 150
 SECTION_TEXT_LIMIT = 3000
@@ -115,6 +116,7 @@ class Notification(BaseModel):
 def escape_mrkdwn(text: str) -> str:
     """Untrusted text made inert for Slack mrkdwn: entities for ``& < >``, mentions defused."""
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    escaped = neutralise_bidi(escaped)  # a U+202E in a title must not reorder the message
     return _MASS_MENTION.sub(lambda m: f"@{ZWSP}{m.group(1)}", escaped)
 
 

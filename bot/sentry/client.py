@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -29,14 +33,16 @@ from bot.clock import Clock, SystemClock
 from bot.errors import (
     SentryBadRequest,
     SentryBadResponse,
+    SentryDeadline,
     SentryDuplicateComment,
     SentryError,
     SentryNotFound,
     SentryRetryLater,
 )
-from bot.sentry.models import SentryEvent, SentryIssue
+from bot.sentry.models import QuarantinedItem, SentryEvent, SentryIssue
 from bot.sentry.port import MAX_PAGE_SIZE
 from bot.sentry.ratelimit import Backoff, RateLimitInfo, retry_after_seconds
+from bot.sentry.text import SHORT_ID_LIMIT, bound_short_id, escaped_json, normalise_item
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +66,24 @@ class HttpSentryClient:
         max_attempts: int = 4,
         max_wait: float = 60.0,
         timeout: float = 30.0,
+        request_deadline: float = 60.0,
+        max_pages: int = 200,
+        listing_deadline: float = 300.0,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``request_deadline``: seconds one response may take in total (httpx's read
+        timeout restarts with every chunk, so a server trickling a byte at a time would
+        never trip it). ``max_pages`` / ``listing_deadline``: bounds of one paginated
+        listing (a Link header that always says ``results="true"`` must not loop
+        forever). ``timer``: wall-clock seconds for those deadlines."""
         if not org:
             raise ValueError("org is required")
         self._org = org
         self._token = token
         self._base = base_url.rstrip("/")
-        self._http = http or httpx.Client(transport=transport, timeout=timeout)
+        self._http = http or httpx.Client(
+            transport=transport, timeout=min(timeout, request_deadline)
+        )
         self._owns_http = http is None
         self._clock: Clock = clock or SystemClock()
         self._backoff = backoff or Backoff()
@@ -74,6 +91,12 @@ class HttpSentryClient:
         self._max_wait = max_wait
         self._rate_limit: RateLimitInfo | None = None
         self._requests = 0
+        self._quarantined: list[QuarantinedItem] = []
+        self._request_deadline = request_deadline
+        self._max_pages = max(1, max_pages)
+        self._listing_deadline = listing_deadline
+        self._timer = timer
+        self._listing_ends: float | None = None
 
     def close(self) -> None:
         """Close the HTTP client if this object created it."""
@@ -121,7 +144,13 @@ class HttpSentryClient:
         if stats_period:
             params.append(("statsPeriod", stats_period))
         for page in self._pages("GET", self._issues_path(), params, parse=_issue_page):
-            yield from _as_list(page, "list issues")
+            self._quarantined += page.quarantined
+            yield from page.issues
+
+    def take_quarantined(self) -> list[QuarantinedItem]:
+        """Items of list-issues pages that could not be read, since the last call."""
+        items, self._quarantined = self._quarantined, []
+        return items
 
     def get_issue(self, issue_id: str) -> SentryIssue:
         """One issue, validated."""
@@ -263,9 +292,30 @@ class HttpSentryClient:
         """Each page's JSON (or ``parse`` of it), following ``Link: rel="next"``."""
         seen: set[str] = set()
         cursor: str | None = None
+        ends = self._timer() + self._listing_deadline
+        pages = 0
         while True:
+            if pages >= self._max_pages or self._timer() > ends:
+                why = (
+                    f"more than {self._max_pages} pages"
+                    if pages >= self._max_pages
+                    else f"longer than {self._listing_deadline:g} s"
+                )
+                raise SentryDeadline(
+                    f"Sentry listing stopped: {why} (the Link header kept saying "
+                    'results="true"); nothing from it was kept, the next cycle tries again',
+                    retry_after=None,
+                    method=method,
+                    path=path,
+                    pages=pages,
+                )
             page_params = [*params, ("cursor", cursor)] if cursor else params
-            response, data = self._request_json(method, path, page_params, parse=parse)
+            self._listing_ends = ends
+            try:
+                response, data = self._request_json(method, path, page_params, parse=parse)
+            finally:
+                self._listing_ends = None
+            pages += 1
             yield data
             nxt = response.links.get("next") or {}
             cursor = nxt.get("cursor")
@@ -304,16 +354,7 @@ class HttpSentryClient:
             ctx: dict[str, Any] = {"method": method, "path": path, "attempt": attempt}
             try:
                 self._requests += 1
-                response = self._http.request(
-                    method,
-                    self._base + path,
-                    params=tuple(params),
-                    json=body,
-                    headers={
-                        "Authorization": f"Bearer {self._token}",
-                        "Accept": "application/json",
-                    },
-                )
+                response = self._send_within_deadline(method, path, params, body, ctx)
             except httpx.TransportError as exc:  # timeouts, refused, reset, protocol errors
                 kind = type(exc).__name__
                 if attempt >= self._max_attempts:
@@ -352,6 +393,48 @@ class HttpSentryClient:
                         f"unreadable JSON from Sentry after {attempt} attempts", **ctx
                     ) from exc
                 self._retry_sleep(attempt, "unreadable JSON", ctx)
+
+    def _send_within_deadline(
+        self, method: str, path: str, params: Params, body: Any, ctx: dict[str, Any]
+    ) -> httpx.Response:
+        """Send and read the whole body, giving up at the request (or listing) deadline.
+
+        The body is streamed so the deadline is checked between chunks; the answer is
+        returned as an already-read response (decoded, so no Content-Encoding).
+        """
+        request = self._http.build_request(
+            method,
+            self._base + path,
+            params=tuple(params),
+            json=body,
+            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+        )
+        start = self._timer()
+        limit = self._request_deadline
+        if self._listing_ends is not None:
+            limit = max(0.0, min(limit, self._listing_ends - start))
+        response = self._http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if self._timer() - start > limit:
+                    raise SentryDeadline(
+                        f"Sentry did not finish answering within {limit:g} s "
+                        "(a slow or trickling response); the next cycle tries again",
+                        retry_after=None,
+                        **ctx,
+                    )
+        finally:
+            response.close()
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code, headers=headers, content=b"".join(chunks), request=request
+        )
 
     def _wait_for_budget(self, method: str, path: str) -> None:
         info = self._rate_limit
@@ -480,28 +563,71 @@ def _field_errors(exc: ValidationError) -> str:
 
 
 _ISSUE_PAGE: TypeAdapter[list[SentryIssue]] = TypeAdapter(list[SentryIssue])
+# JSON escapes of NUL or of a UTF-16 surrogate: such a page needs text normalisation.
+_NEEDS_CLEANING = re.compile(rb"\\u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
 
 
-def _issue_page(response: httpx.Response) -> Any:
-    """A list-issues page as validated issues, straight from the body bytes.
+@dataclass
+class IssuePage:
+    """One list-issues page: the readable issues and the quarantined items."""
+
+    issues: list[SentryIssue]
+    quarantined: list[QuarantinedItem]
+
+
+def _issue_page(response: httpx.Response) -> IssuePage:
+    """A list-issues page, validated; an unreadable item is quarantined, not fatal.
 
     Validating the bytes in one pass skips building Python objects for the ~50 fields
     of each issue the bot ignores: faster than ``json.loads`` alone (bench/poll.py).
-    Anything that does not validate takes the slow path, which keeps the detailed
-    behaviour: unreadable JSON raises JSONDecodeError (retried by the caller), a
-    non-list answer or a malformed issue is a SentryBadResponse naming the field.
+    A page with escaped NUL/surrogates, an over-long short id or an item that does not
+    validate takes the slow path: each item normalised (:mod:`bot.sentry.text`) and
+    validated on its own. Unreadable JSON raises JSONDecodeError (retried by the
+    caller); a non-list answer is a SentryBadResponse.
     """
-    try:
-        return _ISSUE_PAGE.validate_json(response.content)
-    except ValidationError:
-        pass
+    content = response.content
+    if not _NEEDS_CLEANING.search(content):
+        try:
+            issues = _ISSUE_PAGE.validate_json(content)
+        except ValidationError:
+            pass
+        else:
+            if all(len(i.short_id) <= SHORT_ID_LIMIT for i in issues):
+                return IssuePage(issues, [])
     data = response.json()
-    return [_issue(item, "list issues") for item in _as_list(data, "list issues")]
+    page = IssuePage([], [])
+    for item in _as_list(data, "list issues"):
+        try:
+            page.issues.append(_issue(item, "list issues"))
+        except SentryBadResponse as exc:
+            page.quarantined.append(_quarantine(item, str(exc)))
+    return page
+
+
+def _quarantine(item: Any, reason: str) -> QuarantinedItem:
+    cleaned = normalise_item(item)
+    get = cleaned.get if isinstance(cleaned, dict) else (lambda _k: None)
+    issue_id, short_id = get("id"), get("shortId")
+    last_seen = None
+    try:
+        raw_seen = get("lastSeen")
+        last_seen = datetime.fromisoformat(raw_seen) if isinstance(raw_seen, str) else None
+        last_seen = last_seen if last_seen is None or last_seen.tzinfo else None
+    except ValueError:
+        last_seen = None
+    log.warning("quarantined a malformed Sentry issue: %s", reason)
+    return QuarantinedItem(
+        issue_id=str(issue_id)[:64] if isinstance(issue_id, str | int) else None,
+        short_id=bound_short_id(short_id) if isinstance(short_id, str) else None,
+        reason=reason[:2000],
+        raw_escaped=escaped_json(item),
+        last_seen=last_seen,
+    )
 
 
 def _issue(data: Any, what: str) -> SentryIssue:
     try:
-        return SentryIssue.model_validate(data)
+        return SentryIssue.model_validate(normalise_item(data))
     except ValidationError as exc:
         issue_id = data.get("id") if isinstance(data, dict) else None
         raise SentryBadResponse(
@@ -511,7 +637,7 @@ def _issue(data: Any, what: str) -> SentryIssue:
 
 def _event(data: Any, what: str) -> SentryEvent:
     try:
-        return SentryEvent.model_validate(data)
+        return SentryEvent.model_validate(normalise_item(data))
     except ValidationError as exc:
         event_id = data.get("eventID") if isinstance(data, dict) else None
         raise SentryBadResponse(

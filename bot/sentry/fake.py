@@ -314,7 +314,10 @@ class FakeSentry:
             return httpx.Response(status, headers=all_headers, text=html)
         if status == 204:
             return httpx.Response(204, headers=all_headers)
-        return httpx.Response(status, headers=all_headers, json=body)
+        # ASCII-escaped JSON, as Sentry's renderer writes it: hostile text (a lone
+        # surrogate, a NUL) travels as \ud800 / \u0000 escapes instead of failing here.
+        all_headers["Content-Type"] = "application/json"
+        return httpx.Response(status, headers=all_headers, content=json.dumps(body).encode())
 
 
 def _raise_timeout(request: httpx.Request) -> None:

@@ -7,6 +7,7 @@ fields we rely on are validated: a response without an ``id`` or with a non-nume
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _SentryModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # Ids are strings end to end (Sentry's exceed 2**53): a numeric id becomes its text.
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, coerce_numbers_to_str=True
+    )
+
+
+@dataclass(frozen=True)
+class QuarantinedItem:
+    """An item of a Sentry page the bot could not read: recorded, never fatal."""
+
+    issue_id: str | None
+    short_id: str | None
+    reason: str
+    raw_escaped: str
+    last_seen: datetime | None = None
 
 
 class SentryProject(_SentryModel):
@@ -49,6 +64,9 @@ class SentryIssue(_SentryModel):
     # latest event so a cycle can match on them offline.
     tags: dict[str, str] = Field(default_factory=dict)
     latest_event: SentryEvent | None = Field(default=None, alias="latestEvent")
+    # Set by bot.sentry.text.normalise_item when hostile text had to be removed: the
+    # original item as ASCII-only JSON.
+    raw_escaped: str | None = Field(default=None, alias="rawEscaped")
 
     @field_validator("tags", mode="before")
     @classmethod

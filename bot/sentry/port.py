@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from bot.sentry.models import SentryEvent, SentryIssue
+from bot.sentry.models import QuarantinedItem, SentryEvent, SentryIssue
 from bot.sentry.ratelimit import RateLimitInfo
 
 #: Sentry refuses pages larger than this (``limit``/``per_page``).
@@ -104,6 +104,11 @@ class SentryPort(Protocol):
         :class:`~bot.errors.SentryDuplicateComment` if the same text was posted within
         the last hour (Sentry refuses it), so callers can treat it as already done.
         """
+        ...
+
+    def take_quarantined(self) -> list[QuarantinedItem]:
+        """Items of list-issues pages that could not be read (malformed), since the last
+        call; the rest of their pages was yielded as usual."""
         ...
 
     @property

@@ -379,3 +379,24 @@ class RequestNonce(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=128)
     expires_at: datetime | None = _ts(nullable=False, index=True)
+
+
+class QuarantinedIssue(SQLModel, table=True):
+    """An issue Sentry sent that the bot could not read (malformed), kept for a human.
+
+    The poll tracks the rest of the page and moves on; ``sentry-bot status`` lists these
+    with the reason. ``raw_escaped`` is the item as ASCII-only JSON, so hostile bytes
+    (NUL, lone surrogates) are kept without breaking any database.
+    """
+
+    __tablename__ = "quarantined_issue"
+
+    key: str = Field(primary_key=True, max_length=64)  # Sentry id, else a hash of the item
+    source: str = Field(max_length=256)
+    issue_id: str | None = Field(default=None, max_length=64)
+    short_id: str | None = Field(default=None, max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    raw_escaped: str = Field(sa_column=Column(Text, nullable=False))
+    times: int = 1
+    first_seen_at: datetime | None = _ts(nullable=False)
+    last_seen_at: datetime | None = _ts(nullable=False, index=True)

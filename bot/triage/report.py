@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, or_, select
 
 from bot.clock import ensure_utc
+from bot.sentry.text import neutralise_bidi
 from bot.store.models import (
     ApprovalDecision,
     FixLink,
@@ -37,7 +38,7 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 def md(text: object, limit: int = 200) -> str:
     """Untrusted text as inert inline Markdown: one line, bounded, no HTML, no mentions."""
-    flat = snippet(str(text), limit)
+    flat = neutralise_bidi(snippet(str(text), limit))
     flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     flat = _MD_SPECIAL.sub(r"\\\1", flat)
     return flat.replace("@", "@\u200b")  # zero-width space: no @team / @here pings
