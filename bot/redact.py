@@ -1,4 +1,5 @@
-"""Hide the passwords of database DSNs, even DSNs no parser accepts.
+"""Hide secrets in text: the passwords of database DSNs (even DSNs no parser accepts),
+and known tokens (:func:`secret_pattern`, short ones only as whole words).
 
 Error messages from drivers and URL parsers quote the text they choke on: psycopg
 answers a bad ``%``-escape in a password with ``invalid percent-encoded token:
@@ -53,3 +54,30 @@ def scrub(text: str, dsns: Iterable[str] = ()) -> str:
         for pw in dsn_passwords(dsn):
             text = text.replace(pw, MASK)
     return mask_dsn(text)
+
+
+# -- known secrets (tokens) inside free text -------------------------------------------
+# A long secret is replaced wherever it appears. A *short* one (fewer than
+# SHORT_SECRET characters: a test token, a two-letter password) only where it stands
+# alone, never inside a longer word: otherwise a token ``ab`` would turn ``table`` into
+# ``t[redacted]le`` and every message would become unreadable.
+
+SHORT_SECRET = 12
+_WORD = r"[A-Za-z0-9_]"
+
+
+def secret_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """A regex matching any of ``secrets`` (longest first); None when there are none."""
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    if not ordered:
+        return None
+    parts = [
+        re.escape(s) if len(s) >= SHORT_SECRET else rf"(?<!{_WORD}){re.escape(s)}(?!{_WORD})"
+        for s in ordered
+    ]
+    return re.compile("|".join(parts))
+
+
+def redact(text: str, pattern: re.Pattern[str] | None, replacement: str) -> str:
+    """``text`` with every match of ``pattern`` replaced."""
+    return pattern.sub(replacement, text) if pattern is not None else text

@@ -26,6 +26,8 @@ from urllib.parse import quote, unquote, urlsplit
 import sentry_sdk
 from sentry_sdk.crons import monitor as sentry_monitor
 
+from bot.redact import redact, secret_pattern
+
 if TYPE_CHECKING:
     from sentry_sdk._types import MonitorConfig
     from sentry_sdk.transport import Transport
@@ -68,13 +70,13 @@ class SecretScrubber:
         for secret in secrets:
             if secret:
                 values |= secret_variants(secret)
-        # Longest first, so a URL is replaced whole before its password is.
-        ordered = sorted(values, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        # Longest first, so a URL is replaced whole before its password is; a short
+        # secret only where it stands alone (bot/redact.py).
+        self._pattern = secret_pattern(values)
 
     def scrub_text(self, text: str) -> str:
         """``text`` with every secret replaced by ``[redacted]``."""
-        return self._pattern.sub(REDACTED, text) if self._pattern else text
+        return redact(text, self._pattern, REDACTED)
 
     def scrub(self, value: Any) -> Any:
         """A copy-free, in-place-where-possible scrub of nested dicts, lists and strings."""

@@ -39,6 +39,7 @@ from bot.errors import (
     SentryNotFound,
     SentryRetryLater,
 )
+from bot.redact import redact, secret_pattern
 from bot.sentry.models import QuarantinedItem, SentryEvent, SentryIssue
 from bot.sentry.port import MAX_PAGE_SIZE
 from bot.sentry.ratelimit import Backoff, RateLimitInfo, retry_after_seconds
@@ -80,6 +81,7 @@ class HttpSentryClient:
             raise ValueError("org is required")
         self._org = org
         self._token = token
+        self._secret = secret_pattern([token])
         self._base = base_url.rstrip("/")
         self._http = http or httpx.Client(
             transport=transport, timeout=min(timeout, request_deadline)
@@ -496,7 +498,7 @@ class HttpSentryClient:
         return SentryError(f"Sentry answered {status}", detail=detail, **ctx)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+        return redact(text, self._secret, "***")
 
 
 def _detail(response: httpx.Response) -> str:
