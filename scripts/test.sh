@@ -10,15 +10,20 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-# The real pg-boss and graphile-worker of tests/integration/test_queue_packs.py, pinned by
-# tests/queues/node/package-lock.json: `npm ci` only when the lock file changed.
-NODE_DIR=tests/queues/node
+# npm packages the tests run, each folder pinned by its package-lock.json; `npm ci` only
+# when the lock file changed (or node_modules is missing):
+# - tests/queues/node: the real pg-boss and graphile-worker of test_queue_packs.py;
+# - tests/contract/node: Stoplight Prism and GitHub's OpenAPI description (contract tests).
 if command -v npm >/dev/null 2>&1; then
-  if ! cmp -s "$NODE_DIR/package-lock.json" "$NODE_DIR/node_modules/.installed-lock"; then
-    echo "== npm ci ($NODE_DIR)"
-    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$NODE_DIR/package-lock.json" "$NODE_DIR/node_modules/.installed-lock"
-  fi
+  for NODE_DIR in tests/queues/node tests/contract/node; do
+    if ! cmp -s "$NODE_DIR/package-lock.json" "$NODE_DIR/node_modules/.installed-lock"; then
+      echo "== npm ci ($NODE_DIR)"
+      (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+      cp "$NODE_DIR/package-lock.json" "$NODE_DIR/node_modules/.installed-lock"
+    fi
+  done
+else
+  echo "== npm not found: the Node-backed tests say so (and fail under CI=true)"
 fi
 # The console's browser test drives Debian's chromium through Playwright (no browser
 # download is possible here); install it once when missing and we may (root + apt).

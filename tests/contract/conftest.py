@@ -1,0 +1,151 @@
+"""Stoplight Prism as a validating proxy in front of the project's fakes.
+
+``prism proxy SPEC UPSTREAM --errors`` forwards each request to the fake, validates the
+request and the response against the vendor's OpenAPI description, and answers a
+violation with an RFC 7807 problem (422 for a bad request, 500 for a bad response)
+instead of the fake's answer. Prism also logs every violation; each test checks the
+log too, so a warning-level violation cannot pass silently.
+
+Prism takes many seconds to start on a loaded machine, so one proxy per vendor is
+started per session. The fake behind it is swapped per test through :class:`Upstream`
+(one loopback server whose handler is replaced), so tests never share state.
+
+Prism and GitHub's description come from npm (tests/contract/node/, installed by
+``scripts/test.sh``). Without them the tests skip and say why; under CI (``CI=true``)
+that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.sentry.fake_server import serve_handler
+from tests.contract.specs import NODE_DIR
+
+PRISM = NODE_DIR / "node_modules" / ".bin" / "prism"
+START_DEADLINE = 300.0  # generous: 2 shared cores, a 13 MB description for GitHub
+
+
+def require_node_tools() -> None:
+    """Skip (fail under CI) when Node or the npm packages are missing."""
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node is not installed")
+    if not PRISM.exists():
+        missing.append(f"{PRISM} is missing (scripts/test.sh runs npm ci in {NODE_DIR})")
+    if missing:
+        message = "Prism contract tests cannot run: " + "; ".join(missing)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _prism_args(spec_path: Path, upstream_url: str) -> list[str]:
+    return [str(PRISM), "proxy", str(spec_path), upstream_url, "--errors", "-h", "127.0.0.1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+Responder = Callable[[httpx.Request, Callable[[float], None]], httpx.Response]
+
+
+class Upstream:
+    """One loopback server whose answers come from whatever fake is plugged in now."""
+
+    def __init__(self) -> None:
+        self.respond: Responder | None = None
+
+    def __call__(self, request: httpx.Request, sleep: Callable[[float], None]) -> httpx.Response:
+        if self.respond is None:
+            return httpx.Response(503, json={"detail": "no fake plugged in"})
+        return self.respond(request, sleep)
+
+
+@dataclass
+class Prism:
+    """A running ``prism proxy``; ``url`` is where clients should send requests."""
+
+    url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    upstream: Upstream
+    _offset: int = field(default=0)
+
+    def mark(self) -> None:
+        """Start a new section of the log (violations are counted from here)."""
+        self._offset = self.log_path.stat().st_size
+
+    def log_since_mark(self) -> str:
+        with self.log_path.open("rb") as handle:
+            handle.seek(self._offset)
+            return handle.read().decode("utf-8", "replace")
+
+    def violations(self) -> list[str]:
+        """Log lines since :meth:`mark` that report a request or response violation.
+
+        Prism writes its log asynchronously: a sentinel request is sent first and the
+        log is read up to the sentinel's line, so no earlier line can still be on its way.
+        """
+        token = uuid.uuid4().hex
+        httpx.get(f"{self.url}/__log_sentinel__/{token}", timeout=60)
+        deadline = time.monotonic() + 60
+        while token not in (text := self.log_since_mark()):
+            assert time.monotonic() < deadline, "prism never logged the sentinel request"
+            time.sleep(0.1)
+        before = text[: text.index(token)].rsplit("\n", 1)[0]
+        return [
+            line
+            for line in before.splitlines()
+            if "Violation" in line or "✖" in line or "errors#" in line
+        ]
+
+
+def start_prism(spec: dict[str, Any], workdir: Path, name: str) -> Iterator[Prism]:
+    """Serve an :class:`Upstream` on loopback and put Prism in front of it."""
+    require_node_tools()
+    spec_path = workdir / f"{name}.openapi.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    log_path = workdir / f"{name}.prism.log"
+    upstream = Upstream()
+    with serve_handler(upstream) as upstream_url:
+        port = _free_port()
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*_prism_args(spec_path, upstream_url), "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=NODE_DIR,
+            )
+        try:
+            deadline = time.monotonic() + START_DEADLINE
+            while "Prism is listening" not in log_path.read_text("utf-8", "replace"):
+                if process.poll() is not None:
+                    pytest.fail(f"prism exited: {log_path.read_text('utf-8', 'replace')[-2000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"prism did not start within {START_DEADLINE:g} s")
+                time.sleep(0.2)
+            yield Prism(f"http://127.0.0.1:{port}", log_path, process, upstream)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=20)
