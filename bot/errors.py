@@ -24,6 +24,7 @@
     ├── NotifyError                 webhook delivery failed
     │   └── NotifyRetryLater        429 / 5xx: try again later
     ├── CodeHostError               GitHub failed
+    │   ├── CodeHostRepoUnavailable a repository GitHub will not search (422): skip it
     │   └── CodeHostRetryLater      rate-limited: try again later
     └── RequestRejected             an inbound HTTP request failed authentication (401)
 
@@ -152,3 +153,7 @@ class CodeHostRetryLater(CodeHostError, RetryLater):
 
 class RequestRejected(BotError):
     """The request was not authenticated (bad or missing signature, stale, replayed)."""
+
+
+class CodeHostRepoUnavailable(CodeHostError):
+    """GitHub cannot search this repository (unknown, or not visible to the token)."""

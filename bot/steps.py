@@ -45,6 +45,7 @@ SCAN_BATCH = 10  # issues per step: 2 searches each per repo, GitHub allows 30/m
 
 
 def _codehost(app: App) -> Any:
+    from bot.codehost.blocks import StoreBlocks
     from bot.codehost.github import GitHubCodeHost
 
     token = app.settings.github_token
@@ -54,6 +55,7 @@ def _codehost(app: App) -> Any:
         base_url=app.settings.github_api_url,
         repos=app.settings.github_repos,
         clock=app.clock,
+        blocks=StoreBlocks(app.store),  # a rate limit one step saw binds the next ones
     )
 
 
@@ -104,9 +106,17 @@ def fixlinks_step(app: App, *, codehost: Any = None) -> str:
             .limit(SCAN_BATCH)
         ).all()
     found, commented, note = 0, 0, ""
+    unavailable: list[str] = []
     try:
         found = len(
-            scan_fix_links(app.store, codehost, app.settings.github_repos, list(issues), app.clock)
+            scan_fix_links(
+                app.store,
+                codehost,
+                app.settings.github_repos,
+                list(issues),
+                app.clock,
+                unavailable=unavailable,
+            )
         )
         with app.store.session() as session:
             with_links = session.exec(
@@ -119,6 +129,8 @@ def fixlinks_step(app: App, *, codehost: Any = None) -> str:
             commented += sync_pr_comments(app.store, codehost, issue, body)
     except RetryLater as exc:
         note = f"; GitHub asked to retry later ({exc.retry_after or '?'} s)"
+    if unavailable:
+        note += f"; not searchable by this token (422), skipped: {', '.join(unavailable)}"
     return f"fix links: {found} new, {commented} PR comments written{note}"
 
 

@@ -45,6 +45,21 @@ class _Answer(Exception):
         self.status, self.body, self.headers = status, body, headers or {}
 
 
+UNSEARCHABLE = {
+    "message": "Validation Failed",
+    "errors": [
+        {
+            "message": "The listed users and repositories cannot be searched either because "
+            "the resources do not exist or you do not have permission to view them.",
+            "resource": "Search",
+            "field": "q",
+            "code": "invalid",
+        }
+    ],
+    "documentation_url": "https://docs.github.com/v3/search/",
+}
+
+
 def _not_found() -> _Answer:
     return _Answer(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
 
@@ -115,7 +130,15 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
                 raise _not_found()
             path = path[len(self.prefix) :]
             with gh.lock:
-                gh.requests.append(RecordedRequest(method, path, query))
+                gh.requests.append(
+                    RecordedRequest(
+                        method,
+                        path,
+                        query,
+                        accept=self.headers.get("Accept", ""),
+                        api_version=self.headers.get("X-GitHub-Api-Version", ""),
+                    )
+                )
                 self._check_auth()
                 self._injected(method, path)
                 headers.update(self._rate_headers(path))
@@ -354,7 +377,14 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
     ) -> tuple[dict[str, list[str]], list[list[str]]]:
         if not query.get("q"):
             raise _Answer(422, {"message": "Validation Failed", "documentation_url": DOCS})
-        return parse_search_query(query["q"])
+        quals, phrases = parse_search_query(query["q"])
+        unseen = [r for r in quals.get("repo", []) if r not in self.github.repos]
+        if unseen:
+            # GitHub answers a repo: the token cannot see (or that does not exist) with
+            # this 422, body and all (captured in changesets/action#252 and
+            # googleapis/release-please#948; DESIGN.md "GitHub — facts").
+            raise _Answer(422, UNSEARCHABLE)
+        return quals, phrases
 
     def _r_search_issues(self, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
         quals, phrases = self._search(query, "issues")

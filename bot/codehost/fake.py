@@ -74,6 +74,8 @@ class RecordedRequest:
     method: str
     path: str  # without the API prefix, e.g. /search/issues
     query: dict[str, str]
+    accept: str = ""  # the Accept header
+    api_version: str = ""  # X-GitHub-Api-Version
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sqlmodel import col, select
 
 from bot.clock import Clock, ensure_utc
 from bot.codehost.port import CodeHost, FixRef, comment_marker
-from bot.errors import CodeHostError, RetryLater
+from bot.errors import CodeHostError, CodeHostRepoUnavailable, RetryLater
 from bot.sentry.text import neutralise_bidi
 from bot.store.db import Store
 from bot.store.models import FixLink
@@ -53,19 +53,35 @@ class FixCommit:
 
 
 def scan_fix_links(
-    store: Store, codehost: CodeHost, repos: list[str], issues: list[IssueRef], clock: Clock
+    store: Store,
+    codehost: CodeHost,
+    repos: list[str],
+    issues: list[IssueRef],
+    clock: Clock,
+    *,
+    unavailable: list[str] | None = None,
 ) -> list[FixLink]:
     """Search ``repos`` for every issue and record each reference once.
 
     Returns the links that are new, or whose PR has merged since the last scan.
     Each (issue, repo) is committed as it is searched, so when the code host says
     "retry later" the :class:`~bot.errors.CodeHostRetryLater` propagates and the
-    work done so far is kept.
+    work done so far is kept. A repository GitHub will not search (422 for an unseen
+    ``repo:``) is skipped for the rest of the scan and named in ``unavailable``; the
+    other repositories are still searched.
     """
     changed: list[FixLink] = []
+    skipped: list[str] = unavailable if unavailable is not None else []
     for issue in issues:
         for repo in repos:
-            refs = codehost.search_fix_references(repo, issue.short_id)
+            if repo in skipped:
+                continue
+            try:
+                refs = codehost.search_fix_references(repo, issue.short_id)
+            except CodeHostRepoUnavailable as exc:
+                log.warning("fix links: %s", exc)
+                skipped.append(repo)
+                continue
             if refs:
                 changed += record_fix_refs(store, issue.id, refs, clock)
     return changed

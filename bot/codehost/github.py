@@ -35,12 +35,17 @@ from github.Repository import Repository
 from urllib3.util.retry import Retry
 
 from bot.clock import Clock, SystemClock
+from bot.codehost.blocks import MemoryBlocks, RateLimitBlocks
 from bot.codehost.port import FixRef, has_marker, mentions_short_id
-from bot.errors import CodeHostError, CodeHostRetryLater
+from bot.errors import CodeHostError, CodeHostRepoUnavailable, CodeHostRetryLater
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.github.com"
+# GitHub's REST API asks for these on every request (docs: "API versions", "Media types");
+# the commit-search preview media type PyGithub still sends is no longer needed.
+API_VERSION = "2022-11-28"
+GITHUB_JSON = "application/vnd.github+json"
 SECONDARY_MIN_WAIT = 60.0
 MAX_COMMENT_CHARS = 65536
 T = TypeVar("T")
@@ -77,7 +82,11 @@ class GitHubCodeHost:
         per_page: int = 100,
         timeout: int = 15,
         retry: Retry | None = None,
+        blocks: RateLimitBlocks | None = None,
     ) -> None:
+        """``blocks``: where "blocked until" lives; pass
+        :class:`~bot.codehost.blocks.StoreBlocks` so every step and replica respects a
+        rate limit one of them was told about (default: this object only)."""
         if not token:
             raise CodeHostError("a GitHub token is required")
         self._clock: Clock = clock or SystemClock()
@@ -86,10 +95,11 @@ class GitHubCodeHost:
         self._max_wait = max_wait
         self._min_write_interval = min_write_interval
         self._searches: deque[float] = deque()
-        self._blocked_until: dict[str, float] = {}
+        self._blocks: RateLimitBlocks = blocks if blocks is not None else MemoryBlocks()
         self._last_write: float | None = None
         self._gh = Github(
-            auth=Auth.Token(token),
+            auth=_Auth(token),
+            api_version=API_VERSION,
             base_url=(base_url or DEFAULT_API_URL).rstrip("/"),
             timeout=timeout,
             per_page=per_page,
@@ -118,7 +128,7 @@ class GitHubCodeHost:
         self._check_repo(repo)
         phrase = short_id.replace('"', "")
         issues = self._search(
-            lambda: self._gh.search_issues(f'repo:{repo} "{phrase}" type:pr in:title,body')
+            repo, lambda: self._gh.search_issues(f'repo:{repo} "{phrase}" type:pr in:title,body')
         )
         refs: list[FixRef] = []
         gh_repo = self._repo(repo)
@@ -129,7 +139,7 @@ class GitHubCodeHost:
                 continue
             pr = gh_repo.get_pull(item.number)
             refs.append(self._call("core", partial(_pr_ref, repo, pr)))
-        commits = self._search(lambda: self._gh.search_commits(f'repo:{repo} "{phrase}"'))
+        commits = self._search(repo, lambda: self._gh.search_commits(f'repo:{repo} "{phrase}"'))
         for commit in commits:
             if mentions_short_id(commit.commit.message, short_id):
                 refs.append(_commit_ref(repo, commit, "default_branch"))
@@ -197,9 +207,21 @@ class GitHubCodeHost:
         if self._allowed is not None and repo.lower() not in self._allowed:
             raise CodeHostError("repository is not in GITHUB_REPOS", repo=repo)
 
-    def _search(self, start: Callable[[], Any]) -> list[Any]:
+    def _search(self, repo: str, start: Callable[[], Any]) -> list[Any]:
         self._take_search_slot()
-        results: list[Any] = self._call("search", lambda: list(start().get_page(0)))
+        try:
+            results: list[Any] = self._call("search", lambda: list(start().get_page(0)))
+        except CodeHostError as exc:
+            if exc.context.get("status") == 422:
+                # GitHub's search answers 422 "Validation Failed" for a repo: qualifier
+                # the token cannot see (or that does not exist): that repo only.
+                raise CodeHostRepoUnavailable(
+                    "GitHub cannot search this repository (unknown, or not visible to the "
+                    "token): it is skipped",
+                    repo=repo,
+                    status=422,
+                ) from exc
+            raise
         self._note_search_budget()
         return results
 
@@ -222,7 +244,7 @@ class GitHubCodeHost:
         if remaining == 0:
             reset = self._gh.requester.rate_limiting_resettime
             wait = max(1.0, reset - self._clock.now().timestamp() + 1.0)
-            self._blocked_until["search"] = self._clock.monotonic() + wait
+            self._block("search", wait)
 
     def _space_write(self) -> None:
         if self._last_write is not None:
@@ -244,7 +266,7 @@ class GitHubCodeHost:
                     log.info("GitHub rate limit (%s): waiting %.0f s", scope, wait)
                     self._clock.sleep(wait)
                     continue
-                self._blocked_until[scope] = self._clock.monotonic() + wait
+                self._block(scope, wait)
                 raise CodeHostRetryLater(
                     "GitHub rate limit reached", retry_after=wait, status=exc.status
                 ) from exc
@@ -254,9 +276,14 @@ class GitHubCodeHost:
                 ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _block(self, scope: str, wait: float) -> None:
+        now = self._clock.now()
+        self._blocks.block(scope, now.timestamp() + wait, now)
+
     def _refuse_while_blocked(self, kind: str) -> None:
-        now = self._clock.monotonic()
-        until = max(self._blocked_until.get(kind, 0.0), self._blocked_until.get("all", 0.0))
+        # Wall-clock epoch seconds, not monotonic: the block outlives this process.
+        now = self._clock.now().timestamp()
+        until = max(self._blocks.blocked_until(kind), self._blocks.blocked_until("all"))
         if until > now:
             raise CodeHostRetryLater("GitHub rate limit in effect", retry_after=until - now)
 
@@ -278,6 +305,18 @@ class GitHubCodeHost:
         if "secondary rate limit" in message or exc.status == 429:
             return SECONDARY_MIN_WAIT, "all"
         return None, ""
+
+
+class _Auth(Auth.Token):
+    """The token, plus ``Accept: application/vnd.github+json`` on every request.
+
+    PyGithub has no default-headers option; authentication is the one hook that sees
+    every request's headers (and overrides the obsolete commit-search preview type).
+    """
+
+    def authentication(self, headers: dict[str, Any]) -> None:
+        super().authentication(headers)
+        headers["Accept"] = GITHUB_JSON
 
 
 def _message(exc: GithubException) -> str:
