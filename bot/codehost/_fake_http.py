@@ -8,6 +8,7 @@ and GitHub's error bodies (``{"message", "documentation_url"}``).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -15,6 +16,8 @@ import zlib
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from bot.codehost import _github_shapes as shapes
 
 if TYPE_CHECKING:
     from bot.codehost.fake import FakeComment, FakeCommit, FakeGitHub, FakePR
@@ -64,6 +67,18 @@ def _not_found() -> _Answer:
     return _Answer(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
 
 
+def _complete(skeleton: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` laid over GitHub's skeleton (every required field; _github_shapes.py)."""
+    out = copy.deepcopy(skeleton)
+    for key, value in values.items():
+        base = out.get(key)
+        if isinstance(base, dict) and isinstance(value, dict):
+            out[key] = _complete(base, value)
+        else:
+            out[key] = value
+    return out
+
+
 def _iso(value: Any) -> str:
     return str(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
@@ -111,6 +126,8 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
     # -- plumbing --------------------------------------------------------------------
     @property
     def base(self) -> str:
+        if self.github.public_url:  # behind a proxy: the URL clients use (GitHub's own)
+            return self.github.public_url.rstrip("/") + self.prefix
         address = self.server.server_address
         assert isinstance(address, tuple)
         return f"http://{address[0]!s}:{address[1]}{self.prefix}"
@@ -245,59 +262,81 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
 
     # -- shapes ------------------------------------------------------------------------
     def _user(self, login: str) -> dict[str, Any]:
-        return {
-            "login": login,
-            "id": zlib.crc32(login.encode()) % 10_000_000,
-            "node_id": f"U_{login}",
-            "type": "Bot" if login.endswith("bot") else "User",
-            "url": f"{self.base}/users/{login}",
-            "html_url": f"https://github.com/{login}",
-        }
+        api = f"{self.base}/users/{login}"
+        return _complete(
+            shapes.PULL_REQUEST["user"],
+            {
+                "avatar_url": f"https://avatars.githubusercontent.com/u/{zlib.crc32(login.encode())}",
+                "events_url": f"{api}/events{{/privacy}}",
+                "followers_url": f"{api}/followers",
+                "following_url": f"{api}/following{{/other_user}}",
+                "gists_url": f"{api}/gists{{/gist_id}}",
+                "organizations_url": f"{api}/orgs",
+                "received_events_url": f"{api}/received_events",
+                "repos_url": f"{api}/repos",
+                "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+                "subscriptions_url": f"{api}/subscriptions",
+                "gravatar_id": "",
+                "site_admin": False,
+                "login": login,
+                "id": zlib.crc32(login.encode()) % 10_000_000,
+                "node_id": f"U_{login}",
+                "type": "Bot" if login.endswith("bot") else "User",
+                "url": f"{self.base}/users/{login}",
+                "html_url": f"https://github.com/{login}",
+            },
+        )
 
     def _repo_json(self, repo: str) -> dict[str, Any]:
         owner, name = repo.split("/", 1)
-        return {
-            "id": zlib.crc32(repo.encode()) % 10_000_000,
-            "node_id": f"R_{repo}",
-            "name": name,
-            "full_name": repo,
-            "private": False,
-            "owner": self._user(owner),
-            "html_url": f"https://github.com/{repo}",
-            "url": f"{self.base}/repos/{repo}",
-            "default_branch": "main",
-        }
+        return _complete(
+            shapes.PULL_REQUEST["head"]["repo"],
+            {
+                "id": zlib.crc32(repo.encode()) % 10_000_000,
+                "node_id": f"R_{repo}",
+                "name": name,
+                "full_name": repo,
+                "private": False,
+                "owner": self._user(owner),
+                "html_url": f"https://github.com/{repo}",
+                "url": f"{self.base}/repos/{repo}",
+                "default_branch": "main",
+            },
+        )
 
     def _issue_json(self, pr: FakePR) -> dict[str, Any]:
         api = f"{self.base}/repos/{pr.repo}"
-        return {
-            "url": f"{api}/issues/{pr.number}",
-            "repository_url": api,
-            "comments_url": f"{api}/issues/{pr.number}/comments",
-            "html_url": f"https://github.com/{pr.repo}/pull/{pr.number}",
-            "id": pr.number * 1000 + 1,
-            "node_id": f"PR_{pr.repo}_{pr.number}",
-            "number": pr.number,
-            "title": pr.title,
-            "user": self._user(pr.user),
-            "labels": [],
-            "state": pr.state,
-            "locked": False,
-            "comments": len(self.github.comments(pr.repo, pr.number)),
-            "created_at": _iso(pr.created_at),
-            "updated_at": _iso(pr.created_at),
-            "closed_at": _iso(pr.created_at) if pr.state == "closed" else None,
-            "author_association": "MEMBER",
-            "body": pr.body,
-            "pull_request": {
-                "url": f"{api}/pulls/{pr.number}",
+        return _complete(
+            shapes.SEARCH_ISSUE_ITEM,
+            {
+                "url": f"{api}/issues/{pr.number}",
+                "repository_url": api,
+                "comments_url": f"{api}/issues/{pr.number}/comments",
                 "html_url": f"https://github.com/{pr.repo}/pull/{pr.number}",
-                "diff_url": f"https://github.com/{pr.repo}/pull/{pr.number}.diff",
-                "patch_url": f"https://github.com/{pr.repo}/pull/{pr.number}.patch",
-                "merged_at": _iso(pr.created_at) if pr.merged else None,
+                "id": pr.number * 1000 + 1,
+                "node_id": f"PR_{pr.repo}_{pr.number}",
+                "number": pr.number,
+                "title": pr.title,
+                "user": self._user(pr.user),
+                "labels": [],
+                "state": pr.state,
+                "locked": False,
+                "comments": len(self.github.comments(pr.repo, pr.number)),
+                "created_at": _iso(pr.created_at),
+                "updated_at": _iso(pr.created_at),
+                "closed_at": _iso(pr.created_at) if pr.state == "closed" else None,
+                "author_association": "MEMBER",
+                "body": pr.body,
+                "pull_request": {
+                    "url": f"{api}/pulls/{pr.number}",
+                    "html_url": f"https://github.com/{pr.repo}/pull/{pr.number}",
+                    "diff_url": f"https://github.com/{pr.repo}/pull/{pr.number}.diff",
+                    "patch_url": f"https://github.com/{pr.repo}/pull/{pr.number}.patch",
+                    "merged_at": _iso(pr.created_at) if pr.merged else None,
+                },
+                "score": 1.0,
             },
-            "score": 1.0,
-        }
+        )
 
     def _pull_json(self, pr: FakePR) -> dict[str, Any]:
         data = self._issue_json(pr)
@@ -310,49 +349,72 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
             merged_at=data["closed_at"] if pr.merged else None,
             merge_commit_sha=pr.merge_commit_sha,
             draft=False,
-            head={"ref": f"fix-{pr.number}", "sha": "0" * 40, "label": f"fix-{pr.number}"},
-            base={"ref": "main", "sha": "1" * 40, "label": "main"},
+            head={
+                "ref": f"fix-{pr.number}",
+                "sha": "0" * 40,
+                "label": f"{pr.repo.split('/')[0]}:fix-{pr.number}",
+                "repo": self._repo_json(pr.repo),
+                "user": self._user(pr.user),
+            },
+            base={
+                "ref": "main",
+                "sha": "1" * 40,
+                "label": f"{pr.repo.split('/')[0]}:main",
+                "repo": self._repo_json(pr.repo),
+                "user": self._user(pr.repo.split("/")[0]),
+            },
+            commits_url=f"{data['url']}/commits",
+            review_comments_url=f"{data['url']}/comments",
+            statuses_url=f"{self.base}/repos/{pr.repo}/statuses/{'0' * 40}",
+            diff_url=f"https://github.com/{pr.repo}/pull/{pr.number}.diff",
+            patch_url=f"https://github.com/{pr.repo}/pull/{pr.number}.patch",
         )
-        return data
+        return _complete(shapes.PULL_REQUEST, data)
 
     def _comment_json(self, c: FakeComment) -> dict[str, Any]:
         api = f"{self.base}/repos/{c.repo}"
-        return {
-            "id": c.id,
-            "node_id": f"IC_{c.id}",
-            "url": f"{api}/issues/comments/{c.id}",
-            "html_url": f"https://github.com/{c.repo}/pull/{c.number}#issuecomment-{c.id}",
-            "issue_url": f"{api}/issues/{c.number}",
-            "body": c.body,
-            "user": self._user(c.user),
-            "created_at": _iso(c.created_at),
-            "updated_at": _iso(c.updated_at),
-            "author_association": "NONE",
-        }
+        return _complete(
+            shapes.ISSUE_COMMENT,
+            {
+                "id": c.id,
+                "node_id": f"IC_{c.id}",
+                "url": f"{api}/issues/comments/{c.id}",
+                "html_url": f"https://github.com/{c.repo}/pull/{c.number}#issuecomment-{c.id}",
+                "issue_url": f"{api}/issues/{c.number}",
+                "body": c.body,
+                "user": self._user(c.user),
+                "created_at": _iso(c.created_at),
+                "updated_at": _iso(c.updated_at),
+                "author_association": "NONE",
+            },
+        )
 
     def _commit_json(self, c: FakeCommit) -> dict[str, Any]:
         api = f"{self.base}/repos/{c.repo}"
         person = {"name": "Dev", "email": "dev@example.com", "date": _iso(c.date)}
-        return {
-            "url": f"{api}/commits/{c.sha}",
-            "sha": c.sha,
-            "node_id": f"C_{c.sha}",
-            "html_url": f"https://github.com/{c.repo}/commit/{c.sha}",
-            "comments_url": f"{api}/commits/{c.sha}/comments",
-            "commit": {
-                "url": f"{api}/git/commits/{c.sha}",
-                "author": person,
-                "committer": person,
-                "message": c.message,
-                "tree": {"url": f"{api}/git/trees/{'2' * 40}", "sha": "2" * 40},
-                "comment_count": 0,
+        return _complete(
+            shapes.SEARCH_COMMIT_ITEM,
+            {
+                "url": f"{api}/commits/{c.sha}",
+                "sha": c.sha,
+                "node_id": f"C_{c.sha}",
+                "html_url": f"https://github.com/{c.repo}/commit/{c.sha}",
+                "comments_url": f"{api}/commits/{c.sha}/comments",
+                "commit": {
+                    "url": f"{api}/git/commits/{c.sha}",
+                    "author": person,
+                    "committer": person,
+                    "message": c.message,
+                    "tree": {"url": f"{api}/git/trees/{'2' * 40}", "sha": "2" * 40},
+                    "comment_count": 0,
+                },
+                "author": self._user("dev"),
+                "committer": self._user("dev"),
+                "parents": [],
+                "repository": self._repo_json(c.repo),
+                "score": 1.0,
             },
-            "author": self._user("dev"),
-            "committer": self._user("dev"),
-            "parents": [],
-            "repository": self._repo_json(c.repo),
-            "score": 1.0,
-        }
+        )
 
     # -- routes ------------------------------------------------------------------------
     def _r_rate_limit(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
@@ -402,7 +464,15 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
                 ):
                     hits.append(pr)
         items, headers = self._page("/search/issues", query, [self._issue_json(p) for p in hits])
-        return 200, {"total_count": len(hits), "incomplete_results": False, "items": items}, headers
+        # search_type: required by GitHub's description of GET /search/issues
+        # (@octokit/openapi); a qualifier-and-phrase query is a lexical search.
+        body = {
+            "total_count": len(hits),
+            "incomplete_results": False,
+            "items": items,
+            "search_type": "lexical",
+        }
+        return 200, body, headers
 
     def _r_search_commits(self, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
         quals, phrases = self._search(query, "commits")
@@ -494,4 +564,4 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
         data.pop("score")
         data["stats"] = {"total": 1, "additions": 1, "deletions": 0}
         data["files"] = []
-        return 200, data, {}
+        return 200, _complete(shapes.COMMIT, data), {}

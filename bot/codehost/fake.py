@@ -117,6 +117,9 @@ class FakeGitHub:
         self.search_window_start: float | None = None
         self.search_used = 0
         self.core_used = 0
+        # The base URL the fake writes into its answers (``url`` fields, Link headers)
+        # when clients reach it through a proxy such as Prism; None: its own address.
+        self.public_url: str | None = None
 
     # -- seeding -----------------------------------------------------------------
     def add_repo(self, repo: str) -> None:

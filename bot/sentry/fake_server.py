@@ -54,7 +54,7 @@ def serve_handler(respond: Responder, *, host: str = "127.0.0.1") -> Iterator[st
             except OSError:
                 self.close_connection = True
 
-        do_GET = do_PUT = do_POST = do_DELETE = _serve
+        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             return

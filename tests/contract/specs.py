@@ -52,7 +52,6 @@ GITHUB_OPERATIONS = (
     ("/repos/{owner}/{repo}/issues/{issue_number}/comments", "post"),  # create
     ("/repos/{owner}/{repo}/issues/comments/{comment_id}", "get"),  # the stored comment id
     ("/repos/{owner}/{repo}/issues/comments/{comment_id}", "patch"),  # edit
-    ("/repos/{owner}/{repo}/issues/{issue_number}", "get"),  # the PR as an issue
 )
 
 
