@@ -146,6 +146,9 @@ class HttpSentryClient:
         if stats_period:
             params.append(("statsPeriod", stats_period))
         for page in self._pages("GET", self._issues_path(), params, parse=_issue_page):
+            if not isinstance(page, IssuePage):  # an empty body never reached the parser
+                _as_list(page, "list issues")
+                continue
             self._quarantined += page.quarantined
             yield from page.issues
 

@@ -68,12 +68,16 @@ def test_page_issues_equal_per_item_validation(clock: FakeClock) -> None:
     assert issues[1].message == "boom"
 
 
-def test_a_malformed_issue_in_a_page_names_the_field_and_the_issue(clock: FakeClock) -> None:
-    items = [issue_json("1"), issue_json("2", count="lots")]
+def test_a_malformed_issue_in_a_page_is_quarantined_with_field_and_issue(
+    clock: FakeClock,
+) -> None:
+    """Issue #8: one malformed issue no longer aborts the poll; it is set aside."""
+    items = [issue_json("1"), issue_json("2", count="lots"), issue_json("3")]
     client = make_client(clock, lambda _r: httpx.Response(200, json=items))
-    with pytest.raises(SentryBadResponse, match=r"list issues: malformed issue.*count") as info:
-        list(client.list_issues())
-    assert info.value.context["issue_id"] == "2"
+    assert [i.id for i in client.list_issues()] == ["1", "3"]
+    [item] = client.take_quarantined()
+    assert item.issue_id == "2"
+    assert "list issues: malformed issue" in item.reason and "count" in item.reason
 
 
 def test_a_page_that_is_not_a_list_is_a_bad_response(clock: FakeClock) -> None:
