@@ -27,7 +27,8 @@ from tests.contract.conftest import Prism, start_prism
 from tests.contract.openapi_check import OpenApiChecker
 from tests.contract.specs import github_subset
 
-pytestmark = pytest.mark.slow
+# Session fixtures start Prism (and load a 13 MB description) inside the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TOKEN = "ghp_" + "c" * 36
 SID = "API-7Q"

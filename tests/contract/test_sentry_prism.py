@@ -25,7 +25,8 @@ from bot.testing import FakeSentry
 from tests.contract.conftest import Prism, start_prism
 from tests.contract.specs import SENTRY_ABSENT, SENTRY_OPERATIONS, sentry_subset
 
-pytestmark = pytest.mark.slow
+# Session fixtures start Prism (and load a 13 MB description) inside the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="session")
