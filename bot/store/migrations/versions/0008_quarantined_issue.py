@@ -1,14 +1,14 @@
 """quarantined_issue: malformed issues from Sentry, kept with the reason for a human
 
 Revision ID: 0008
-Revises: 0016
+Revises: 0009
 """
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
 revision = "0008"
-down_revision = "0016"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
