@@ -4,7 +4,6 @@ by an idle pooled connection after pg_advisory_unlock ran on another connection)
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,20 +34,6 @@ Connect = Callable[..., psycopg.Connection[Any]]
 def admin(pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         yield conn
-
-
-@pytest.fixture
-def victim_role(pg_admin_dsn: str) -> Iterator[str]:
-    """A normal (non-superuser) login role; PUBLIC already has CONNECT on new databases."""
-    role = f"bot_victim_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-    yield role
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ simulated worker processes while the verifier waits (the injected clock's sleep)
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from psycopg import sql
 
 from bot.clock import FakeClock
 from bot.playbooks.matcher import MatchResult
@@ -55,19 +53,6 @@ class DrainingClock(FakeClock):
 
 
 @pytest.fixture
-def victim_role(pg_admin_dsn: str) -> Iterator[str]:
-    role = f"bot_victim_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-    yield role
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-
-
-@pytest.fixture
 def connect(pg_dsn: str, victim_role: str) -> Iterator[Connect]:
     opened: list[psycopg.Connection[Any]] = []
 
@@ -83,14 +68,20 @@ def connect(pg_dsn: str, victim_role: str) -> Iterator[Connect]:
         conn.close()
 
 
-def shipped_playbook(**check_overrides: Any) -> Playbook:
-    """The shipped seed 001 playbook, switched to auto for the test, idle threshold 0."""
+def shipped_checks() -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = yaml.safe_load(SHIPPED.read_text())["verify"]["checks"]
+    return checks
+
+
+def shipped_playbook(checks: list[dict[str, Any]] | None = None) -> Playbook:
+    """The shipped seed 001 playbook, switched to auto for the test, idle threshold 0;
+    ``checks`` replace its shipped ones when given."""
     data = yaml.safe_load(SHIPPED.read_text())
     data["guards"] = {**data["guards"], "mode": "auto", "cooldown_minutes": 0}
     data["action"]["settings"]["min_idle_seconds"] = 0
     data["action"]["target"] = "jobs_db"
-    for check in data["verify"]["checks"]:
-        check.update(check_overrides.get(check["name"], {}))
+    if checks is not None:
+        data["verify"]["checks"] = checks
     return build_playbook(data)
 
 
@@ -207,18 +198,11 @@ def test_reaches_samples_until_the_value_or_the_deadline(world: World, connect: 
     clock = DrainingClock(world.target_dsn, batch=1)
     w = world_with(world, clock)
     issue_id = track_issue(w.store, w.clock, short_id="API-1F")
-    data = yaml.safe_load(SHIPPED.read_text())
-    data["verify"]["checks"][1] = {
-        "name": "pending-reaches-zero",
-        "query": data["verify"]["checks"][1]["query"],
-        "reaches": 0,
-        "every_seconds": 10,
-        "within_seconds": 60,
-    }
-    data["guards"] = {**data["guards"], "mode": "auto", "cooldown_minutes": 0}
-    data["action"]["settings"]["min_idle_seconds"] = 0
-    data["action"]["target"] = "jobs_db"
-    pb = build_playbook(data)
+    locks, drain = shipped_checks()
+    reaches = {"reaches": 0, "every_seconds": 10, "within_seconds": 60}
+    pb = shipped_playbook(
+        [locks, {"name": "pending-reaches-zero", "query": drain["query"], **reaches}]
+    )
 
     out = w.executor(pb).plan(issue_id, MatchResult(pb, {"lock_key": KEY}))
 
@@ -235,22 +219,19 @@ def test_a_check_cannot_write_and_a_broken_check_fails_with_its_error(
     strand_lock(connect, KEY)
     w = world_with(world, FakeClock())
     issue_id = track_issue(w.store, w.clock, short_id="API-1F")
-    data = yaml.safe_load(SHIPPED.read_text())
-    data["verify"]["checks"] = [
-        {
-            # A data-modifying CTE is a valid WITH statement: the READ ONLY transaction
-            # is what stops it.
-            "name": "sneaky-write",
-            "query": "WITH d AS (DELETE FROM compliance_hash_state RETURNING 1)"
-            " SELECT count(*) FROM d",
-            "equals": 0,
-        },
-        {"name": "missing-table", "query": "SELECT count(*) FROM no_such_table", "at_most": 0},
-    ]
-    data["guards"] = {**data["guards"], "mode": "auto", "cooldown_minutes": 0}
-    data["action"]["settings"]["min_idle_seconds"] = 0
-    data["action"]["target"] = "jobs_db"
-    pb = build_playbook(data)
+    pb = shipped_playbook(
+        [
+            {
+                # A data-modifying CTE is a valid WITH statement: the READ ONLY transaction
+                # is what stops it.
+                "name": "sneaky-write",
+                "query": "WITH d AS (DELETE FROM compliance_hash_state RETURNING 1)"
+                " SELECT count(*) FROM d",
+                "equals": 0,
+            },
+            {"name": "missing-table", "query": "SELECT count(*) FROM no_such_table", "at_most": 0},
+        ]
+    )
 
     out = w.executor(pb).plan(issue_id, MatchResult(pb, {"lock_key": KEY}))
 
@@ -268,19 +249,16 @@ def test_checks_bind_extracted_parameters(world: World, connect: Connect) -> Non
     strand_lock(connect, KEY)
     w = world_with(world, FakeClock())
     issue_id = track_issue(w.store, w.clock, short_id="API-1F")
-    data = yaml.safe_load(SHIPPED.read_text())
-    data["verify"]["checks"] = [
-        {
-            "name": "this-key-free",
-            "query": "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND ((classid::bigint << 32) | objid::bigint) = %(lock_key)s",
-            "equals": 0,
-        }
-    ]
-    data["guards"] = {**data["guards"], "mode": "auto", "cooldown_minutes": 0}
-    data["action"]["settings"]["min_idle_seconds"] = 0
-    data["action"]["target"] = "jobs_db"
-    pb = build_playbook(data)
+    pb = shipped_playbook(
+        [
+            {
+                "name": "this-key-free",
+                "query": "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND ((classid::bigint << 32) | objid::bigint) = %(lock_key)s",
+                "equals": 0,
+            }
+        ]
+    )
 
     out = w.executor(pb).plan(issue_id, MatchResult(pb, {"lock_key": KEY}))
 
