@@ -221,9 +221,9 @@ def test_approved_elsewhere_is_executed_by_the_leaders_sweep(rig: Rig) -> None:
     assert rig.executor().execute_approved() == []  # once
 
 
+# Concurrent writers: PostgreSQL is the multi-replica store (no SQLite case, not a skip).
+@pytest.mark.parametrize("rig", ["postgresql"], indirect=True)
 def test_two_approvers_racing_only_one_wins(rig: Rig) -> None:
-    if rig.store.is_sqlite:
-        pytest.skip("concurrent writers: PostgreSQL is the multi-replica store")
     add_tasks(rig.target_dsn, 2)
     _, run_id = rig.plan()
     svc = rig.service("alice", "bob")
