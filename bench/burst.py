@@ -43,10 +43,10 @@ import psycopg
 from psycopg import sql
 from sqlmodel import col, func, select
 
-from bot.app import App
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.cycle import poll_step
-from bot.sentry.client import HttpSentryClient
+from bot.interfaces.app import App
+from bot.pipeline.cycle import poll_step
 from bot.settings import Settings
 from bot.store.db import Store
 from bot.store.models import RemediationRun, TrackedIssue

@@ -6,7 +6,7 @@ project ``small``). Measured in one run:
 The fake runs in its own process (like a real, remote Sentry), so its Python work does
 not compete with the measured client for one interpreter lock.
 
-(a) ``poll_ratio``: median time of ``bot.poller.poll_and_track`` (SentryApiSource over
+(a) ``poll_ratio``: median time of ``bot.pipeline.poll.poll_and_track`` (SentryApiSource over
     HttpSentryClient into a fresh SQLite store, what ``cycle`` does to poll) divided by
     the median time of the direct way to do the same work: a bare httpx loop fetching
     the same 100 pages (same server, page size and Link cursors) AND inserting the
@@ -38,13 +38,13 @@ from typing import Any
 
 import httpx
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import SystemClock
-from bot.poller import poll_and_track
-from bot.sentry.client import HttpSentryClient
-from bot.sentry.fake import FakeSentry
-from bot.sentry.fake_server import serve_handler
-from bot.sources import SentryApiSource
+from bot.pipeline.poll import poll_and_track
+from bot.pipeline.sources import SentryApiSource
 from bot.store.db import Store
+from bot.testing.loopback import serve_handler
+from bot.testing.sentry import FakeSentry
 
 TOKEN = "bench-token"
 TOTAL = 10_000
@@ -104,7 +104,7 @@ _DIRECT_INSERT = (
 
 
 def _stamp(value: str | None) -> str | None:
-    # The store's UTC text form (what bot.bulk.sqlite_utc_text writes).
+    # The store's UTC text form (what bot.store.bulk.sqlite_utc_text writes).
     if not value:
         return None
     at = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)

@@ -32,14 +32,14 @@ from pathlib import Path
 import httpx
 from sqlmodel import col, select
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock, ensure_utc
 from bot.codehost.fixlinks import FixCommit
-from bot.lifecycle import QuietChecker
-from bot.sentry.client import HttpSentryClient
+from bot.pipeline.lifecycle import QuietChecker
+from bot.pipeline.track import record_transition, track
 from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue
 from bot.testing import FakeSentry
-from bot.tracker import record_transition, track
 
 WATCHED = 1_000
 DUE = 100

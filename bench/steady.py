@@ -45,12 +45,12 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import event, update
 
-from bot.app import App
-from bot.bulk import insert_many
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.cycle import run_cycle
-from bot.sentry.client import HttpSentryClient
+from bot.interfaces.app import App
+from bot.pipeline.cycle import run_cycle
 from bot.settings import Settings
+from bot.store.bulk import insert_many
 from bot.store.db import Store
 from bot.store.models import TrackedIssue
 from bot.testing import FakeSentry

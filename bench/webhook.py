@@ -56,18 +56,18 @@ from sqlmodel import col, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.app import App  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
-from bot.cycle import poll_step  # noqa: E402
+from bot.interfaces.app import App  # noqa: E402
 from bot.interfaces.http.app import create_app  # noqa: E402
 from bot.interfaces.http.server import bind, build_service  # noqa: E402
-from bot.lifecycle.scheduler import SchedulerConfig  # noqa: E402
-from bot.sentry.fake import FakeSentry  # noqa: E402
-from bot.sentry.fake_server import serve_handler  # noqa: E402
+from bot.interfaces.scheduler import SchedulerConfig  # noqa: E402
+from bot.pipeline.cycle import poll_step  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from bot.store.db import Store  # noqa: E402
 from bot.store.models import RemediationRun, WebhookDelivery  # noqa: E402
-from bot.webhooks.fake_sender import FakeWebhookSender  # noqa: E402
+from bot.testing.loopback import serve_handler  # noqa: E402
+from bot.testing.sentry import FakeSentry  # noqa: E402
+from bot.testing.sentry_webhooks import FakeWebhookSender  # noqa: E402
 
 TOKEN = "bench-token"
 ORG = "acme"

@@ -28,7 +28,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import ConfigError
-from bot.safe_yaml import BoundedYamlError, check_size, load_bounded
+from bot.safety.safe_yaml import BoundedYamlError, check_size, load_bounded
 
 DEFAULT_DB_URL = "sqlite:///.state/bot.db"
 _TARGET_ENV = re.compile(r"^BOT_TARGET_([A-Z][A-Z0-9_]*)_URL$")

@@ -18,13 +18,13 @@ from psycopg.rows import dict_row
 from sqlmodel import Session, col, select
 
 from bot.clock import Clock
+from bot.pipeline.track import track
 from bot.playbooks.loader import parse_playbook
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
 from bot.sentry.models import SentryIssue
 from bot.store.db import Store
 from bot.store.models import RemediationRun, TrackedIssue, Transition
-from bot.tracker import track
 
 JOB = "0bf5a3fc-4cae-4d2b-9a61-2f1e0c9d8b7a"
 OTHER_JOB = "11111111-2222-4333-8444-555555555555"
@@ -225,7 +225,7 @@ class World:
         return PgTarget(self.target_dsn, name=name) if name == "jobs_db" else None
 
     def executor(self, *playbooks: Playbook, targets: Any = None, **kwargs: Any) -> Any:
-        from bot.engine.executor import Executor
+        from bot.pipeline.execute import Executor
 
         return Executor(
             self.store,

@@ -22,12 +22,12 @@ import uvicorn
 import yaml
 from starlette.applications import Starlette
 
-from bot.app import App
 from bot.clock import Clock
+from bot.interfaces.app import App
 from bot.interfaces.http.app import create_app
 from bot.interfaces.http.server import build_service
 from bot.interfaces.http.slack_verify import slack_signature
-from bot.lifecycle.scheduler import SchedulerConfig
+from bot.interfaces.scheduler import SchedulerConfig
 from bot.settings import load_settings
 from bot.store.db import Store
 from tests.conftest import sqlalchemy_url
@@ -46,7 +46,7 @@ class HttpRig:
 
     def plan(self, issue_id: str = "4711", **kwargs: Any) -> tuple[str, str]:
         """Track a stuck-tasks issue and plan it in approval mode; (issue id, run id)."""
-        from bot.wiring import build_executor, load_matcher
+        from bot.interfaces.wiring import build_executor, load_matcher
         from tests.helpers_engine import track_issue
 
         issue = track_issue(self.app.store, self.app.clock, issue_id=issue_id, **kwargs)

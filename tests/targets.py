@@ -31,7 +31,7 @@ import pymysql.cursors
 from psycopg import sql
 
 from bot.actions.target import TargetDatabase
-from bot.adapters.targets import open_target
+from bot.adapters.targets.factory import open_target
 
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/mysql"
 DIALECTS = ("postgresql", "mariadb", "sqlite")

@@ -4,7 +4,7 @@ Seed ``000_*`` BLUE-BANDED-BEE-7G ("Backpressure"): "When stuck-task monitor rep
 active incidents as in Issue 42, temporarily rate-limit page discovery jobs to keep DB
 load below the timeout threshold". The remedy is a value in a row (``rate_limits`` where
 ``name = 'page_discovery'``, ``max_per_minute`` = 10) that must be put back when the
-incident is over. This module sets it; :mod:`bot.lifecycle.flags` reverts it.
+incident is over. This module sets it; :mod:`bot.pipeline.flags` reverts it.
 
 - The row is read and locked (``FOR UPDATE``, bounded by ``lock_timeout``) before the
   write; its old value is the before-image, journaled with the run. A missing row is an

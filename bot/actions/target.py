@@ -20,8 +20,8 @@ The few places where SQL differs between engines are gathered in :class:`Dialect
 action states explicitly what it relies on (``FOR UPDATE SKIP LOCKED``, ``now()``,
 interval arithmetic, list membership, ``UPDATE ... RETURNING``). Actions write SQL once
 with psycopg.sql; the MySQL/MariaDB and SQLite adapters in :mod:`bot.adapters` render the
-same compositions for their drivers (:mod:`bot.adapters.sqltext`), and
-:func:`bot.adapters.targets.open_target` picks the adapter from the URL scheme.
+same compositions for their drivers (:mod:`bot.adapters.targets.sqltext`), and
+:func:`bot.adapters.targets.factory.open_target` picks the adapter from the URL scheme.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from psycopg.rows import dict_row
 from pydantic import AfterValidator
 
 from bot.errors import LockTimeout, RemediationError, TargetUnavailable
-from bot.redact import dsn_passwords, scrub
+from bot.safety.redact import dsn_passwords, scrub
 
 # What actions may pass as SQL: reviewed literal text or psycopg.sql compositions.
 SqlQuery = LiteralString | sql.SQL | sql.Composed
@@ -330,7 +330,7 @@ class PgTarget:
             self._secret: str | None = str(password) if password else None
         except psycopg.Error:
             # Malformed (e.g. a bad %-escape): psycopg quotes the raw password in its
-            # error, so find it by pattern instead (bot.redact).
+            # error, so find it by pattern instead (bot.safety.redact).
             found = dsn_passwords(dsn)
             self._secret = found[0] if found else None
 

@@ -27,7 +27,7 @@ from sqlmodel import col, select
 from bot.clock import Clock, ensure_utc
 from bot.codehost.port import CodeHost, FixRef, comment_marker
 from bot.errors import CodeHostError, CodeHostRepoUnavailable, RetryLater
-from bot.sentry.text import neutralise_bidi
+from bot.safety.text import neutralise_bidi
 from bot.store.db import Store
 from bot.store.models import FixLink
 

@@ -3,8 +3,8 @@
 Three things only: find pull requests and commits that mention a Sentry short id
 (Sentry's ``Fixes SHORT-ID`` convention), keep exactly one bot comment per pull
 request (found again by a hidden HTML marker and edited in place), and look up a
-commit. The real adapter is :class:`bot.codehost.github.GitHubCodeHost`; the fake
-is :class:`bot.codehost.fake.FakeGitHub` (a loopback REST server plus an in-memory
+commit. The real adapter is :class:`bot.adapters.github.client.GitHubCodeHost`; the fake
+is :class:`bot.testing.github.FakeGitHub` (a loopback REST server plus an in-memory
 twin of the port over the same data).
 """
 

@@ -1,14 +1,14 @@
 """The demo's story: the real bot, every vendor faked on loopback, one simulated clock.
 
-:func:`run_story` builds the real :class:`~bot.app.App` from explicit settings (never
+:func:`run_story` builds the real :class:`~bot.interfaces.app.App` from explicit settings (never
 from the caller's environment: a demo must not reach a real Slack or Sentry), with
 
-* Sentry: :class:`~bot.sentry.fake.FakeSentry` served on loopback, holding the nine seed
+* Sentry: :class:`~bot.testing.sentry.FakeSentry` served on loopback, holding the nine seed
   incidents of ``seed_incidents.json``, reached by the real ``HttpSentryClient``;
-* GitHub: :class:`~bot.codehost.fake.FakeGitHub` on loopback with two merged fix PRs
+* GitHub: :class:`~bot.testing.github.FakeGitHub` on loopback with two merged fix PRs
   ("Fixes BLUE-BANDED-BEE-42", and seed 001's advisory-lock hotfix "Fixes API-1F"),
   reached by the real PyGithub adapter;
-* Slack: :class:`~bot.notify.fake.RecordingWebhook` on loopback, reached by the real
+* Slack: :class:`~bot.testing.webhook.RecordingWebhook` on loopback, reached by the real
   webhook notifier;
 * targets: the embedded PostgreSQL :class:`~bot.demo.sandbox.Sandbox`;
 * playbooks: the shipped ones, copied with ``mode: auto`` for the sandbox (and seed
@@ -34,14 +34,11 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from bot.app import DEMO_REPLAY, App
 from bot.clock import FakeClock, SystemClock
-from bot.codehost.fake import FakeGitHub
-from bot.cycle import run_cycle
 from bot.demo.sandbox import PROBES, Sandbox
 from bot.errors import ConfigError
-from bot.notify.fake import RecordingWebhook
-from bot.sentry.fake import FakeSentry
+from bot.interfaces.app import DEMO_REPLAY, App
+from bot.pipeline.cycle import run_cycle
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import (
@@ -53,6 +50,9 @@ from bot.store.models import (
     Setting,
     TrackedIssue,
 )
+from bot.testing.github import FakeGitHub
+from bot.testing.sentry import FakeSentry
+from bot.testing.webhook import RecordingWebhook
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 ORG = "acme"

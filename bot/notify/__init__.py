@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.notify.messages import Link, Notification, NotificationKind, escape_mrkdwn, render
-from bot.notify.outbox import FlushReport, OutboxFlusher, dead_letters, enqueue, status_counts
 from bot.notify.port import Notifier, NotifyPermanent, Payload, Sender, is_permanent
-from bot.notify.webhook import SlackWebhookNotifier
+from bot.pipeline.outbox import FlushReport, OutboxFlusher, dead_letters, enqueue, status_counts
 
 __all__ = [
     "FlushReport",

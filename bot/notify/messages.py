@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.clock import ensure_utc
-from bot.sentry.text import neutralise_bidi
+from bot.safety.text import neutralise_bidi
 
 HEADER_LIMIT = 150
 SECTION_TEXT_LIMIT = 3000

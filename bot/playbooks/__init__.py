@@ -3,7 +3,7 @@
 ``load_playbooks(dir)`` → :class:`LoadResult` (every error, with file and line);
 ``Matcher(playbooks).match(issue, event)`` → :class:`MatchResult` or None;
 ``backtest(matcher, pairs)`` → :class:`BacktestReport`. The CLI sub-app lives in
-:mod:`bot.playbooks.cli` (imported separately so the core does not need typer).
+:mod:`bot.interfaces.playbooks_cli` (imported separately so the core does not need typer).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bot.actions.base import ParamValue
-from bot.linear_regex import TEXT_LIMIT, LinearRegex
 from bot.playbooks.models import ExtractParam, compile_regex, is_identifier
+from bot.safety.linear_regex import TEXT_LIMIT, LinearRegex
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _INT_RE = re.compile(r"[+-]?[0-9]{1,18}")  # 18 digits always fits a BIGINT

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.errors import BotError, PlaybookError
 from bot.playbooks.models import Playbook, compile_regex, is_identifier
-from bot.safe_yaml import BoundedYamlError, check_size, compose_bounded
+from bot.safety.safe_yaml import BoundedYamlError, check_size, compose_bounded
 
 if TYPE_CHECKING:
     from bot.actions.base import Action

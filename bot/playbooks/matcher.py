@@ -16,13 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bot.actions.base import ParamValue
-from bot.linear_regex import TEXT_LIMIT
 from bot.playbooks.extract import (
     CompiledParam,
     ExtractFailure,
     extract_params,
 )
 from bot.playbooks.models import Playbook, compile_regex
+from bot.safety.linear_regex import TEXT_LIMIT
 from bot.sentry.models import SentryEvent, SentryIssue
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from bot.actions.base import Limits
-from bot.linear_regex import LinearRegex, RegexRefused, compile_linear
+from bot.safety.linear_regex import LinearRegex, RegexRefused, compile_linear
 
 if TYPE_CHECKING:
     from bot.actions.base import ActionSettings
@@ -192,7 +192,7 @@ class VerifyCheck(_Model):
 
     Exactly one expectation: ``equals`` / ``at_most`` (one sample), ``decreases`` (two
     samples ``every_seconds`` apart), ``reaches`` (sampled every ``every_seconds`` for at
-    most ``within_seconds``). See :mod:`bot.engine.checks`.
+    most ``within_seconds``). See :mod:`bot.pipeline.checks`.
     """
 
     name: str = Field(description="shown in the journal, the report and notifications")

@@ -64,7 +64,7 @@ class SentryIssue(_SentryModel):
     # latest event so a cycle can match on them offline.
     tags: dict[str, str] = Field(default_factory=dict)
     latest_event: SentryEvent | None = Field(default=None, alias="latestEvent")
-    # Set by bot.sentry.text.normalise_item when hostile text had to be removed: the
+    # Set by bot.safety.text.normalise_item when hostile text had to be removed: the
     # original item as ASCII-only JSON.
     raw_escaped: str | None = Field(default=None, alias="rawEscaped")
 

@@ -1,7 +1,7 @@
 """The Sentry port: everything the bot asks of Sentry, as a Protocol.
 
-:class:`~bot.sentry.client.HttpSentryClient` implements it over HTTP; tests run the same
-client against :class:`~bot.sentry.fake.FakeSentry` through ``httpx.MockTransport`` or a
+:class:`~bot.adapters.sentry.client.HttpSentryClient` implements it over HTTP; tests run the same
+client against :class:`~bot.testing.sentry.FakeSentry` through ``httpx.MockTransport`` or a
 loopback server, so the fake and the adapter cannot drift apart silently.
 """
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from bot.errors import StoreError
-from bot.redact import mask_dsn, scrub
+from bot.safety.redact import mask_dsn, scrub
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bot.linear_regex import RegexRefused, compile_linear
+from bot.safety.linear_regex import RegexRefused, compile_linear
 
 EVIDENCE_LIMIT = 160
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, or_, select
 
 from bot.clock import ensure_utc
-from bot.sentry.text import neutralise_bidi
+from bot.safety.text import neutralise_bidi
 from bot.store.models import (
     ApprovalDecision,
     FixLink,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.clock import ensure_utc
-from bot.linear_regex import compile_linear
+from bot.safety.linear_regex import compile_linear
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.triage.category import tag
 from bot.triage.models import Category, Indicator, Severity, TriageConfig

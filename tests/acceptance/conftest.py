@@ -35,17 +35,17 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from sqlmodel import col, select
 
-from bot.app import DEMO_REPLAY, App
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.codehost.fake import FakeComment, FakeGitHub
-from bot.cycle import CycleReport, run_cycle
-from bot.notify.fake import HOOK_PATH, RecordingWebhook, Reply
-from bot.sentry.client import HttpSentryClient
-from bot.sentry.fake import FakeSentry
-from bot.sentry.fake_data import parse_iso
+from bot.interfaces.app import DEMO_REPLAY, App
+from bot.pipeline.cycle import CycleReport, run_cycle
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import OutboxMessage, RemediationRun, TrackedIssue, Transition
+from bot.testing.github import FakeComment, FakeGitHub
+from bot.testing.sentry import FakeSentry
+from bot.testing.sentry_data import parse_iso
+from bot.testing.webhook import HOOK_PATH, RecordingWebhook, Reply
 from tests.conftest import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parents[2]

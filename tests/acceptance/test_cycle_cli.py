@@ -13,9 +13,9 @@ import pytest
 from sqlmodel import select
 
 from bot.clock import SystemClock
-from bot.sentry.fake import FakeSentry, Fault
 from bot.store.db import Store
 from bot.store.models import TrackedIssue
+from bot.testing.sentry import FakeSentry, Fault
 
 ROOT = Path(__file__).parents[2]
 TOKEN = "sntrys_acceptance_SECRET_9f2c"

@@ -38,9 +38,9 @@ from psycopg.rows import dict_row
 
 from bot.clock import SystemClock
 from bot.failpoints import FAILPOINTS, exit_code
-from bot.notify.fake import RecordingWebhook
-from bot.sentry.fake import FakeSentry
 from bot.store.db import Store
+from bot.testing.sentry import FakeSentry
+from bot.testing.webhook import RecordingWebhook
 from tests.conftest import sqlalchemy_url
 
 pytestmark = pytest.mark.postgres
@@ -53,7 +53,7 @@ ROWS = 3  # stuck rows per issue
 REMEDIATED = ":white_check_mark: Remediated"
 RESOLVED = ":tada: Resolved"
 # The one documented at-least-once window: killed after the receiver accepted, before
-# the row was marked sent (bot/notify/outbox.py), the message in flight goes twice.
+# the row was marked sent (bot/pipeline/outbox.py), the message in flight goes twice.
 AT_LEAST_ONCE = {"after-send"}
 
 PLAYBOOK: dict[str, Any] = {

@@ -25,8 +25,8 @@ import yaml
 
 from bot.actions.target import PgTarget
 from bot.clock import FakeClock, SystemClock
-from bot.engine.executor import Executor
 from bot.failpoints import exit_code
+from bot.pipeline.execute import Executor
 from bot.playbooks.matcher import MatchResult
 from bot.store.models import FlagRevert
 from tests.conftest import sqlalchemy_url

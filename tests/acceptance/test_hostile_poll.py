@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from bot.status import overview, render_overview
+from bot.interfaces.status import overview, render_overview
 from bot.store.models import QuarantinedIssue, TrackedIssue
 from tests.acceptance.conftest import World
 

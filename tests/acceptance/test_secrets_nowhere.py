@@ -31,8 +31,8 @@ import httpx
 import yaml
 
 from bot.clock import SystemClock
-from bot.sentry.fake import FakeSentry
-from bot.sentry.fake_server import serve_handler
+from bot.testing.loopback import serve_handler
+from bot.testing.sentry import FakeSentry
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "sntrys_secret_test_" + "q" * 20
@@ -174,7 +174,7 @@ def test_the_sentry_dsn_key_is_not_propagated_in_outgoing_headers() -> None:
     ``baggage``/``sentry-trace`` (sentry-sdk's HttpxIntegration adds them by default)."""
     import sentry_sdk
 
-    from bot.selfmon import init_selfmon
+    from bot.adapters.selfmon import init_selfmon
 
     seen = Recorder()
     with serve_handler(seen.wrap(ok)) as url:

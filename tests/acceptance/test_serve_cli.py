@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.webhooks.fake_sender import FakeWebhookSender
+from bot.testing.sentry_webhooks import FakeWebhookSender
 
 ROOT = Path(__file__).parents[2]
 SECRET = "serve-cli-secret-" + "k" * 20

@@ -27,10 +27,10 @@ from starlette.testclient import TestClient
 
 from bot.interfaces.http.app import create_app
 from bot.interfaces.http.server import Service, build_service
-from bot.lifecycle.scheduler import SchedulerConfig
+from bot.interfaces.scheduler import SchedulerConfig
+from bot.pipeline.track import track
 from bot.store.models import LifecycleState, TrackedIssue, Transition
-from bot.tracker import track
-from bot.webhooks.fake_sender import FakeWebhookSender, SignedDelivery, user_actor
+from bot.testing.sentry_webhooks import FakeWebhookSender, SignedDelivery, user_actor
 from tests.acceptance.conftest import JOB_ID, World
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

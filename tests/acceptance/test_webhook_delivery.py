@@ -17,12 +17,12 @@ from datetime import timedelta
 
 import pytest
 
+from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.clock import ensure_utc
-from bot.cycle import poll_step
-from bot.notify.fake import Reply
 from bot.notify.port import Payload
-from bot.notify.webhook import SlackWebhookNotifier
-from bot.steps import outbox_step
+from bot.pipeline.cycle import poll_step
+from bot.pipeline.steps import outbox_step
+from bot.testing.webhook import Reply
 from tests.acceptance.conftest import ROOT, World
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -68,7 +68,7 @@ def test_429_with_retry_after_then_500_then_200_is_delivered_exactly_once(world:
 def test_crash_between_send_and_record_delivers_at_most_twice(
     world: World, crash: type[BaseException]
 ) -> None:
-    """The at-least-once window, as ``bot/notify/outbox.py`` documents it.
+    """The at-least-once window, as ``bot/pipeline/outbox.py`` documents it.
 
     The outbox commits its claim (``sending``, lease 5 minutes) before the POST and the
     outcome after it. Here the process dies in between: the webhook has accepted the
@@ -118,11 +118,11 @@ CHILD = """
 import sys
 from datetime import datetime
 
-from bot.app import App
+from bot.interfaces.app import App
 from bot.clock import FakeClock
-from bot.notify.webhook import SlackWebhookNotifier
+from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.settings import load_settings
-from bot.steps import outbox_step
+from bot.pipeline.steps import outbox_step
 from bot.store.db import Store
 
 store_url, now = sys.argv[1:]

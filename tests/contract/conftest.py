@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.sentry.fake_server import serve_handler
+from bot.testing.loopback import serve_handler
 from tests.contract.specs import NODE_DIR
 
 PRISM = NODE_DIR / "node_modules" / ".bin" / "prism"

@@ -1,4 +1,4 @@
-"""Generate ``bot/codehost/_github_shapes.py`` from GitHub's OpenAPI description.
+"""Generate ``bot/testing/github_shapes.py`` from GitHub's OpenAPI description.
 
 FakeGitHub's answers must carry every field GitHub's description marks required (PR
 ``head``/``base.repo``, full user objects, search items…). This writes, for each

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from bot.adapters.github.client import GitHubCodeHost
 from bot.clock import FakeClock
-from bot.codehost.fake import FakeGitHub
-from bot.codehost.github import GitHubCodeHost
 from bot.codehost.port import comment_marker
 from bot.errors import CodeHostError, CodeHostRepoUnavailable
+from bot.testing.github import FakeGitHub
 from tests.contract.conftest import Prism, start_prism
 from tests.contract.openapi_check import OpenApiChecker
 from tests.contract.specs import github_subset

@@ -18,9 +18,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import SentryBadRequest, SentryRetryLater
-from bot.sentry.client import HttpSentryClient
 from bot.testing import FakeSentry
 from tests.contract.conftest import Prism, start_prism
 from tests.contract.specs import SENTRY_ABSENT, SENTRY_OPERATIONS, sentry_subset

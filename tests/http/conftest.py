@@ -18,15 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import col, select
 from starlette.testclient import TestClient
 
-from bot.app import App
 from bot.clock import FakeClock
+from bot.interfaces.app import App
 from bot.interfaces.http.app import create_app
 from bot.interfaces.http.server import Service, build_service
-from bot.lifecycle.scheduler import SchedulerConfig
+from bot.interfaces.scheduler import SchedulerConfig
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import WebhookDelivery
-from bot.webhooks.fake_sender import FakeWebhookSender
+from bot.testing.sentry_webhooks import FakeWebhookSender
 from tests.conftest import sqlalchemy_url
 
 CLIENT_SECRET = "test-client-secret-" + "s" * 24

@@ -8,12 +8,12 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 
+from bot.interfaces.webhook_worker import InboxWorker
+from bot.pipeline import inbox
+from bot.pipeline.inbox import Claimed
+from bot.pipeline.webhook import BatchReport, Outcome
+from bot.sentry.webhook_envelope import parse_delivery
 from bot.store.models import DeliveryStatus
-from bot.webhooks import inbox
-from bot.webhooks.envelope import parse_delivery
-from bot.webhooks.inbox import Claimed
-from bot.webhooks.process import BatchReport, Outcome
-from bot.webhooks.worker import InboxWorker
 from tests.http.conftest import HttpWorld
 
 

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from bot.interfaces.http.sentry_hooks import _read_limited, _TooLarge
-from bot.webhooks.envelope import MAX_BODY_BYTES
-from bot.webhooks.fake_sender import SignedDelivery, user_actor
+from bot.sentry.webhook_envelope import MAX_BODY_BYTES
+from bot.testing.sentry_webhooks import SignedDelivery, user_actor
 from tests.http.conftest import CLIENT_SECRET, HttpWorld, scrape
 
 ISSUE = {
@@ -64,7 +64,7 @@ def test_signature_is_sentrys_build_signature(world_secret: bytes = CLIENT_SECRE
     body = b'{"action": "created", "data": {}}'
     # SentryApp.build_signature, verbatim in effect (see module docstring).
     expected = hmac.new(key=world_secret, msg=body, digestmod=hashlib.sha256).hexdigest()
-    from bot.webhooks.envelope import signature, signature_ok
+    from bot.sentry.webhook_envelope import signature, signature_ok
 
     assert signature(world_secret, body) == expected
     assert signature_ok(world_secret, body, expected)

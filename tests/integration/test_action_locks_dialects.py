@@ -292,11 +292,11 @@ def test_sqlite_has_no_session_locks_to_release(locks: Locks) -> None:
 def test_a_sqlite_target_refuses_the_playbook_at_load(tmp_path: Any) -> None:
     from pathlib import Path
 
-    from bot.app import App
     from bot.clock import FakeClock
+    from bot.interfaces.app import App
+    from bot.interfaces.wiring import load_matcher
     from bot.settings import Settings
     from bot.store.db import Store
-    from bot.wiring import load_matcher
 
     shipped = Path(__file__).resolve().parents[2] / "playbooks"
     settings = Settings.model_validate(

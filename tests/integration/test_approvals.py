@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from bot.app import App
 from bot.clock import FakeClock
-from bot.engine.approvals import (
+from bot.interfaces.app import App
+from bot.interfaces.http.slack_verify import NonceStore
+from bot.pipeline.approvals import (
     Action,
     ApprovalOutcome,
     ApprovalService,
     Approvers,
     Channel,
 )
-from bot.engine.executor import Executor
-from bot.events import EventRecorder
-from bot.interfaces.http.slack_verify import NonceStore
+from bot.pipeline.events import EventRecorder
+from bot.pipeline.execute import Executor
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import ApprovalDecision, OutboxMessage, RunStatus

@@ -1,4 +1,4 @@
-"""bot.bulk: rows inserted below the ORM read back exactly like rows the ORM wrote,
+"""bot.store.bulk: rows inserted below the ORM read back exactly like rows the ORM wrote,
 on SQLite and on the real PostgreSQL; the background writer joins and propagates."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.dialects import sqlite
 from sqlmodel import select
 
-from bot.bulk import BackgroundWriter, insert_many, insert_statements, sqlite_utc_text
 from bot.errors import StoreError
+from bot.store.bulk import BackgroundWriter, insert_many, insert_statements, sqlite_utc_text
 from bot.store.db import Store
 from bot.store.models import TrackedIssue, Transition, UtcDateTime
 

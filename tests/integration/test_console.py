@@ -11,8 +11,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from bot.clock import FakeClock
-from bot.engine.guards import is_paused
 from bot.interfaces.http.console_auth import COOKIE
+from bot.pipeline.guards import is_paused
 from bot.store.models import OutboxMessage, RunStatus, TrackedIssue
 from tests.helpers_engine import add_tasks, all_runs, tasks
 from tests.http_rig import TOKEN, HttpRig, make_rig

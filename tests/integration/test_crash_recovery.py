@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
 
     from bot.actions.target import PgTarget
     from bot.clock import FakeClock
-    from bot.engine.executor import Executor
+    from bot.pipeline.execute import Executor
     from bot.playbooks.loader import parse_playbook
     from bot.playbooks.matcher import MatchResult
     from bot.store.db import Store

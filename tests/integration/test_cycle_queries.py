@@ -15,15 +15,15 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from bot.clock import FakeClock, ensure_utc
-from bot.engine.guards import check_guards
-from bot.engine.journal import EXECUTED, count_runs
-from bot.lifecycle.quiet import WATCHED_STATES, QuietChecker
-from bot.lifecycle.quiet_report import QuietReport
+from bot.pipeline.guards import check_guards
+from bot.pipeline.journal import EXECUTED, count_runs
+from bot.pipeline.lifecycle import WATCHED_STATES, QuietChecker
+from bot.pipeline.lifecycle_report import QuietReport
+from bot.pipeline.triage import escalate_overdue, group_incidents
 from bot.playbooks.models import Playbook
 from bot.store.db import Store
 from bot.store.models import FixLink, RemediationRun, RunStatus, TrackedIssue
 from bot.testing import FakeSentry
-from bot.triage_step import escalate_overdue, group_incidents
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STATES = ["new", "matched", "watching", "remediated", "resolved", "escalated", "failed"]

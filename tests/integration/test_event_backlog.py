@@ -20,14 +20,14 @@ import pytest
 import yaml
 from sqlmodel import col, select
 
-from bot.app import App
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.cycle import MAX_EVENT_FETCHES, poll_step
-from bot.sentry.client import HttpSentryClient
-from bot.sentry.fake import FakeSentry
+from bot.interfaces.app import App
+from bot.pipeline.cycle import MAX_EVENT_FETCHES, poll_step
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import LifecycleState, RemediationRun, TrackedIssue
+from bot.testing.sentry import FakeSentry
 
 TOKEN = "sntrys_backlog_" + "b" * 24
 BURST = 300

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from bot.app import App
 from bot.clock import FakeClock
-from bot.events import EventRecorder
+from bot.interfaces.app import App
+from bot.pipeline.events import EventRecorder
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import OutboxMessage, TrackedIssue, Transition

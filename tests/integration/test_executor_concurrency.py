@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot.engine.executor import Executor, PlanOutcome
+from bot.pipeline.execute import Executor, PlanOutcome
 from bot.store.models import RunStatus
 from tests.conftest import sqlalchemy_url
 from tests.helpers_engine import (

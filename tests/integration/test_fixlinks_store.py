@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from sqlmodel import select
 
+from bot.adapters.github.client import GitHubCodeHost
 from bot.clock import FakeClock
-from bot.codehost.fake import FakeGitHub
 from bot.codehost.fixlinks import (
     FixCommit,
     best_fix_commit,
@@ -17,10 +17,10 @@ from bot.codehost.fixlinks import (
     scan_fix_links,
     sync_pr_comments,
 )
-from bot.codehost.github import GitHubCodeHost
 from bot.codehost.port import comment_marker
 from bot.store.db import Store
 from bot.store.models import FixLink
+from bot.testing.github import FakeGitHub
 
 TOKEN = "t-123"
 REPO = "acme/api"

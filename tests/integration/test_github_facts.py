@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from bot.adapters.github.blocks import StoreBlocks
+from bot.adapters.github.client import API_VERSION, GITHUB_JSON, GitHubCodeHost
 from bot.clock import FakeClock
-from bot.codehost.blocks import StoreBlocks
-from bot.codehost.fake import FakeGitHub
 from bot.codehost.fixlinks import scan_fix_links
-from bot.codehost.github import API_VERSION, GITHUB_JSON, GitHubCodeHost
 from bot.errors import CodeHostRepoUnavailable, CodeHostRetryLater
 from bot.store.db import Store
+from bot.testing.github import FakeGitHub
 
 TOKEN = "ghp_" + "f" * 36
 SID = "API-7Q"

@@ -12,9 +12,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from bot.app import App
-from bot.cycle import handle_regressions
-from bot.engine.guards import set_paused
+from bot.interfaces.app import App
+from bot.pipeline.cycle import handle_regressions
+from bot.pipeline.guards import set_paused
 from bot.settings import Settings
 from bot.store.models import LifecycleState, RunStatus
 from tests.helpers_engine import (

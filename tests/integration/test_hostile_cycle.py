@@ -17,9 +17,9 @@ import psycopg
 import pytest
 import yaml
 
-from bot.app import App
 from bot.clock import FakeClock
-from bot.cycle import poll_step
+from bot.interfaces.app import App
+from bot.pipeline.cycle import poll_step
 from bot.settings import load_settings
 from bot.store.models import RunStatus
 from tests.conftest import sqlalchemy_url

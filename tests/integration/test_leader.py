@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.clock import FakeClock
-from bot.lifecycle.leader import LeaseElector, default_holder
+from bot.interfaces.leader import LeaseElector, default_holder
 from bot.store.db import Store
 from bot.store.models import Lease
 from tests.conftest import sqlalchemy_url

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from bot.clock import FakeClock
-from bot.notify.outbox import FlushReport, OutboxFlusher, enqueue
 from bot.notify.port import Payload
+from bot.pipeline.outbox import FlushReport, OutboxFlusher, enqueue
 from bot.store.db import Store
 from tests.conftest import sqlalchemy_url
 

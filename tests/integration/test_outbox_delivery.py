@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.clock import FakeClock, ensure_utc
 from bot.errors import CodeHostRetryLater, NotifyRetryLater, SentryError
-from bot.notify.fake import RecordingWebhook, Reply
-from bot.notify.outbox import (
+from bot.notify.port import Payload
+from bot.pipeline.outbox import (
     FlushReport,
     OutboxFlusher,
     dead_letters,
@@ -21,10 +22,9 @@ from bot.notify.outbox import (
     requeue_dead,
     status_counts,
 )
-from bot.notify.port import Payload
-from bot.notify.webhook import SlackWebhookNotifier
 from bot.store.db import Store
 from bot.store.models import OutboxMessage
+from bot.testing.webhook import RecordingWebhook, Reply
 
 HOOK_URL = "https://hooks.slack.com/services/T0/B0/secret"
 

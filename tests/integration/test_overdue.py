@@ -6,9 +6,9 @@ from datetime import timedelta
 from typing import Any
 
 from bot.clock import FakeClock
+from bot.pipeline.triage import escalate_overdue
 from bot.store.db import Store
 from bot.store.models import FixLink, RemediationRun, TrackedIssue
-from bot.triage_step import escalate_overdue
 
 
 class Sink:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from bot.engine.guards import record_verification
+from bot.pipeline.guards import record_verification
 from bot.store.db import Store
 from bot.store.models import PlaybookState
 from tests.conftest import sqlalchemy_url

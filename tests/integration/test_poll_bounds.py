@@ -31,11 +31,11 @@ from typing import Any
 
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import SentryDeadline
-from bot.poller import get_watermark, poll_and_track
-from bot.sentry.client import HttpSentryClient
-from bot.sources import SentryApiSource
+from bot.pipeline.poll import get_watermark, poll_and_track
+from bot.pipeline.sources import SentryApiSource
 from bot.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,15 +10,15 @@ import httpx
 import pytest
 from sqlmodel import col, func, select
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock, ensure_utc
 from bot.errors import SentryRetryLater
-from bot.poller import PollResult, get_watermark, poll_and_track
-from bot.sentry.client import HttpSentryClient
-from bot.sentry.fake import FakeSentry, Fault
+from bot.pipeline.poll import PollResult, get_watermark, poll_and_track
+from bot.pipeline.sources import SentryApiSource
 from bot.sentry.models import SentryIssue
-from bot.sources import SentryApiSource
 from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue, Transition
+from bot.testing.sentry import FakeSentry, Fault
 
 TOKEN = "sntrys_poller_SECRET"
 MANY = 1_234  # 13 pages of 100

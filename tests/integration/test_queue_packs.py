@@ -32,11 +32,11 @@ from psycopg.rows import dict_row
 
 from bot.actions.target import PgTarget
 from bot.clock import FakeClock
-from bot.engine.executor import Executor, PlanOutcome
+from bot.pipeline.execute import Executor, PlanOutcome
+from bot.pipeline.track import track
 from bot.playbooks.matcher import Matcher
 from bot.sentry.models import SentryIssue
 from bot.store.db import Store
-from bot.tracker import track
 from tests.helpers_engine import build_playbook, issue_json, make_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(420)]

@@ -17,14 +17,14 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock, ensure_utc
 from bot.codehost.fixlinks import FixCommit
-from bot.lifecycle import QuietChecker
-from bot.sentry.client import HttpSentryClient
+from bot.pipeline.lifecycle import QuietChecker
+from bot.pipeline.track import record_transition, track
 from bot.store.db import Store
 from bot.store.models import LifecycleState, RemediationRun, TrackedIssue, Transition
 from bot.testing import FakeSentry
-from bot.tracker import record_transition, track
 
 REPO = "acme/api"
 SHA = "4f2b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b"

@@ -20,8 +20,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.sentry.client import HttpSentryClient
 from bot.store.db import Store
 from bot.testing import FakeSentry
 from tests.integration.test_quiet_lifecycle import World

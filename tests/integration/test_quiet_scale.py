@@ -8,14 +8,14 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock, ensure_utc
 from bot.codehost.fixlinks import FixCommit
-from bot.lifecycle import QuietChecker
-from bot.sentry.client import HttpSentryClient
+from bot.pipeline.lifecycle import QuietChecker
+from bot.pipeline.track import record_transition, track
 from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue
 from bot.testing import FakeSentry
-from bot.tracker import record_transition, track
 
 
 @pytest.mark.parametrize("refusal", [None, 403])

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bot.clock import FakeClock, SystemClock
-from bot.engine.executor import Executor
+from bot.pipeline.execute import Executor
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
 from tests.helpers_engine import build_playbook, make_store, track_issue

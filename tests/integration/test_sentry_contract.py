@@ -20,8 +20,8 @@ import httpx
 import pytest
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.sentry.client import HttpSentryClient
 from bot.testing import FakeSentry
 
 SPEC = Path(__file__).parents[2].parent / "shared" / "sentry-api" / "openapi-derefed.json"

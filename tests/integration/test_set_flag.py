@@ -20,17 +20,17 @@ from psycopg import sql
 from sqlmodel import select
 
 from bot.actions.target import PgTarget
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.engine.executor import Executor, PlanOutcome
-from bot.lifecycle import QuietChecker
-from bot.lifecycle.flags import FlagReverter
+from bot.pipeline.execute import Executor, PlanOutcome
+from bot.pipeline.flags import FlagReverter
+from bot.pipeline.lifecycle import QuietChecker
+from bot.pipeline.track import track
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
-from bot.sentry.client import HttpSentryClient
 from bot.store.db import Store
 from bot.store.models import FlagRevert, RemediationRun, TrackedIssue, Transition
 from bot.testing import FakeSentry
-from bot.tracker import track
 from tests.helpers_engine import build_playbook
 
 pytestmark = pytest.mark.postgres

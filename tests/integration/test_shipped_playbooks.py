@@ -16,10 +16,10 @@ import pytest
 
 from bot.actions.registry import get_action
 from bot.actions.target import PgTarget
-from bot.app import DEMO_REPLAY
+from bot.interfaces.app import DEMO_REPLAY
+from bot.pipeline.sources import ReplaySource
 from bot.playbooks.loader import load_playbooks_strict
 from bot.playbooks.matcher import Matcher, MatchResult
-from bot.sources import ReplaySource
 
 pytestmark = pytest.mark.postgres
 

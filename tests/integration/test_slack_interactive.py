@@ -20,8 +20,8 @@ from sqlmodel import select
 from starlette.testclient import TestClient
 
 from bot.clock import FakeClock
-from bot.notify.fake import RecordingWebhook
 from bot.store.models import ApprovalDecision, OutboxMessage, RunStatus
+from bot.testing.webhook import RecordingWebhook
 from tests.helpers_engine import add_tasks, all_runs, tasks
 from tests.http_rig import (
     HttpRig,
@@ -235,7 +235,7 @@ def test_signed_but_malformed_or_foreign_payloads(rig: HttpRig, body: bytes, sta
 def test_a_standby_replica_leaves_the_run_to_the_leader(
     tmp_path: Path, pg_dsn: str, clock: FakeClock, hook: tuple[RecordingWebhook, str]
 ) -> None:
-    from bot.wiring import build_executor, load_matcher
+    from bot.interfaces.wiring import build_executor, load_matcher
 
     _fake, reply_url = hook
     rig = make_rig(tmp_path, pg_dsn, clock, leader=False)

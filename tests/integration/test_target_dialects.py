@@ -11,9 +11,9 @@ import pytest
 from psycopg import sql
 
 from bot.actions.target import ident
-from bot.adapters.mysql_target import MySqlDsn, MySqlTarget, parse_version
-from bot.adapters.sqlite_target import SqliteTarget, sqlite_path
-from bot.adapters.targets import open_target, url_dialect
+from bot.adapters.targets.factory import open_target, url_dialect
+from bot.adapters.targets.mysql import MySqlDsn, MySqlTarget, parse_version
+from bot.adapters.targets.sqlite import SqliteTarget, sqlite_path
 from bot.errors import ConfigError, LockTimeout, RemediationError, TargetUnavailable
 from tests.targets import TargetDb
 

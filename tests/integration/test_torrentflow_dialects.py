@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from bot.app import App
 from bot.clock import FakeClock
-from bot.engine.executor import Executor
+from bot.interfaces.app import App
+from bot.interfaces.wiring import target_resolver
+from bot.pipeline.execute import Executor
 from bot.playbooks.loader import load_playbooks_strict
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
 from bot.settings import Settings
-from bot.wiring import target_resolver
 from tests.helpers_engine import make_store, track_issue
 from tests.targets import TargetDb
 

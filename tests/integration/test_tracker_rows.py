@@ -9,10 +9,10 @@ from typing import Any
 from sqlmodel import select
 
 from bot.clock import FakeClock
+from bot.pipeline.track import track
 from bot.sentry.models import SentryIssue
 from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue, Transition
-from bot.tracker import track
 
 
 def issue(issue_id: str, **extra: Any) -> SentryIssue:

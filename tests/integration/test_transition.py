@@ -337,7 +337,7 @@ def test_age_with_a_stated_reason_is_allowed(db: Any, target: PgTarget) -> None:
 def test_a_shadow_run_of_a_statement_that_cannot_execute_reports_the_database_error(
     db: Any, pg_dsn: str, tmp_path: Any, clock: Any
 ) -> None:
-    from bot.engine.executor import Executor
+    from bot.pipeline.execute import Executor
     from bot.playbooks.matcher import MatchResult
     from tests.helpers_engine import build_playbook, make_store, track_issue
 

@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from bot.app import App
 from bot.clock import FakeClock
-from bot.engine.executor import Executor, PlanOutcome
-from bot.lifecycle.scheduler import (
+from bot.interfaces.app import App
+from bot.interfaces.scheduler import (
     JOBS,
     RecordingSteps,
     SchedulerConfig,
     health_status,
     run_scheduler,
 )
+from bot.pipeline.execute import Executor, PlanOutcome
 from bot.playbooks.loader import parse_playbook
 from bot.playbooks.matcher import MatchResult
 from bot.settings import load_settings

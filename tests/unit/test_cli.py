@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from bot.cli import app
-from bot.engine.guards import is_paused
+from bot.interfaces.cli import app
+from bot.pipeline.guards import is_paused
 from bot.store.db import Store
 from bot.store.models import RemediationRun, TrackedIssue
 
@@ -365,7 +365,7 @@ def test_cycle_prints_the_summary_first_and_no_endless_line(tmp_path: Path) -> N
 
 
 def test_cycle_lists_at_most_ten_ids_per_line() -> None:
-    from bot.cycle import CycleReport
+    from bot.pipeline.cycle import CycleReport
 
     report = CycleReport(unmatched=[f"NOISE-{n}" for n in range(400)])
     text = report.render()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bot.cli import app
 from bot.clock import SystemClock
-from bot.lifecycle.scheduler import JobResult, write_heartbeat
+from bot.interfaces.cli import app
+from bot.interfaces.scheduler import JobResult, write_heartbeat
 from bot.store.db import Store
 
 ROOT = Path(__file__).parents[2]

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from bot.adapters.github.client import GitHubCodeHost
 from bot.clock import FakeClock
-from bot.codehost.fake import FakeGitHub
-from bot.codehost.github import GitHubCodeHost
 from bot.codehost.port import CodeHost, comment_marker
 from bot.errors import CodeHostError, CodeHostRetryLater
+from bot.testing.github import FakeGitHub
 
 TOKEN = "ghp_s3cretT0kenValue"
 REPO = "acme/api"

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bot import failpoints
-from bot.cli import app
 from bot.failpoints import FAILPOINTS, UnknownFailpoint, exit_code
+from bot.interfaces.cli import app
 
 ROOT = Path(__file__).parents[2]
 

@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from bot.errors import ConfigError
-from bot.linear_regex import RegexRefused, compile_linear
 from bot.playbooks.loader import load_playbooks
 from bot.playbooks.matcher import Matcher
-from bot.safe_yaml import MAX_BYTES, BoundedYamlError, load_bounded
+from bot.safety.linear_regex import RegexRefused, compile_linear
+from bot.safety.safe_yaml import MAX_BYTES, BoundedYamlError, load_bounded
 from bot.settings import load_settings
 from bot.triage import TriageConfig, triage
 from tests.fixtures.playbooks.factories import FIXTURES, fake_actions

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import _ISSUE_PAGE, HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import SentryBadResponse
-from bot.sentry.client import _ISSUE_PAGE, HttpSentryClient
 from bot.sentry.models import SentryIssue
 from bot.sentry.ratelimit import Backoff
 from bot.testing import FakeSentry, Fault

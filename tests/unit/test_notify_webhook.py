@@ -8,11 +8,16 @@ import logging
 import httpx
 import pytest
 
+from bot.adapters.slack.webhook import (
+    SlackWebhookNotifier,
+    error_code,
+    parse_retry_after,
+    redact_url,
+)
 from bot.errors import ConfigError, NotifyError, NotifyRetryLater, RetryLater
-from bot.notify.fake import HOOK_PATH, RecordingWebhook, Reply
 from bot.notify.messages import Notification, NotificationKind, render
 from bot.notify.port import Notifier, NotifyPermanent, is_permanent
-from bot.notify.webhook import SlackWebhookNotifier, error_code, parse_retry_after, redact_url
+from bot.testing.webhook import HOOK_PATH, RecordingWebhook, Reply
 
 SECRET_URL = f"https://hooks.slack.com{HOOK_PATH}"
 SECRET_PART = HOOK_PATH.rsplit("/", 1)[-1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bot.playbooks.cli import app, playbook_json_schema
+from bot.interfaces.playbooks_cli import app, playbook_json_schema
 from tests.fixtures.playbooks.factories import FIXTURES, fake_actions
 
 runner = CliRunner()

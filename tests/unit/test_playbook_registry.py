@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.actions import registry
+from bot.interfaces.playbooks_cli import playbook_json_schema
 from bot.playbooks import load_playbooks
-from bot.playbooks.cli import playbook_json_schema
 from bot.playbooks.loader import RegistryActions, parse_playbook
 from tests.fixtures.playbooks.factories import FIXTURES, fake_actions
 

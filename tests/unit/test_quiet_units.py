@@ -8,10 +8,10 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
-from bot.lifecycle import QuietChecker, QuietReport, note
-from bot.lifecycle.quiet import stats_period
-from bot.sentry.client import HttpSentryClient
+from bot.pipeline.lifecycle import QuietChecker, QuietReport, stats_period
+from bot.pipeline.track import note
 from bot.store.db import Store
 from bot.store.models import TrackedIssue, Transition
 from bot.testing import FakeSentry

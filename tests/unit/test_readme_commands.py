@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from bot.cli import app
+from bot.interfaces.cli import app
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 GROUPS = ("playbooks", "db", "debug")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import StoreError
-from bot.redact import dsn_passwords, mask_dsn, scrub
+from bot.safety.redact import dsn_passwords, mask_dsn, scrub
 from bot.store.db import Store, redact_url
 
 MARK = "Mark3rPw"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.redact import redact, secret_pattern
-from bot.selfmon import REDACTED, SecretScrubber
+from bot.adapters.selfmon import REDACTED, SecretScrubber
+from bot.safety.redact import redact, secret_pattern
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from bot.app import App
 from bot.clock import FakeClock
-from bot.lifecycle.leader import LeaseElector
-from bot.lifecycle.scheduler import (
+from bot.interfaces.app import App
+from bot.interfaces.leader import LeaseElector
+from bot.interfaces.scheduler import (
     JOBS,
     BotScheduler,
     CycleSteps,
@@ -245,9 +245,9 @@ SIGTERM_SCRIPT = textwrap.dedent(
     """
     import sys, threading
     from datetime import timedelta
-    from bot.lifecycle.scheduler import JOBS, RecordingSteps, SchedulerConfig, run_scheduler
+    from bot.interfaces.scheduler import JOBS, RecordingSteps, SchedulerConfig, run_scheduler
     from bot.settings import load_settings
-    from bot.app import App
+    from bot.interfaces.app import App
 
     class Steps(RecordingSteps):
         def _call(self, name):

@@ -17,10 +17,7 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from bot.clock import FakeClock
-from bot.lifecycle.leader import LeaseElector
-from bot.lifecycle.scheduler import JOBS, BotScheduler, RecordingSteps, SchedulerConfig
-from bot.selfmon import (
+from bot.adapters.selfmon import (
     SecretScrubber,
     init_selfmon,
     monitor_config,
@@ -29,6 +26,9 @@ from bot.selfmon import (
     secret_variants,
     secrets_from_settings,
 )
+from bot.clock import FakeClock
+from bot.interfaces.leader import LeaseElector
+from bot.interfaces.scheduler import JOBS, BotScheduler, RecordingSteps, SchedulerConfig
 from bot.settings import load_settings
 from bot.store.db import Store
 

@@ -11,6 +11,7 @@ from itertools import islice
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import (
     SentryBadRequest,
@@ -20,7 +21,6 @@ from bot.errors import (
     SentryNotFound,
     SentryRetryLater,
 )
-from bot.sentry.client import HttpSentryClient
 from bot.sentry.ratelimit import Backoff
 from bot.testing import FakeSentry, Fault
 

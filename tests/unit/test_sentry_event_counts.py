@@ -7,9 +7,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import SentryBadRequest, SentryBadResponse, SentryError
-from bot.sentry.client import HttpSentryClient
 from bot.testing import FakeSentry
 
 EVENTS = "https://us.sentry.io/api/0/organizations/acme/events/"

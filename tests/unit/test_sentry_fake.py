@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import SentryRetryLater
-from bot.sentry.client import HttpSentryClient
 from bot.sentry.ratelimit import Backoff
 from bot.testing import FakeSentry, Fault
 

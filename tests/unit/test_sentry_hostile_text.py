@@ -1,4 +1,4 @@
-"""Untrusted text normalised once at the Sentry boundary (bot/sentry/text.py).
+"""Untrusted text normalised once at the Sentry boundary (bot/safety/text.py).
 
 Anyone who can send an event controls an issue's title, culprit and metadata. These
 tests drive the real HttpSentryClient against FakeSentry (which writes ASCII-escaped
@@ -12,19 +12,19 @@ import json
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.codehost.fixlinks import inert
-from bot.events import report_filename
 from bot.notify.messages import escape_mrkdwn
-from bot.sentry.client import HttpSentryClient
-from bot.sentry.models import SentryIssue
-from bot.sentry.text import (
+from bot.pipeline.events import report_filename
+from bot.safety.text import (
     SHORT_ID_LIMIT,
     bound_short_id,
     clean,
     neutralise_bidi,
     normalise_item,
 )
+from bot.sentry.models import SentryIssue
 from bot.testing import FakeSentry
 from bot.triage.report import md
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import SentryBadResponse
-from bot.sentry.client import HttpSentryClient
-from bot.sources import ReplaySource, SentryApiSource, since_filter
+from bot.pipeline.sources import ReplaySource, SentryApiSource, since_filter
 from bot.testing import FakeSentry
 
 SEED = Path(__file__).parents[2] / "bot" / "demo" / "seed_incidents.json"

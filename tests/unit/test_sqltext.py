@@ -1,4 +1,4 @@
-"""bot.adapters.sqltext: psycopg.sql compositions rendered for PyMySQL and sqlite3."""
+"""bot.adapters.targets.sqltext: psycopg.sql compositions rendered for PyMySQL and sqlite3."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 import pytest
 from psycopg import sql
 
-from bot.adapters.sqltext import ParamStyle, render
+from bot.adapters.targets.sqltext import ParamStyle, render
 
 Q = sql.SQL("SELECT {col} FROM {table} WHERE {col} IN {ids} AND x = {v}").format(
     col=sql.Identifier("id"),

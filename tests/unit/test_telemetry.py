@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.adapters.counting_transport import CountingTransport
-from bot.telemetry import Telemetry, endpoint_template
+from bot.adapters.prometheus import Telemetry, endpoint_template
 
 
 @pytest.mark.parametrize(

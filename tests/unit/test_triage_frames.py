@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bot.app import DEMO_REPLAY
+from bot.interfaces.app import DEMO_REPLAY
+from bot.pipeline.sources import ReplaySource
 from bot.sentry.models import SentryIssue
-from bot.sources import ReplaySource
 from bot.triage import Category, TriageConfig, triage
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Building the Slack endpoint and the console from the wired :class:`~bot.app.App`.
+"""Building the Slack endpoint and the console from the wired :class:`~bot.interfaces.app.App`.
 
 The app factory calls :func:`slack_interactions` and :func:`console` once and mounts
 their ``routes()``. Both share one way to execute an approved run
@@ -17,17 +17,17 @@ from datetime import timedelta
 import httpx
 from starlette.routing import BaseRoute
 
-from bot.app import App
-from bot.engine.approvals import ApprovalService, Approvers
+from bot.adapters.slack.response_url import SLACK_RESPONSE_CHANNEL, response_url_sender
 from bot.errors import ConfigError
+from bot.interfaces.app import App
 from bot.interfaces.http.console import Console
 from bot.interfaces.http.console_auth import ConsoleAuth
 from bot.interfaces.http.parts import HttpParts
 from bot.interfaces.http.slack import SlackInteractions
 from bot.interfaces.http.slack_verify import NonceStore
-from bot.lifecycle.leader import LeaseElector, default_holder
-from bot.notify.outbox import OutboxFlusher
-from bot.notify.response_url import SLACK_RESPONSE_CHANNEL, response_url_sender
+from bot.interfaces.leader import LeaseElector, default_holder
+from bot.pipeline.approvals import ApprovalService, Approvers
+from bot.pipeline.outbox import OutboxFlusher
 
 log = logging.getLogger(__name__)
 LeaderCheck = Callable[[], bool]
@@ -45,7 +45,7 @@ def leader_runner(app: App, is_leader: LeaderCheck) -> Callable[[str], None]:
     """Execute an approved run here if this replica leads; else leave it to the leader."""
 
     def run(run_id: str) -> None:
-        from bot.wiring import build_executor, load_matcher  # heavy: only when needed
+        from bot.interfaces.wiring import build_executor, load_matcher  # heavy: only when needed
 
         if not is_leader():
             log.info("run %s approved; the leader will execute it", run_id[:8])

@@ -30,11 +30,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.clock import Clock, ensure_utc
-from bot.engine.approvals import Action, ApprovalOutcome, ApprovalService, Channel
-from bot.engine.guards import set_paused
 from bot.interfaces.http import console_data as data
 from bot.interfaces.http.console_auth import COOKIE, SESSION_TTL, ConsoleAuth, Principal
 from bot.interfaces.http.console_auth import valid_user_name as _valid_user
+from bot.pipeline.approvals import Action, ApprovalOutcome, ApprovalService, Channel
+from bot.pipeline.guards import set_paused
 from bot.store.db import Store
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""``GET /metrics``: the Prometheus text exposition of :mod:`bot.telemetry`."""
+"""``GET /metrics``: the Prometheus text exposition of :mod:`bot.adapters.prometheus`."""
 
 from __future__ import annotations
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.app import App
+from bot.adapters.prometheus import Telemetry
 from bot.clock import Clock
-from bot.lifecycle.leader import LeaseElector
+from bot.interfaces.app import App
+from bot.interfaces.leader import LeaseElector
+from bot.sentry.webhook_envelope import MAX_BODY_BYTES
 from bot.settings import Settings
 from bot.store.db import Store
-from bot.telemetry import Telemetry
-from bot.webhooks.envelope import MAX_BODY_BYTES
 
 
 def _nothing() -> None:

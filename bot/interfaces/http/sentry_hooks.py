@@ -36,8 +36,8 @@ from starlette.routing import Route
 
 from bot.errors import BotError, WebhookRejected
 from bot.interfaces.http.parts import HttpParts
-from bot.webhooks import inbox
-from bot.webhooks.envelope import HANDLED, KNOWN_OTHER, parse_delivery, signature_ok
+from bot.pipeline import inbox
+from bot.sentry.webhook_envelope import HANDLED, KNOWN_OTHER, parse_delivery, signature_ok
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from types import FrameType
 import uvicorn
 
 from bot.adapters.counting_transport import CountingTransport
-from bot.app import App
+from bot.adapters.prometheus import Telemetry
+from bot.interfaces.app import App
 from bot.interfaces.http.app import create_app
 from bot.interfaces.http.parts import HttpParts, build_http_parts
-from bot.lifecycle.scheduler import BotScheduler, CycleSteps, SchedulerConfig, build_scheduler
-from bot.telemetry import Telemetry
-from bot.webhooks.inbox import Claimed
-from bot.webhooks.process import BatchReport, PartsCache, process_batch
-from bot.webhooks.worker import InboxWorker
+from bot.interfaces.scheduler import BotScheduler, CycleSteps, SchedulerConfig, build_scheduler
+from bot.interfaces.webhook_worker import InboxWorker
+from bot.pipeline.inbox import Claimed
+from bot.pipeline.webhook import BatchReport, PartsCache, process_batch
 
 log = logging.getLogger(__name__)
 

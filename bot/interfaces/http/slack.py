@@ -6,7 +6,7 @@ Order matters, and is the whole security story:
    anything (:mod:`bot.interfaces.http.slack_verify`) → 401;
 2. honour one signed request once (durable nonce in the state store) → replay gets 401;
 3. parse ``payload=`` (form-encoded JSON, ``type: block_actions``) into a strict model;
-4. decide through :class:`~bot.engine.approvals.ApprovalService` (``BOT_APPROVERS``,
+4. decide through :class:`~bot.pipeline.approvals.ApprovalService` (``BOT_APPROVERS``,
    fail closed; compare-and-set; journaled), a few store round trips;
 5. answer 200 at once (Slack wants the ack within 3 seconds) and do the slow part after
    the response is sent: the leader executes the approved run, and every reply (outcome,
@@ -34,13 +34,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot.adapters.slack.response_url import SLACK_RESPONSE_CHANNEL
 from bot.clock import Clock
-from bot.engine.approvals import Action, ApprovalOutcome, ApprovalResult, ApprovalService, Channel
 from bot.errors import RequestRejected
 from bot.interfaces.http.slack_verify import NonceStore, verify_slack_request
 from bot.notify.approval_message import ephemeral, outcome_message
-from bot.notify.outbox import enqueue
-from bot.notify.response_url import SLACK_RESPONSE_CHANNEL
+from bot.pipeline.approvals import Action, ApprovalOutcome, ApprovalResult, ApprovalService, Channel
+from bot.pipeline.outbox import enqueue
 from bot.store.db import Store
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ SQLite's planner preferred it to the partial one.
 
 Both stay small whatever the number of tracked issues, so the lifecycle and overdue
 queries cost what changed instead of scanning every watched or past-deadline issue.
-The WHERE texts must match the queries' terms (bot/lifecycle/quiet.py,
-bot/triage_step.py) for SQLite's planner to pick them.
+The WHERE texts must match the queries' terms (bot/pipeline/lifecycle.py,
+bot/pipeline/triage.py) for SQLite's planner to pick them.
 
 Revision ID: 0012b
 Revises: 0012

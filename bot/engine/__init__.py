@@ -1,1 +1,0 @@
-"""Planner, guardrails, journal and executor: from a match to a verified remediation."""

@@ -1,0 +1,148 @@
+"""Guardrails checked before a remediation may execute.
+
+In order: the global pause, the playbook's circuit breaker, hidden debt (the issue
+was remediated too often lately: escalate instead of masking the bug), the
+per-issue cooldown and the per-playbook runs-per-hour cap. Each refusal says why.
+The mode itself is decided here too: a regressed issue's next remediation needs
+approval whatever the playbook says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from bot.clock import ensure_utc
+from bot.pipeline.journal import count_runs
+from bot.playbooks.models import Playbook
+from bot.store.models import PlaybookState, Setting, TrackedIssue
+
+PAUSE_KEY = "paused"
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    allowed: bool
+    reason: str = ""
+    escalate: bool = False  # hidden debt: tell humans instead of running again
+
+
+def is_paused(session: Session) -> str | None:
+    """The pause reason when the operator paused the bot, else None."""
+    row = session.get(Setting, PAUSE_KEY)
+    return row.value if row is not None and row.value else None
+
+
+def set_paused(session: Session, reason: str | None, now: datetime) -> None:
+    row = session.get(Setting, PAUSE_KEY)
+    if row is None:
+        row = Setting(key=PAUSE_KEY, value="", updated_at=now)
+    row.value = reason or ""
+    row.updated_at = now
+    session.add(row)
+
+
+def effective_mode(playbook: Playbook, issue: TrackedIssue, *, shadow_only: bool) -> str:
+    """shadow when forced, approval after a regression, else the playbook's mode."""
+    if shadow_only or playbook.guards.mode == "shadow":
+        return "shadow"
+    if issue.requires_approval:
+        return "approval"
+    return playbook.guards.mode
+
+
+def breaker_open(session: Session, playbook_id: str, now: datetime) -> datetime | None:
+    row = session.get(PlaybookState, playbook_id)
+    if row is None or row.breaker_open_until is None:
+        return None
+    until = ensure_utc(row.breaker_open_until)
+    return until if until > now else None
+
+
+def _ensure_state_row(session: Session, playbook_id: str, now: datetime) -> None:
+    """Create the playbook's state row if it is missing, without failing when another
+    transaction creates it at the same moment (the first two runs of a new playbook)."""
+    dialect = session.get_bind().dialect.name
+    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(
+        insert(PlaybookState)
+        .values(playbook_id=playbook_id, consecutive_failures=0, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["playbook_id"])
+    )
+
+
+def record_verification(session: Session, playbook: Playbook, ok: bool, now: datetime) -> bool:
+    """Count a verification; return True if this failure opened the breaker."""
+    _ensure_state_row(session, playbook.id, now)
+    # Locked to the end of the transaction: two verifications of one playbook at once
+    # (two replicas, webhook workers) must not lose each other's count.
+    row = session.get(PlaybookState, playbook.id, with_for_update=True)
+    assert row is not None
+    opened = False
+    if ok:
+        row.consecutive_failures = 0
+    else:
+        row.consecutive_failures += 1
+        if row.consecutive_failures >= playbook.guards.breaker_failures:
+            row.breaker_open_until = now + timedelta(
+                minutes=playbook.guards.breaker_cooldown_minutes
+            )
+            row.consecutive_failures = 0
+            opened = True
+    row.updated_at = now
+    session.add(row)
+    return opened
+
+
+def check_guards(
+    session: Session,
+    playbook: Playbook,
+    issue: TrackedIssue,
+    now: datetime,
+    *,
+    hidden_debt_runs: int = 3,
+    hidden_debt_hours: float = 24,
+) -> GuardDecision:
+    """May ``playbook`` execute against ``issue`` now? (Shadow previews skip this.)"""
+    paused = is_paused(session)
+    if paused:
+        return GuardDecision(False, f"bot is paused: {paused}")
+    until = breaker_open(session, playbook.id, now)
+    if until is not None:
+        return GuardDecision(
+            False, f"circuit breaker open for {playbook.id} until {until.isoformat()}"
+        )
+    cooldown = timedelta(minutes=playbook.guards.cooldown_minutes)
+    debt_window = timedelta(hours=hidden_debt_hours)
+    counts = count_runs(
+        session,
+        playbook_id=playbook.id,
+        issue_id=issue.id,
+        since=now - max(debt_window, cooldown),
+        after=now - debt_window,
+        hour_since=now - timedelta(hours=1),
+    )
+    if counts.issue_runs_after >= hidden_debt_runs:
+        return GuardDecision(
+            False,
+            f"hidden debt: remediated {counts.issue_runs_after} times in "
+            f"{hidden_debt_hours:g} h; the root cause needs a fix",
+            escalate=True,
+        )
+    last = counts.issue_last_start
+    if cooldown and last is not None and last > now - cooldown:
+        return GuardDecision(
+            False, f"cooldown: ran within the last {playbook.guards.cooldown_minutes} min"
+        )
+    if counts.playbook_runs >= playbook.guards.max_runs_per_hour:
+        return GuardDecision(
+            False,
+            f"rate cap: {counts.playbook_runs} runs in the last hour "
+            f"(max_runs_per_hour={playbook.guards.max_runs_per_hour})",
+        )
+    return GuardDecision(True)

@@ -1,0 +1,243 @@
+"""Tracker: turn polled Sentry issues into tracked-issue rows and say what changed.
+
+Tracking is idempotent: the same issue snapshot twice is a no-op. What the rest of
+the cycle needs to know comes back in :class:`TrackResult`: which issues are new,
+which changed (new events), and which came back after the bot resolved them
+(regressions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from bot.clock import Clock, ensure_utc
+from bot.sentry.models import SentryIssue
+from bot.store.bulk import BackgroundWriter, insert_statements
+from bot.store.models import LifecycleState, TrackedIssue, Transition
+
+_MAX_TEXT = 8_192
+
+
+@dataclass
+class TrackResult:
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    regressed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def seen(self) -> int:
+        return len(self.new) + len(self.changed) + self.unchanged
+
+    def merge(self, other: TrackResult) -> None:
+        self.new += other.new
+        self.changed += other.changed
+        self.regressed += other.regressed
+        self.unchanged += other.unchanged
+
+
+def _journal(
+    session: Session, row: TrackedIssue, to_state: str, reason: str, now: datetime
+) -> None:
+    session.add(
+        Transition(
+            issue_id=row.id, from_state=row.state, to_state=to_state, reason=reason[:2000], at=now
+        )
+    )
+    row.state = to_state
+    row.updated_at = now
+
+
+def record_transition(
+    session: Session, row: TrackedIssue, to_state: LifecycleState, reason: str, now: datetime
+) -> None:
+    """Move ``row`` to ``to_state`` and journal the transition with its reason."""
+    if row.state != to_state.value:
+        _journal(session, row, to_state.value, reason, now)
+
+
+def note(session: Session, row: TrackedIssue, reason: str, now: datetime) -> None:
+    """Journal ``reason`` on the issue's timeline without changing its state."""
+    _journal(session, row, row.state, reason, now)
+
+
+# The columns that mirror Sentry's view of an issue, in the order _mirror() returns them.
+_MIRRORED = (
+    "short_id",
+    "title",
+    "culprit",
+    "message",
+    "permalink",
+    "project",
+    "environment",
+    "level",
+    "status",
+    "substatus",
+    "count",
+    "user_count",
+    "first_seen",
+    "last_seen",
+)
+
+
+def _mirror(issue: SentryIssue) -> tuple[Any, ...]:
+    return (
+        issue.short_id,
+        issue.title[:_MAX_TEXT],
+        (issue.culprit or "")[:_MAX_TEXT] or None,
+        issue.message[:_MAX_TEXT],
+        issue.permalink[:2048],
+        issue.project.slug,
+        issue.environment,
+        issue.level,
+        issue.status,
+        issue.substatus,
+        issue.count,
+        issue.user_count,
+        issue.first_seen,
+        issue.last_seen,
+    )
+
+
+def _fields(issue: SentryIssue) -> dict[str, Any]:
+    """The tracked-issue columns that mirror Sentry's view of the issue."""
+    fields = dict(zip(_MIRRORED, _mirror(issue), strict=True))
+    fields["raw"] = issue.model_dump(mode="json", by_alias=True)
+    return fields
+
+
+def _raw_json(issue: SentryIssue) -> str:
+    """``raw`` as JSON text: the same document as ``_fields(issue)["raw"]``, serialised by
+    pydantic in one native call instead of a Python dict that the JSON type re-dumps."""
+    return _ISSUE_SERIALIZER.to_json(issue, by_alias=True).decode()
+
+
+_ISSUE_SERIALIZER = SentryIssue.__pydantic_serializer__
+
+
+def _apply(row: TrackedIssue, issue: SentryIssue) -> None:
+    for key, value in _fields(issue).items():
+        setattr(row, key, value)
+
+
+# First-seen rows: these columns vary per issue (raw already JSON text), every other
+# column of the table gets the same value for the whole batch. Taking the column list
+# from the table means a column added later without a value here is inserted as NULL
+# and a NOT NULL one fails loudly.
+_NEW_VARYING = ("id", *_MIRRORED, "raw")
+_COLUMNS = tuple(TrackedIssue.__table__.columns.keys())  # type: ignore[attr-defined]
+_NEW_ROW_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(c for c in _COLUMNS if c not in _NEW_VARYING),
+    "triage": {},
+    "state": LifecycleState.NEW.value,
+    "resolved_by_bot": False,
+    "requires_approval": False,
+}
+
+
+def _moved(row: TrackedIssue, issue: SentryIssue) -> bool:
+    old_seen = ensure_utc(row.last_seen) if row.last_seen else None
+    return (
+        row.count != issue.count
+        or old_seen != issue.last_seen
+        or row.status != issue.status
+        or row.user_count != issue.user_count
+        or row.title != issue.title[:_MAX_TEXT]
+        or (issue.latest_event is not None and row.raw.get("latestEvent") is None)
+    )
+
+
+def track(session: Session, issues: Iterable[SentryIssue], clock: Clock) -> TrackResult:
+    """Upsert ``issues`` into the store; return what is new, changed or regressed.
+
+    Batches of first-seen issues are written by a background thread while ``issues``
+    is read further (with an HTTP source, the next pages); every write is finished
+    before this returns or raises, so the caller's commit or rollback covers them all.
+    """
+    result = TrackResult()
+    with BackgroundWriter(session) as writer:
+        batch: list[SentryIssue] = []
+        for issue in issues:
+            batch.append(issue)
+            if len(batch) >= _BATCH:
+                result.merge(_track_batch(session, batch, clock, writer))
+                batch = []
+        if batch:
+            result.merge(_track_batch(session, batch, clock, writer))
+    return result
+
+
+_BATCH = 500
+
+
+def _track_batch(
+    session: Session, issues: list[SentryIssue], clock: Clock, writer: BackgroundWriter
+) -> TrackResult:
+    # The previous batch's rows must be in before the lookup, and the session's
+    # connection is ours again only once the writer is idle.
+    writer.wait()
+    result = TrackResult()
+    now = clock.now()
+    ids = [i.id for i in issues]
+    existing = {
+        row.id: row
+        for row in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(ids)))
+    }
+    # New issues are bulk-inserted below the ORM (bot/store/bulk.py): ORM objects, or even
+    # Core's per-row bind processing, for thousands of first-seen issues cost several
+    # times the HTTP time (bench/poll.py).
+    inserts: dict[str, tuple[Any, ...]] = {}
+    first_polled: list[tuple[str, str]] = []
+    for issue in issues:
+        row = existing.get(issue.id)
+        if row is None:
+            if issue.id in inserts:  # listed twice in one poll: keep the later snapshot
+                inserts[issue.id] = (issue.id, *_mirror(issue), _raw_json(issue))
+                result.unchanged += 1
+                continue
+            inserts[issue.id] = (issue.id, *_mirror(issue), _raw_json(issue))
+            reason = f"first polled ({issue.count} events, {issue.user_count} users)"
+            first_polled.append((issue.id, reason))
+            result.new.append(issue.id)
+            continue
+        if not _moved(row, issue):
+            result.unchanged += 1
+            continue
+        old_seen = ensure_utc(row.last_seen) if row.last_seen else None
+        new_event = issue.last_seen is not None and (old_seen is None or issue.last_seen > old_seen)
+        _apply(row, issue)
+        row.updated_at = now
+        result.changed.append(issue.id)
+        if (
+            new_event
+            and row.resolved_by_bot
+            and row.state == LifecycleState.RESOLVED.value
+            and row.resolved_at is not None
+            and issue.last_seen is not None
+            and issue.last_seen > ensure_utc(row.resolved_at)
+        ):
+            result.regressed.append(issue.id)
+    session.flush()
+    dialect = session.connection().dialect
+    statements = insert_statements(
+        dialect,
+        TrackedIssue.__table__,  # type: ignore[attr-defined]
+        _NEW_VARYING,
+        list(inserts.values()),
+        constants={**_NEW_ROW_DEFAULTS, "created_at": now, "updated_at": now},
+        json_text=("raw",),
+    )
+    statements += insert_statements(
+        dialect,
+        Transition.__table__,  # type: ignore[attr-defined]
+        ("issue_id", "reason"),
+        first_polled,
+        constants={"from_state": None, "to_state": LifecycleState.NEW.value, "at": now},
+    )
+    writer.submit(statements)
+    return result

@@ -1,0 +1,172 @@
+"""The cycle's triage step: triage changed issues, group related ones into incidents.
+
+Triage is recomputed whenever an issue changes (new events, users, status); the
+result, with the indicators that decided it, is stored on the tracked issue so
+notifications, PR comments, ``status`` and reports all show the same verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+
+from bot.clock import Clock, ensure_utc
+from bot.pipeline.track import record_transition
+from bot.sentry.models import SentryIssue
+from bot.store.models import FixLink, Incident, LifecycleState, RemediationRun, TrackedIssue
+from bot.triage import TriageConfig, triage
+from bot.triage.incidents import Candidate, assign_incidents
+
+log = logging.getLogger(__name__)
+
+INCIDENT_HORIZON = timedelta(days=7)
+_DONE_STATES = [LifecycleState.RESOLVED.value, LifecycleState.ESCALATED.value]
+
+
+def triage_issues(
+    session: Session,
+    issue_ids: list[str],
+    config: TriageConfig,
+    clock: Clock,
+    *,
+    regressed: frozenset[str] = frozenset(),
+) -> int:
+    """Triage ``issue_ids`` and store each verdict; return how many were triaged."""
+    now = clock.now()
+    done = 0
+    for start in range(0, len(issue_ids), 500):
+        chunk = issue_ids[start : start + 500]
+        rows = session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(chunk))).all()
+        for row in rows:
+            issue = SentryIssue.model_validate(row.raw)
+            result = triage(
+                issue, None, config, now, regression=True if row.id in regressed else None
+            )
+            row.severity = result.severity.value
+            row.category = result.category.value
+            row.team = result.team
+            row.response_due_at = result.response_due_at
+            row.triage = result.model_dump(mode="json")
+            done += 1
+    return done
+
+
+def group_incidents(session: Session, clock: Clock, changed: Collection[str] | None = None) -> int:
+    """Group recent related issues into incidents; return how many issues joined one.
+
+    ``changed`` names the issues that are new or changed this cycle (None: consider
+    every recent issue, as a first run or a test does). Relatedness depends only on an
+    issue's own data (keys, firstSeen), so with nothing changed no grouping can change
+    and nothing is read; otherwise only the recent issues of the changed issues'
+    projects are read (every group key starts with the project).
+    """
+    if changed is not None and not changed:
+        return 0
+    since = clock.now() - INCIDENT_HORIZON
+    query = select(TrackedIssue).where(col(TrackedIssue.first_seen) >= since)
+    if changed is not None:
+        projects: set[str] = set()
+        ids = list(changed)
+        for start in range(0, len(ids), 500):
+            projects.update(
+                session.exec(
+                    select(TrackedIssue.project)
+                    .where(col(TrackedIssue.id).in_(ids[start : start + 500]))
+                    .distinct()
+                ).all()
+            )
+        query = query.where(col(TrackedIssue.project).in_(sorted(projects)))
+    rows = session.exec(query).all()
+    if len(rows) < 2:
+        return 0
+    candidates = []
+    for row in rows:
+        issue = SentryIssue.model_validate(row.raw)
+        candidates.append(Candidate.of(issue, issue.latest_event, None))
+    existing = {r.id: r.incident_id for r in rows if r.incident_id}
+    plan = assign_incidents(candidates, existing)
+    by_id = {r.id: r for r in rows}
+    severities = {r.id: r.severity for r in rows}
+    for inc in plan.incidents:
+        incident = session.get(Incident, inc.id)
+        worst = _worst([severities.get(m) for m in inc.members])
+        if incident is None:
+            session.add(
+                Incident(
+                    id=inc.id,
+                    group_key=inc.group_key[:512],
+                    title=inc.title,
+                    severity=worst,
+                    opened_at=inc.opened_at or clock.now(),
+                )
+            )
+        else:
+            incident.severity = worst
+    for issue_id in plan.newly_assigned:
+        if issue_id in by_id:
+            by_id[issue_id].incident_id = plan.by_issue[issue_id]
+    return len(plan.newly_assigned)
+
+
+_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+
+
+def _worst(values: list[str | None]) -> str | None:
+    known = [v for v in values if v]
+    return max(known, key=lambda v: _RANK.get(v, 0)) if known else None
+
+
+def escalate_overdue(session: Session, clock: Clock, emit: Any) -> list[str]:
+    """Escalate issues past their response deadline with no progress; return short ids.
+
+    Only deadlines that pass while the bot tracks the issue count. No progress means:
+    still firing after the deadline (an event after it), nothing
+    remediated successfully, no fix linked, and not escalated already. Each issue is
+    escalated once (``escalated_at``), with an ``escalated`` notification to its team.
+    """
+    now = clock.now()
+    due_at = col(TrackedIssue.response_due_at)
+    progressed_run = select(RemediationRun.id).where(
+        RemediationRun.issue_id == TrackedIssue.id,
+        col(RemediationRun.status).in_(["succeeded", "noop"]),
+    )
+    linked = select(FixLink.id).where(FixLink.issue_id == TrackedIssue.id)
+    # Every condition in SQL over narrow columns (partial ix_tracked_issue_firing_overdue):
+    # only issues to escalate now are loaded whole.
+    ids = session.exec(
+        select(TrackedIssue.id).where(
+            due_at < now,
+            col(TrackedIssue.escalated_at).is_(None),
+            col(TrackedIssue.last_seen) > due_at,  # still firing after the deadline
+            # A deadline that had passed before the bot ever saw the issue (first
+            # deployment, an old backlog) is not news: escalating all of it is noise.
+            or_(col(TrackedIssue.created_at).is_(None), due_at > col(TrackedIssue.created_at)),
+            col(TrackedIssue.state).not_in(_DONE_STATES),
+            ~progressed_run.exists(),
+            ~linked.exists(),
+        )
+    ).all()
+    rows = (
+        session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(sorted(ids)))).all()
+        if ids
+        else []
+    )
+    out = []
+    for row in rows:
+        due = ensure_utc(row.response_due_at) if row.response_due_at else None
+        if due is None or row.last_seen is None or ensure_utc(row.last_seen) <= due:
+            continue  # defensive: SQL said otherwise a moment ago
+        reason = (
+            f"{row.severity or 'unknown'} severity response deadline {due.isoformat()} "
+            f"passed with no remediation and no fix linked; still firing"
+        )
+        record_transition(session, row, LifecycleState.ESCALATED, reason, now)
+        row.escalated_at = now
+        emit(session, "escalated", row, None, None, {"reason": reason})
+        out.append(row.short_id)
+    return out
