@@ -30,26 +30,36 @@ One :meth:`QuietChecker.check`, in the order that keeps Sentry requests few:
 Due issues are handled in chunks of ``batch`` (steps 2-5 per chunk), oldest first. When
 Sentry says "retry later" the check stops cleanly: finished chunks stay resolved, and the
 rest is picked up by the next check.
+
+Step 1 (and the row helpers the steps share) is :mod:`bot.pipeline.lifecycle_due`, step 5
+:mod:`bot.pipeline.lifecycle_resolve`; this module runs the check and steps 2-4.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import func, or_
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from bot import failpoints
-from bot.clock import Clock, ensure_utc
+from bot.clock import Clock
 from bot.codehost.fixlinks import FixCommit
-from bot.errors import RetryLater, SentryBadRequest, SentryError
+from bot.errors import RetryLater, SentryError
 from bot.pipeline.execute import EventSink
+from bot.pipeline.lifecycle_due import (
+    WATCHED_STATES,
+    Watched,
+    chunks,
+    due_from_store,
+    iso,
+    restart_clock,
+    store_fresh,
+)
 from bot.pipeline.lifecycle_report import QuietReport
+from bot.pipeline.lifecycle_resolve import QuietResolver
 from bot.pipeline.track import note, record_transition
 from bot.sentry.models import SentryIssue
 from bot.sentry.port import MAX_PAGE_SIZE, SentryPort
@@ -57,8 +67,6 @@ from bot.store.db import Store
 from bot.store.models import LifecycleState, TrackedIssue
 
 log = logging.getLogger(__name__)
-
-WATCHED_STATES = (LifecycleState.WATCHING.value, LifecycleState.REMEDIATED.value)
 
 __all__ = ["WATCHED_STATES", "QuietChecker", "QuietReport", "stats_period"]
 
@@ -70,22 +78,14 @@ def stats_period(hours: float) -> str:
     return f"{math.ceil(hours * 60)}m"
 
 
-def _iso(value: datetime | None) -> str:
-    return ensure_utc(value).isoformat() if value else "never"
-
-
-@dataclass(frozen=True)
-class _Watched:
-    id: str
-    playbook_id: str | None
-    hours: float
-    quiet_since: datetime
-    last_seen: datetime | None = None
-    count: int = 0
-    project: str = ""
-
-
-def _no_events(*_args: Any) -> None:
+def _no_events(
+    _session: Session,
+    _kind: str,
+    _row: TrackedIssue,
+    _run: object,
+    _playbook: object,
+    _details: dict[str, object],
+) -> None:
     return None
 
 
@@ -118,6 +118,14 @@ class QuietChecker:
         self.in_commit_for = in_commit_for or (lambda _playbook_id: True)
         self.on_event = on_event
         self.batch = batch
+        self._resolver = QuietResolver(
+            store,
+            sentry,
+            clock,
+            fix_commit_for=self.fix_commit_for,
+            in_commit_for=self.in_commit_for,
+            on_event=on_event,
+        )
         self._events_refused: str | None = None
 
     # --- the check ------------------------------------------------------------------
@@ -135,7 +143,7 @@ class QuietChecker:
         try:
             due = self._due_from_store(self.clock.now(), report)
             report.due = len(due)
-            for chunk in _chunks(due, self.batch):
+            for chunk in chunks(due, self.batch):
                 self._check_chunk(chunk, report)
         except RetryLater as exc:
             report.stopped = f"{type(exc).__name__}: {exc}"
@@ -151,96 +159,27 @@ class QuietChecker:
             cache[playbook_id] = hours if hours and hours > 0 else self.default_quiet_hours
         return cache[playbook_id]
 
-    def _due_from_store(self, now: datetime, report: QuietReport) -> list[_Watched]:
-        """Restart clocks the poller's last_seen says moved; return the due issues.
+    def _due_from_store(self, now: datetime, report: QuietReport) -> list[Watched]:
+        """Step 1, store only: restart moved clocks, return the due issues (oldest first)."""
+        cache: dict[str | None, float] = {}
+        return due_from_store(self.store, now, report, lambda pb: self._hours(pb, cache))
 
-        Indexed SQL over narrow columns (``ix_tracked_issue_watch``): only the rows
-        whose clock must start or restart are loaded whole (those are changes); the due
-        ones come back as (id, playbook, quiet_since, last_seen, count) per distinct
-        playbook (each has its own quiet hours), never with their ``raw`` JSON.
-        """
-        watched = col(TrackedIssue.state).in_(WATCHED_STATES)
-        quiet_since, last_seen_col = col(TrackedIssue.quiet_since), col(TrackedIssue.last_seen)
-        due: list[_Watched] = []
-        hours_cache: dict[str | None, float] = {}
-        with self.store.session() as session:
-            report.watched = session.exec(
-                select(func.count()).select_from(TrackedIssue).where(watched)
-            ).one()
-            # Ids first, from the small partial index ix_tracked_issue_moved (its WHERE is
-            # this OR term, written the same way), then only those rows whole.
-            moved_ids = session.exec(
-                select(TrackedIssue.id).where(
-                    watched, or_(quiet_since.is_(None), last_seen_col > quiet_since)
-                )
-            ).all()
-            moved = (
-                session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(moved_ids))).all()
-                if moved_ids
-                else []
-            )
-            for row in moved:
-                last_seen = ensure_utc(row.last_seen) if row.last_seen else None
-                since = ensure_utc(row.quiet_since) if row.quiet_since else None
-                if since is None:
-                    row.quiet_since = last_seen or now
-                    note(session, row, f"quiet clock started at {_iso(row.quiet_since)}", now)
-                elif last_seen is not None and last_seen > since:
-                    _restart_clock(session, row, last_seen, now, report)
-            session.flush()
-            playbooks = session.exec(
-                select(TrackedIssue.playbook_id).where(watched).distinct()
-            ).all()
-            for playbook_id in playbooks:
-                hours = self._hours(playbook_id, hours_cache)
-                same_playbook = (
-                    col(TrackedIssue.playbook_id).is_(None)
-                    if playbook_id is None
-                    else col(TrackedIssue.playbook_id) == playbook_id
-                )
-                rows = session.exec(
-                    select(
-                        TrackedIssue.id,
-                        TrackedIssue.quiet_since,
-                        TrackedIssue.last_seen,
-                        TrackedIssue.count,
-                    ).where(
-                        watched,
-                        same_playbook,
-                        quiet_since <= now - timedelta(hours=hours),
-                    )
-                ).all()
-                for issue_id, since, seen, count in rows:
-                    assert since is not None  # quiet_since <= cutoff excludes NULL
-                    due.append(
-                        _Watched(
-                            issue_id,
-                            playbook_id,
-                            hours,
-                            ensure_utc(since),
-                            ensure_utc(seen) if seen else None,
-                            count,
-                        )
-                    )
-        due.sort(key=lambda w: (w.quiet_since, w.id))
-        return due
-
-    def _check_chunk(self, chunk: list[_Watched], report: QuietReport) -> None:
+    def _check_chunk(self, chunk: list[Watched], report: QuietReport) -> None:
         fresh = {i.id: i for i in self.sentry.get_issues([w.id for w in chunk])}
         report.rechecked += len(chunk)
         candidates = self._first_read(chunk, fresh, report)
         quiet = self._without_events(candidates, report) if candidates else []
         confirmed = self._compare_and_set(quiet, report) if quiet else []
         if confirmed:
-            self._resolve(confirmed, report)
+            self._resolver.resolve(confirmed, report)
 
     # --- step 2: the first re-read ----------------------------------------------------
 
     def _first_read(
-        self, chunk: list[_Watched], fresh: dict[str, SentryIssue], report: QuietReport
-    ) -> list[_Watched]:
+        self, chunk: list[Watched], fresh: dict[str, SentryIssue], report: QuietReport
+    ) -> list[Watched]:
         now = self.clock.now()
-        out: list[_Watched] = []
+        out: list[Watched] = []
         with self.store.session() as session:
             for w in chunk:
                 row = session.get(TrackedIssue, w.id)
@@ -250,7 +189,7 @@ class QuietChecker:
                 if issue is None:
                     self._stop_watching(session, row, now, report, gone=True)
                     continue
-                _store_fresh(row, issue, now)
+                store_fresh(row, issue, now)
                 if issue.status == "resolved":
                     # Maybe our own update whose store write was lost in a crash, maybe a
                     # person: either way watch for regressions as after a bot resolve.
@@ -280,7 +219,7 @@ class QuietChecker:
                     continue
                 since = w.quiet_since
                 if issue.last_seen is not None and issue.last_seen > since:
-                    since = _restart_clock(session, row, issue.last_seen, now, report)
+                    since = restart_clock(session, row, issue.last_seen, now, report)
                 if since > now - timedelta(hours=w.hours):
                     continue
                 out.append(
@@ -324,11 +263,11 @@ class QuietChecker:
 
     # --- step 3: the events signal ----------------------------------------------------
 
-    def _without_events(self, candidates: list[_Watched], report: QuietReport) -> list[_Watched]:
-        by_hours: dict[float, list[_Watched]] = {}
+    def _without_events(self, candidates: list[Watched], report: QuietReport) -> list[Watched]:
+        by_hours: dict[float, list[Watched]] = {}
         for c in candidates:
             by_hours.setdefault(c.hours, []).append(c)
-        out: list[_Watched] = []
+        out: list[Watched] = []
         for hours, group in by_hours.items():
             counts = self._event_counts([c.id for c in group], stats_period(hours), report)
             for c in group:
@@ -357,12 +296,12 @@ class QuietChecker:
 
     # --- step 4: compare-and-set ------------------------------------------------------
 
-    def _compare_and_set(self, quiet: list[_Watched], report: QuietReport) -> list[_Watched]:
+    def _compare_and_set(self, quiet: list[Watched], report: QuietReport) -> list[Watched]:
         # Between the first read and the update an event may have arrived; resolving on
         # the stale read would hide it, so only unchanged issues go on.
         again = {i.id: i for i in self.sentry.get_issues([q.id for q in quiet])}
         now = self.clock.now()
-        confirmed: list[_Watched] = []
+        confirmed: list[Watched] = []
         with self.store.session() as session:
             for q in quiet:
                 issue = again.get(q.id)
@@ -379,7 +318,7 @@ class QuietChecker:
                     continue
                 report.skipped_moved += 1
                 if issue is not None:
-                    _store_fresh(row, issue, now)
+                    store_fresh(row, issue, now)
                 moved_seen = issue.last_seen if issue is not None else None
                 # A count that grew without a newer lastSeen still means an event we
                 # cannot date: restart from now, the cautious choice.
@@ -388,148 +327,9 @@ class QuietChecker:
                 note(
                     session,
                     row,
-                    f"moved while resolving (lastSeen {_iso(moved_seen)}, "
+                    f"moved while resolving (lastSeen {iso(moved_seen)}, "
                     f"count {issue.count if issue else '?'}): not resolved; "
-                    f"quiet clock restarted at {_iso(since)}",
+                    f"quiet clock restarted at {iso(since)}",
                     now,
                 )
         return confirmed
-
-    # --- step 5: resolve --------------------------------------------------------------
-
-    def _resolve(self, confirmed: list[_Watched], report: QuietReport) -> None:
-        groups: dict[tuple[str, str, str] | None, list[_Watched]] = {}
-        for c in confirmed:
-            fix = self.fix_commit_for(c.id) if self.in_commit_for(c.playbook_id) else None
-            key = (fix.repo, fix.sha, c.project) if fix and fix.sha and fix.repo else None
-            groups.setdefault(key, []).append(c)
-        asked: dict[str, tuple[_Watched, FixCommit | None, str | None]] = {}
-        for key, group in groups.items():
-            ids = [c.id for c in group]
-            if key is None:
-                self._resolve_in_sentry(ids, {"status": "resolved"})
-                asked.update((c.id, (c, None, "no fix commit known")) for c in group)
-                continue
-            repo, sha, _project = key
-            details = {"inCommit": {"commit": sha, "repository": repo}}
-            try:
-                self._resolve_in_sentry(ids, {"status": "resolved", "statusDetails": details})
-            except SentryBadRequest as exc:
-                plain = (
-                    f"Sentry did not know commit {sha[:12]} of {repo}; resolved without inCommit"
-                )
-                log.warning("%s (%s)", plain, exc)
-                self._resolve_in_sentry(ids, {"status": "resolved"})
-                report.commit_refused += len(ids)
-                asked.update((c.id, (c, None, plain)) for c in group)
-                continue
-            asked.update((c.id, (c, FixCommit(repo, sha), None)) for c in group)
-        self._confirm_resolved(asked, report)
-
-    def _confirm_resolved(
-        self,
-        asked: dict[str, tuple[_Watched, FixCommit | None, str | None]],
-        report: QuietReport,
-    ) -> None:
-        """Record a resolve only where a re-read shows Sentry resolved the issue.
-
-        A bulk PUT answers 204 when no id matched and its 200 body lists changed fields,
-        not issues (getsentry/sentry ``src/sentry/api/helpers/group_index/update.py``),
-        so neither proves a given issue was resolved; the ``group=`` re-read does.
-        """
-        fresh = {i.id: i for i in self.sentry.get_issues(list(asked))}
-        done: list[tuple[_Watched, FixCommit | None, str | None]] = []
-        now = self.clock.now()
-        with self.store.session() as session:
-            for issue_id, (c, fix, plain) in asked.items():
-                issue = fresh.get(issue_id)
-                if issue is not None and issue.status == "resolved":
-                    in_commit = issue.status_details.get("inCommit")
-                    if fix is not None and not in_commit:
-                        fix, plain = None, "Sentry resolved it without the commit"
-                    done.append((c, fix, plain))
-                    continue
-                row = session.get(TrackedIssue, issue_id)
-                if row is None:
-                    continue
-                seen = issue.status if issue is not None else "not returned"
-                why = (
-                    f"asked Sentry to resolve, but a re-read says {seen}: not recorded as "
-                    "resolved; tried again next check"
-                )
-                note(session, row, why, now)
-                report.unconfirmed += 1
-                report.notes.append(f"{row.short_id}: {why}")
-        for c, fix, plain in done:
-            self._record_resolved([c], fix, plain, report)
-
-    def _resolve_in_sentry(self, ids: list[str], data: dict[str, Any]) -> None:
-        failpoints.hit("before-resolve")
-        self.sentry.bulk_update(ids, data)
-        failpoints.hit("after-resolve")
-
-    def _record_resolved(
-        self,
-        group: list[_Watched],
-        fix: FixCommit | None,
-        plain_reason: str | None,
-        report: QuietReport,
-    ) -> None:
-        now = self.clock.now()
-        with self.store.session() as session:
-            for c in group:
-                row = session.get(TrackedIssue, c.id)
-                if row is None:
-                    continue
-                how = (
-                    f"resolved in commit {fix.sha[:12]} of {fix.repo}"
-                    if fix
-                    else f"resolved plainly: {plain_reason}"
-                )
-                reason = (
-                    f"quiet for {c.hours:g} h: lastSeen {_iso(c.last_seen)}, 0 events "
-                    f"in window; {how}"
-                )
-                # Sentry is resolved now; the store must say so whatever happened to the
-                # row meanwhile, or the tracker could not see a later event as a regression.
-                row.status, row.substatus = "resolved", None
-                row.resolved_at, row.resolved_by_bot = now, True
-                row.resolved_in_commit = fix.sha if fix else None
-                record_transition(session, row, LifecycleState.RESOLVED, reason, now)
-                self.on_event(
-                    session,
-                    "resolved",
-                    row,
-                    None,
-                    None,
-                    {"in_commit": fix.sha if fix else None, "plain_reason": plain_reason},
-                )
-                report.resolved += 1
-                report.resolved_ids.append(c.id)
-                if fix:
-                    report.resolved_in_commit += 1
-                else:
-                    report.resolved_plainly += 1
-
-
-def _restart_clock(
-    session: Session, row: TrackedIssue, event_at: datetime, now: datetime, report: QuietReport
-) -> datetime:
-    """A new event while watching: the quiet clock starts again at it (journaled)."""
-    row.quiet_since = event_at
-    note(session, row, f"new event at {_iso(event_at)} while watching: quiet clock restarted", now)
-    report.restarted += 1
-    return event_at
-
-
-def _store_fresh(row: TrackedIssue, issue: SentryIssue, now: datetime) -> None:
-    row.last_seen = issue.last_seen
-    row.count = issue.count
-    row.user_count = issue.user_count
-    row.status, row.substatus = issue.status, issue.substatus
-    row.updated_at = now
-
-
-def _chunks(items: Sequence[_Watched], size: int) -> Iterator[list[_Watched]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
