@@ -58,7 +58,7 @@ from psycopg import sql
 
 from bot.actions.base import Limits
 from bot.actions.requeue import ACTION, RequeueSettings, batch_statement
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 
 # Run as ``python bench/requeue.py``: make the repository root importable for bench.match.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.actions.base import Limits
 from bot.actions.retention import ACTION, RetentionSettings
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.clock import SystemClock
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

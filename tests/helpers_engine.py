@@ -220,7 +220,7 @@ class World:
     events: EventLog = field(default_factory=EventLog)
 
     def target(self, name: str) -> Any:
-        from bot.actions.target import PgTarget
+        from bot.adapters.targets.postgres import PgTarget
 
         return PgTarget(self.target_dsn, name=name) if name == "jobs_db" else None
 

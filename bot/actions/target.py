@@ -1,13 +1,13 @@
-"""Target databases: the port actions run against, and its psycopg 3 adapter.
+"""Target databases: the port actions run against, and the pure SQL helpers they share.
 
 An action never opens a connection itself. The executor asks a :class:`TargetDatabase`
-for ONE transaction (``statement_timeout`` and ``lock_timeout`` applied with ``SET
-LOCAL``) and hands the action the :class:`TargetConnection` it yields. Library errors
-are translated here, at the boundary, ``from exc``:
+for ONE transaction (``statement_timeout`` and ``lock_timeout`` applied) and hands the
+action the :class:`TargetConnection` it yields. Each adapter translates its driver's
+errors at the boundary, ``from exc``:
 
-- ``lock_not_available`` (55P03) / ``query_canceled`` (57014) -> :class:`LockTimeout`
-- cannot connect / connection lost                          -> :class:`TargetUnavailable`
-- any other database error                                  -> :class:`RemediationError`
+- lock wait / statement timeout            -> :class:`~bot.errors.LockTimeout`
+- cannot connect / connection lost         -> :class:`~bot.errors.TargetUnavailable`
+- any other database error                 -> :class:`~bot.errors.RemediationError`
 
 Messages never contain the DSN or its password.
 
@@ -19,34 +19,33 @@ travel as bind parameters.
 The few places where SQL differs between engines are gathered in :class:`Dialect` so an
 action states explicitly what it relies on (``FOR UPDATE SKIP LOCKED``, ``now()``,
 interval arithmetic, list membership, ``UPDATE ... RETURNING``). Actions write SQL once
-with psycopg.sql; the MySQL/MariaDB and SQLite adapters in :mod:`bot.adapters` render the
-same compositions for their drivers (:mod:`bot.adapters.targets.sqltext`), and
-:func:`bot.adapters.targets.factory.open_target` picks the adapter from the URL scheme.
+with psycopg.sql; the adapters in :mod:`bot.adapters.targets` (``postgres``, ``mysql``,
+``sqlite``) run the same compositions on their drivers (:mod:`bot.adapters.targets.sqltext`
+renders them for the non-psycopg ones), and :func:`bot.adapters.targets.factory.open_target`
+picks the adapter from the URL scheme.
 """
 
 from __future__ import annotations
 
 import re
-import select
-import threading
-import time
-import weakref
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, LiteralString, Protocol
 from uuid import UUID
 
-import psycopg
-from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.rows import dict_row
 from pydantic import AfterValidator
 
-from bot.errors import LockTimeout, RemediationError, TargetUnavailable
-from bot.safety.redact import dsn_passwords, scrub
+from bot.errors import RemediationError
+
+# Values bound to a statement's named placeholders (``%(name)s``): plain Python values
+# the drivers adapt (str, int, float, bool, None, datetime, lists of these, JSON text).
+Params = Mapping[str, object]
+# One result row keyed by column name, values as the driver returns them.
+Row = dict[str, Any]
 
 # What actions may pass as SQL: reviewed literal text or psycopg.sql compositions.
 SqlQuery = LiteralString | sql.SQL | sql.Composed
@@ -172,13 +171,11 @@ class TargetConnection(Protocol):
     @property
     def dialect(self) -> Dialect: ...
 
-    def fetch_all(
-        self, query: SqlQuery, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
+    def fetch_all(self, query: SqlQuery, params: Params | None = None) -> list[Row]:
         """Run ``query`` and return every row as a dict keyed by column name."""
         ...
 
-    def execute(self, query: SqlQuery, params: Mapping[str, Any] | None = None) -> int:
+    def execute(self, query: SqlQuery, params: Params | None = None) -> int:
         """Run ``query`` and return the number of rows it affected."""
         ...
 
@@ -191,234 +188,11 @@ class TargetDatabase(Protocol):
 
     def transaction(
         self, statement_timeout_ms: int, lock_timeout_ms: int, *, read_only: bool = False
-    ) -> Any:
+    ) -> AbstractContextManager[TargetConnection]:
         """A context manager yielding a :class:`TargetConnection` inside ONE transaction
         with both timeouts applied. It commits when the block ends normally and rolls
         back when it raises; errors come out translated (see module docstring)."""
         ...
-
-
-# admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away or starting.
-_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03"})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def translate_error(exc: psycopg.Error, *, target: str, secret: str | None = None) -> Exception:
-    """Map a psycopg error to the bot's exception tree (the caller raises it ``from exc``)."""
-    message = _first_line(exc)
-    if secret:
-        message = message.replace(secret, "***")
-    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
-        return LockTimeout(f"timed out on target {target}: {message}", target=target)
-    state = exc.sqlstate or ""
-    lost = isinstance(exc, psycopg.OperationalError) and not state
-    if lost or state.startswith("08") or state in _UNAVAILABLE_STATES:
-        return TargetUnavailable(f"target {target} unavailable: {message}", target=target)
-    return RemediationError(f"database error on target {target}: {message}", target=target)
-
-
-class PgConnection:
-    """:class:`TargetConnection` over one psycopg 3 connection inside a transaction."""
-
-    def __init__(self, conn: psycopg.Connection[Any], target: str, secret: str | None) -> None:
-        self._conn = conn
-        self._target = target
-        self._secret = secret
-
-    @property
-    def dialect(self) -> Dialect:
-        return POSTGRESQL
-
-    @property
-    def raw(self) -> psycopg.Connection[Any]:
-        """The underlying psycopg connection (tests and benchmarks only)."""
-        return self._conn
-
-    def fetch_all(
-        self, query: SqlQuery, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        try:
-            with self._conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(query, params)
-                return cur.fetchall() if cur.description is not None else []
-        except psycopg.Error as exc:
-            raise translate_error(exc, target=self._target, secret=self._secret) from exc
-
-    def execute(self, query: SqlQuery, params: Mapping[str, Any] | None = None) -> int:
-        try:
-            with self._conn.cursor() as cur:
-                cur.execute(query, params)
-                return cur.rowcount
-        except psycopg.Error as exc:
-            raise translate_error(exc, target=self._target, secret=self._secret) from exc
-
-
-_SET_TIMEOUTS = sql.SQL(
-    "SELECT set_config('statement_timeout', {st}, true), set_config('lock_timeout', {lt}, true)"
-)
-# A pooled connection starts each transaction clean: session settings back to the
-# connection's defaults and no session-level advisory lock kept (seed 001's bug was a
-# pooled connection holding one). No extra round trip: sent with the timeouts.
-_RESET_SESSION = sql.SQL("RESET ALL; SELECT pg_advisory_unlock_all(); ")
-
-
-def _looks_alive(conn: psycopg.Connection[Any]) -> bool:
-    """An idle connection has nothing to read: data or EOF means the server ended it
-    (restart, ``pg_terminate_backend``, idle timeout), so it must not be reused."""
-    if conn.closed:
-        return False
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError, psycopg.Error):
-        return False
-    return not readable
-
-
-class _Idle:
-    """A target's idle connections, newest last, each with the time it was returned."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.conns: list[tuple[psycopg.Connection[Any], float]] = []
-
-    def close_all(self) -> None:
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for conn, _ in conns:
-            conn.close()
-
-
-class PgTarget:
-    """:class:`TargetDatabase` for PostgreSQL through psycopg 3.
-
-    Connections are reused through a small pool (``pool_size`` idle connections, each
-    kept at most ``max_idle_s``), so the preview, execution and verification of one run,
-    and the runs of a burst, share one connection instead of opening three per run. A
-    connection goes back to the pool only after a clean commit or rollback of a
-    transaction the bot ran; one that saw any error is closed. A reused connection is
-    reset (``RESET ALL``, ``pg_advisory_unlock_all()``) at the start of its next
-    transaction, so no session state crosses from one remediation to the next.
-    ``pool_size=0`` opens a fresh connection per transaction. :meth:`close` (or garbage
-    collection of the target) closes the idle connections.
-    """
-
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        name: str = "target",
-        connect_timeout_s: int = 5,
-        application_name: str = "sentry-remediation-bot",
-        pool_size: int = 2,
-        max_idle_s: float = 30.0,
-    ) -> None:
-        self._dsn = dsn
-        self._name = name
-        self._connect_timeout_s = connect_timeout_s
-        self._application_name = application_name
-        self._pool_size = pool_size
-        self._max_idle_s = max_idle_s
-        self._idle = _Idle()
-        # Closes pooled connections when the target is dropped without close().
-        self._finalizer = weakref.finalize(self, self._idle.close_all)
-        try:
-            password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-            self._secret: str | None = str(password) if password else None
-        except psycopg.Error:
-            # Malformed (e.g. a bad %-escape): psycopg quotes the raw password in its
-            # error, so find it by pattern instead (bot.safety.redact).
-            found = dsn_passwords(dsn)
-            self._secret = found[0] if found else None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"PgTarget(name={self._name!r})"
-
-    def close(self) -> None:
-        """Close the idle pooled connections (a transaction in progress is unaffected)."""
-        self._idle.close_all()
-
-    def _checkout(self) -> tuple[psycopg.Connection[Any], bool]:
-        """An idle pooled connection (True) or a new one (False)."""
-        now = time.monotonic()
-        stale: list[psycopg.Connection[Any]] = []
-        found: psycopg.Connection[Any] | None = None
-        with self._idle.lock:
-            while self._idle.conns:
-                conn, returned = self._idle.conns.pop()
-                if now - returned <= self._max_idle_s and _looks_alive(conn):
-                    found = conn
-                    break
-                stale.append(conn)
-        for conn in stale:
-            conn.close()
-        if found is not None:
-            return found, True
-        return self._connect(), False
-
-    def _checkin(self, conn: psycopg.Connection[Any]) -> None:
-        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        if idle and not conn.closed:
-            with self._idle.lock:
-                if len(self._idle.conns) < self._pool_size:
-                    self._idle.conns.append((conn, time.monotonic()))
-                    return
-        conn.close()
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        try:
-            return psycopg.connect(
-                self._dsn,
-                connect_timeout=self._connect_timeout_s,
-                application_name=self._application_name,
-            )
-        except psycopg.Error as exc:
-            raise TargetUnavailable(
-                f"cannot connect to target {self._name}: " + scrub(_first_line(exc), [self._dsn]),
-                target=self._name,
-            ) from exc
-        except Exception as exc:  # a malformed DSN raises ProgrammingError/ValueError
-            raise TargetUnavailable(
-                f"cannot connect to target {self._name}: invalid DSN", target=self._name
-            ) from exc
-
-    @contextmanager
-    def transaction(
-        self, statement_timeout_ms: int, lock_timeout_ms: int, *, read_only: bool = False
-    ) -> Iterator[PgConnection]:
-        """Yield a :class:`PgConnection` in one transaction with ``SET LOCAL`` timeouts;
-        commit on success, roll back on any exception (which propagates, translated)."""
-        if statement_timeout_ms <= 0 or lock_timeout_ms <= 0:
-            # 0 means "no timeout" to PostgreSQL; a remediation must always have one.
-            raise ValueError("statement_timeout_ms and lock_timeout_ms must be positive")
-        conn, reused = self._checkout()
-        wrapped = PgConnection(conn, self._name, self._secret)
-        timeouts = _SET_TIMEOUTS.format(
-            st=sql.Literal(f"{int(statement_timeout_ms)}ms"),
-            lt=sql.Literal(f"{int(lock_timeout_ms)}ms"),
-        )
-        clean = False
-        try:
-            with conn.transaction():
-                if read_only:
-                    wrapped.execute("SET TRANSACTION READ ONLY")
-                wrapped.execute(sql.Composed([_RESET_SESSION, timeouts]) if reused else timeouts)
-                yield wrapped
-            clean = True
-        except psycopg.Error as exc:
-            raise translate_error(exc, target=self._name, secret=self._secret) from exc
-        finally:
-            if clean:
-                self._checkin(conn)
-            else:
-                conn.close()
 
 
 # What every verify asks: which of the rows we changed still match the problem?

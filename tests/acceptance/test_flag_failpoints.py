@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import yaml
 
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.clock import FakeClock, SystemClock
 from bot.failpoints import exit_code
 from bot.pipeline.execute import Executor

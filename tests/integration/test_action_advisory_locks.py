@@ -19,7 +19,7 @@ from bot.actions.advisory_locks import (
     lock_triple,
 )
 from bot.actions.base import Limits, Outcome
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.clock import FakeClock
 from bot.errors import TooManyRows
 

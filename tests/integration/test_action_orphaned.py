@@ -11,7 +11,7 @@ import pytest
 
 from bot.actions.base import Limits, Outcome
 from bot.actions.orphaned import ACTION, OrphanedSettings
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.errors import LockTimeout, TooManyRows
 
 pytestmark = pytest.mark.postgres

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from bot.actions.base import Limits
 from bot.actions.requeue import ACTION, RequeueSettings
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.errors import LockTimeout, RemediationError, TooManyRows
 
 pytestmark = pytest.mark.postgres

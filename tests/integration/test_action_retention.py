@@ -17,7 +17,7 @@ import yaml
 
 from bot.actions.base import Limits
 from bot.actions.retention import ACTION, RetentionSettings
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.clock import FakeClock
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook

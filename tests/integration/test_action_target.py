@@ -11,7 +11,8 @@ from psycopg import sql
 
 from bot.actions.base import ActionSettings, Limits
 from bot.actions.registry import action_names, get_action
-from bot.actions.target import PgTarget, check_identifier
+from bot.actions.target import check_identifier
+from bot.adapters.targets.postgres import PgTarget
 from bot.errors import LockTimeout, RemediationError, TargetUnavailable
 
 

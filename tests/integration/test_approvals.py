@@ -59,7 +59,7 @@ class Rig:
         return self.app.store
 
     def executor(self) -> Executor:
-        from bot.actions.target import PgTarget
+        from bot.adapters.targets.postgres import PgTarget
 
         return Executor(
             self.store,

@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
     from datetime import datetime
     from pathlib import Path
 
-    from bot.actions.target import PgTarget
+    from bot.adapters.targets.postgres import PgTarget
     from bot.clock import FakeClock
     from bot.pipeline.execute import Executor
     from bot.playbooks.loader import parse_playbook

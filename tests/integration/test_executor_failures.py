@@ -131,7 +131,7 @@ def test_shadow_without_a_target_journals_the_note(world: World) -> None:
 
 
 def test_unreachable_target_blocks_instead_of_executing_blind(world: World) -> None:
-    from bot.actions.target import PgTarget
+    from bot.adapters.targets.postgres import PgTarget
 
     add_tasks(world.target_dsn, 1)
     pb = build_playbook()

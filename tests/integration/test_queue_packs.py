@@ -30,7 +30,7 @@ import pytest
 import yaml
 from psycopg.rows import dict_row
 
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.clock import FakeClock
 from bot.pipeline.execute import Executor, PlanOutcome
 from bot.pipeline.track import track

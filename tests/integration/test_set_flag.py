@@ -19,8 +19,8 @@ import yaml
 from psycopg import sql
 from sqlmodel import select
 
-from bot.actions.target import PgTarget
 from bot.adapters.sentry.client import HttpSentryClient
+from bot.adapters.targets.postgres import PgTarget
 from bot.clock import FakeClock
 from bot.pipeline.execute import Executor, PlanOutcome
 from bot.pipeline.flags import FlagReverter

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from bot.actions.registry import get_action
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.interfaces.app import DEMO_REPLAY
 from bot.pipeline.sources import ReplaySource
 from bot.playbooks.loader import load_playbooks_strict

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bot.actions.target import PgTarget
+from bot.adapters.targets.postgres import PgTarget
 from bot.errors import RemediationError
 
 pytestmark = pytest.mark.postgres

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from bot.actions.base import Limits
 from bot.actions.dialect import PostgresDialect, register_dialect
 from bot.actions.requeue import ACTION, RequeueSettings
-from bot.actions.target import POSTGRESQL, Dialect, PgTarget
+from bot.actions.target import POSTGRESQL, Dialect
+from bot.adapters.targets.postgres import PgTarget
 from bot.errors import RemediationError, TooManyRows
 
 pytestmark = pytest.mark.postgres

@@ -1,7 +1,7 @@
 """Choose a target adapter from the URL scheme of ``BOT_TARGET_<NAME>_URL``.
 
 ==========================================  ======================================
-``postgresql://`` / ``postgres://`` / DSN   :class:`~bot.actions.target.PgTarget`
+``postgresql://`` / ``postgres://`` / DSN   :class:`~bot.adapters.targets.postgres.PgTarget`
 ``mysql://`` / ``mariadb://``               :class:`~bot.adapters.targets.mysql.MySqlTarget`
 ``sqlite:///path``                          :class:`~bot.adapters.targets.sqlite.SqliteTarget`
 ==========================================  ======================================
@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
-from bot.actions.target import PgTarget, TargetDatabase
+from bot.actions.target import TargetDatabase
+from bot.adapters.targets.mysql import MySqlTarget
+from bot.adapters.targets.postgres import PgTarget
+from bot.adapters.targets.sqlite import SqliteTarget
 from bot.errors import ConfigError
 
 DIALECT_OF_SCHEME = {
@@ -42,11 +45,7 @@ def open_target(url: str, *, name: str) -> TargetDatabase:
     """The :class:`~bot.actions.target.TargetDatabase` for ``url`` (nothing connects yet)."""
     dialect = url_dialect(url)
     if dialect in ("mysql", "mariadb"):
-        from bot.adapters.targets.mysql import MySqlTarget  # the driver only when used
-
         return MySqlTarget(url, name=name)
     if dialect == "sqlite":
-        from bot.adapters.targets.sqlite import SqliteTarget
-
         return SqliteTarget(url, name=name)
     return PgTarget(url, name=name)

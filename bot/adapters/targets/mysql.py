@@ -186,7 +186,7 @@ class MySqlConnection:
 class MySqlTarget:
     """:class:`~bot.actions.target.TargetDatabase` for MySQL 5.7+/8 and MariaDB 10.x/11.x.
 
-    A fresh connection per transaction, like :class:`~bot.actions.target.PgTarget`: a
+    A fresh connection per transaction, like :class:`~bot.adapters.targets.postgres.PgTarget`: a
     connection that was never pooled cannot carry session state (or a ``GET_LOCK``) over.
     """
 
