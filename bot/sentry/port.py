@@ -7,8 +7,8 @@ loopback server, so the fake and the adapter cannot drift apart silently.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol
 
 from bot.sentry.models import QuarantinedItem, SentryEvent, SentryIssue
 from bot.sentry.ratelimit import RateLimitInfo
@@ -83,14 +83,14 @@ class SentryPort(Protocol):
         """The issue's most recent event with its entries, or None if it has none."""
         ...
 
-    def update_issue(self, issue_id: str, changes: dict[str, Any]) -> SentryIssue:
+    def update_issue(self, issue_id: str, changes: Mapping[str, object]) -> SentryIssue:
         """Partially update one issue (status, statusDetails, ...) and return it whole.
 
         :class:`~bot.errors.SentryBadRequest` when Sentry refuses (e.g. unknown inCommit).
         """
         ...
 
-    def bulk_update(self, issue_ids: Sequence[str], changes: dict[str, Any]) -> bool:
+    def bulk_update(self, issue_ids: Sequence[str], changes: Mapping[str, object]) -> bool:
         """Apply ``changes`` to these issues; no ids means no request at all.
 
         Returns False when Sentry answered 204 (nothing matched) for some chunk. True is

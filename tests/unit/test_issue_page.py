@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.adapters.sentry.client import _ISSUE_PAGE, HttpSentryClient
+from bot.adapters.sentry.client import HttpSentryClient
+from bot.adapters.sentry.responses import ISSUE_PAGE
 from bot.clock import FakeClock
 from bot.errors import SentryBadResponse
 from bot.sentry.models import SentryIssue
@@ -63,7 +64,7 @@ def test_page_issues_equal_per_item_validation(clock: FakeClock) -> None:
     issues = list(client.list_issues())
     assert issues == [SentryIssue.model_validate(item) for item in items]
     # ...and it is the one-pass validation that produced them, not the slow path.
-    assert _ISSUE_PAGE.validate_json(json.dumps(items)) == issues
+    assert ISSUE_PAGE.validate_json(json.dumps(items)) == issues
     assert issues[0].count == 12 and issues[1].environment == "prod"
     assert issues[1].message == "boom"
 
