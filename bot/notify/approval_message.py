@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from bot.clock import ensure_utc
+from bot.json_types import JsonObject
 from bot.notify.messages import (
     HEADER_LIMIT,
     MAX_BLOCKS,
@@ -44,15 +44,15 @@ APPROVE_ACTION = "approve"
 DENY_ACTION = "deny"
 
 
-def _mrkdwn(text: str) -> dict[str, Any]:
+def _mrkdwn(text: str) -> JsonObject:
     return {"type": "mrkdwn", "text": text}
 
 
-def _section(text: str) -> dict[str, Any]:
+def _section(text: str) -> JsonObject:
     return {"type": "section", "text": _mrkdwn(truncate(text, SECTION_TEXT_LIMIT))}
 
 
-def _preview_text(rows: Sequence[dict[str, Any]], count: int, max_rows: int | None) -> str:
+def _preview_text(rows: Sequence[JsonObject], count: int, max_rows: int | None) -> str:
     """``count`` rows (of at most ``max_rows``) and the first few, as an escaped code block."""
     cap = f" (max_rows {max_rows})" if max_rows is not None else ""
     head = f"*Preview*: {count} row(s) would change{cap}"
@@ -79,10 +79,10 @@ def approval_request(
     action: str,
     target: str | None,
     summary: str,
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[JsonObject],
     max_rows: int | None,
     expires_at: datetime | None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The webhook payload (``text`` + ``blocks``) asking for approval of ``run_id``."""
     rid = safe_id(run_id, 64)
     short = safe_id(short_id) or "issue"
@@ -105,7 +105,7 @@ def approval_request(
         if expires_at is not None
         else "Does not expire"
     )
-    out: list[dict[str, Any]] = [
+    out: list[JsonObject] = [
         {"type": "header", "text": {"type": "plain_text", "text": heading, "emoji": True}},
         _section(headline),
     ]
@@ -145,7 +145,7 @@ def approval_request(
     return {"text": text, "blocks": out}
 
 
-def outcome_message(headline: str, details: Sequence[str] = ()) -> dict[str, Any]:
+def outcome_message(headline: str, details: Sequence[str] = ()) -> JsonObject:
     """A ``response_url`` body replacing the approval message with what happened.
 
     ``headline`` and ``details`` are escaped here. Per Slack's "Handling user interaction"
@@ -157,12 +157,12 @@ def outcome_message(headline: str, details: Sequence[str] = ()) -> dict[str, Any
     return {"replace_original": True, "text": text, "blocks": blocks}
 
 
-def ephemeral(text: str) -> dict[str, Any]:
+def ephemeral(text: str) -> JsonObject:
     """A ``response_url`` body only the clicking user sees; the original message stays."""
     return {"response_type": "ephemeral", "replace_original": False, "text": esc(text, 2000)}
 
 
-def check_limits(payload: dict[str, Any]) -> list[str]:
+def check_limits(payload: JsonObject) -> list[str]:
     """Every Block Kit limit ``payload`` breaks (empty when it is fine to post)."""
     problems: list[str] = []
     blocks = payload.get("blocks", [])

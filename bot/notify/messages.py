@@ -23,11 +23,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.clock import ensure_utc
+from bot.json_types import JsonObject
 from bot.safety.text import neutralise_bidi
 
 HEADER_LIMIT = 150
@@ -167,11 +167,11 @@ def _heading(n: Notification) -> str:
     return truncate(f"{_HEADINGS[n.kind]}: {short}", HEADER_LIMIT)
 
 
-def _mrkdwn(text: str) -> dict[str, Any]:
+def _mrkdwn(text: str) -> JsonObject:
     return {"type": "mrkdwn", "text": text}
 
 
-def _section(text: str) -> dict[str, Any]:
+def _section(text: str) -> JsonObject:
     return {"type": "section", "text": _mrkdwn(truncate(text, SECTION_TEXT_LIMIT))}
 
 
@@ -202,7 +202,7 @@ def _fields(n: Notification) -> list[tuple[str, str]]:
     return pairs
 
 
-def _field_sections(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _field_sections(pairs: list[tuple[str, str]]) -> list[JsonObject]:
     sections = []
     for start in range(0, len(pairs), FIELDS_PER_SECTION):
         chunk = pairs[start : start + FIELDS_PER_SECTION]
@@ -240,9 +240,9 @@ def _code_block(text: str, limit: int) -> str:
     return f"```{body}```"
 
 
-def blocks(n: Notification) -> list[dict[str, Any]]:
+def blocks(n: Notification) -> list[JsonObject]:
     """The Block Kit blocks for ``n`` (at most 50, each within Slack's limits)."""
-    out: list[dict[str, Any]] = [
+    out: list[JsonObject] = [
         {"type": "header", "text": {"type": "plain_text", "text": _heading(n), "emoji": True}}
     ]
     headline = f"*{link(n.permalink, n.title)}*"
@@ -257,7 +257,7 @@ def blocks(n: Notification) -> list[dict[str, Any]]:
         out.append(_section("*Undo*\n" + _code_block(n.undo_hint, SECTION_TEXT_LIMIT - 9)))
     if n.fix_links:
         out.append(_section(_fix_links_text(n.fix_links)))
-    context: list[dict[str, Any]] = []
+    context: list[JsonObject] = []
     if n.report_link:
         context.append(_mrkdwn(link(n.report_link, "Report", 50)))
     context.append(_mrkdwn(f"sentry-remediation-bot · {n.kind.value}"))
@@ -279,6 +279,6 @@ def fallback_text(n: Notification) -> str:
     return truncate(" — ".join(parts), FALLBACK_TEXT_LIMIT)
 
 
-def render(n: Notification) -> dict[str, Any]:
+def render(n: Notification) -> JsonObject:
     """The webhook payload for ``n``: ``{"text": fallback, "blocks": [...]}``."""
     return {"text": fallback_text(n), "blocks": blocks(n)}

@@ -15,11 +15,13 @@ A sender is any callable taking the JSON payload; the outbox keeps one per chann
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.errors import BotError, NotifyError, RetryLater
+from bot.json_types import JsonObject
 
-Payload = dict[str, Any]
+Payload = JsonObject
+"""A Slack-style message (or an outbox channel's payload): JSON the receiver validates."""
 Sender = Callable[[Payload], None]
 
 
@@ -34,7 +36,7 @@ class NotifyPermanent(NotifyError):
         *,
         status: int | None = None,
         code: str | None = None,
-        **context: Any,
+        **context: object,
     ) -> None:
         self.status = status
         self.code = code
@@ -57,7 +59,7 @@ def is_permanent(exc: BaseException) -> bool:
     """Whether a sender's exception means "never retry this message".
 
     "Try again later" errors are never permanent. An explicit ``permanent`` attribute
-    wins. Any other bot error is an adapter saying "failed for good" (for instance a
+    wins. Every other bot error is an adapter saying "failed for good" (for instance a
     GitHub 404). Unknown exceptions (bugs) are retried, so a transient bug in a sender
     does not silently drop notifications; ``max_attempts`` still bounds them.
     """

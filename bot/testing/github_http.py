@@ -8,19 +8,23 @@ and GitHub's error bodies (``{"message", "documentation_url"}``).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
-import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from bot.testing import github_shapes as shapes
-
-if TYPE_CHECKING:
-    from bot.testing.github import FakeComment, FakeCommit, FakeGitHub, FakePR
+from bot.json_types import JsonArray, JsonObject, JsonValue
+from bot.testing.github_json import GitHubJson
+from bot.testing.github_state import (
+    BOT_LOGIN,
+    FakeComment,
+    FakePR,
+    GitHubState,
+    RecordedRequest,
+)
 
 DOCS = "https://docs.github.com/rest"
 SEARCH_WINDOW = 60.0
@@ -29,26 +33,29 @@ SECONDARY_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
-_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    ("GET", re.compile(r"/rate_limit"), "rate_limit"),
-    ("GET", re.compile(r"/search/issues"), "search_issues"),
-    ("GET", re.compile(r"/search/commits"), "search_commits"),
-    ("GET", re.compile(_REPO), "repo"),
-    ("GET", re.compile(_REPO + r"/pulls/(?P<number>\d+)"), "pull"),
-    ("GET", re.compile(_REPO + r"/issues/(?P<number>\d+)/comments"), "list_comments"),
-    ("POST", re.compile(_REPO + r"/issues/(?P<number>\d+)/comments"), "create_comment"),
-    ("GET", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), "get_comment"),
-    ("PATCH", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), "edit_comment"),
-    ("GET", re.compile(_REPO + r"/commits/(?P<sha>[0-9a-fA-F]{4,40})"), "commit"),
-]
+Result = tuple[int, JsonValue, dict[str, str]]
+"""(status, JSON body, extra headers) of one answer."""
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One routed request: path parameters (``repo`` is ``owner/name``), query, body."""
+
+    params: dict[str, str]
+    query: dict[str, str]
+    raw: bytes
+
+    @property
+    def repo(self) -> str:
+        return self.params["repo"]
 
 
 class _Answer(Exception):
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, body: JsonValue, headers: dict[str, str] | None = None) -> None:
         self.status, self.body, self.headers = status, body, headers or {}
 
 
-UNSEARCHABLE = {
+UNSEARCHABLE: JsonObject = {
     "message": "Validation Failed",
     "errors": [
         {
@@ -65,22 +72,6 @@ UNSEARCHABLE = {
 
 def _not_found() -> _Answer:
     return _Answer(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
-
-
-def _complete(skeleton: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` laid over GitHub's skeleton (every required field; _github_shapes.py)."""
-    out = copy.deepcopy(skeleton)
-    for key, value in values.items():
-        base = out.get(key)
-        if isinstance(base, dict) and isinstance(value, dict):
-            out[key] = _complete(base, value)
-        else:
-            out[key] = value
-    return out
-
-
-def _iso(value: Any) -> str:
-    return str(value.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def _tokens(text: str) -> list[str]:
@@ -107,11 +98,13 @@ def parse_search_query(q: str) -> tuple[dict[str, list[str]], list[list[str]]]:
 
 
 class FakeGitHubHandler(BaseHTTPRequestHandler):
-    github: FakeGitHub
+    """GitHub's REST API over a :class:`GitHubState` (bound by ``FakeGitHub.serve``)."""
+
+    github: GitHubState
     prefix: str
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+    def log_message(self, format: str, *args: object) -> None:  # quiet test output
         return
 
     def do_GET(self) -> None:
@@ -132,9 +125,11 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
         assert isinstance(address, tuple)
         return f"http://{address[0]!s}:{address[1]}{self.prefix}"
 
-    def _handle(self, method: str) -> None:
-        from bot.testing.github import RecordedRequest
+    @property
+    def json(self) -> GitHubJson:
+        return GitHubJson(self.base, self.github)
 
+    def _handle(self, method: str) -> None:
         gh = self.github
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -224,10 +219,8 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
             "X-RateLimit-Resource": resource,
         }
 
-    def _route(
-        self, method: str, path: str, query: dict[str, str], raw: bytes
-    ) -> tuple[int, Any, dict[str, str]]:
-        for verb, pattern, name in _ROUTES:
+    def _route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> Result:
+        for verb, pattern, route in _ROUTES:
             match = pattern.fullmatch(path)
             if verb == method and match:
                 params = match.groupdict()
@@ -235,15 +228,12 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
                     params["repo"] = f"{params.pop('owner')}/{params.pop('name')}"
                     if params["repo"] not in self.github.repos:
                         raise _not_found()
-                result: tuple[int, Any, dict[str, str]] = getattr(self, f"_r_{name}")(
-                    query=query, raw=raw, **params
-                )
-                return result
+                return route(self, _Call(params, query, raw))
         raise _not_found()
 
     def _page(
-        self, path: str, query: dict[str, str], items: list[Any]
-    ) -> tuple[list[Any], dict[str, str]]:
+        self, path: str, query: dict[str, str], items: JsonArray
+    ) -> tuple[JsonArray, dict[str, str]]:
         per_page = max(1, min(100, int(query.get("per_page", "30"))))
         page = max(1, int(query.get("page", "1")))
         last = max(1, math.ceil(len(items) / per_page))
@@ -260,164 +250,8 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
             links += [link(page + 1, "next"), link(last, "last")]
         return chunk, ({"Link": ", ".join(links)} if links else {})
 
-    # -- shapes ------------------------------------------------------------------------
-    def _user(self, login: str) -> dict[str, Any]:
-        api = f"{self.base}/users/{login}"
-        return _complete(
-            shapes.PULL_REQUEST["user"],
-            {
-                "avatar_url": f"https://avatars.githubusercontent.com/u/{zlib.crc32(login.encode())}",
-                "events_url": f"{api}/events{{/privacy}}",
-                "followers_url": f"{api}/followers",
-                "following_url": f"{api}/following{{/other_user}}",
-                "gists_url": f"{api}/gists{{/gist_id}}",
-                "organizations_url": f"{api}/orgs",
-                "received_events_url": f"{api}/received_events",
-                "repos_url": f"{api}/repos",
-                "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
-                "subscriptions_url": f"{api}/subscriptions",
-                "gravatar_id": "",
-                "site_admin": False,
-                "login": login,
-                "id": zlib.crc32(login.encode()) % 10_000_000,
-                "node_id": f"U_{login}",
-                "type": "Bot" if login.endswith("bot") else "User",
-                "url": f"{self.base}/users/{login}",
-                "html_url": f"https://github.com/{login}",
-            },
-        )
-
-    def _repo_json(self, repo: str) -> dict[str, Any]:
-        owner, name = repo.split("/", 1)
-        return _complete(
-            shapes.PULL_REQUEST["head"]["repo"],
-            {
-                "id": zlib.crc32(repo.encode()) % 10_000_000,
-                "node_id": f"R_{repo}",
-                "name": name,
-                "full_name": repo,
-                "private": False,
-                "owner": self._user(owner),
-                "html_url": f"https://github.com/{repo}",
-                "url": f"{self.base}/repos/{repo}",
-                "default_branch": "main",
-            },
-        )
-
-    def _issue_json(self, pr: FakePR) -> dict[str, Any]:
-        api = f"{self.base}/repos/{pr.repo}"
-        return _complete(
-            shapes.SEARCH_ISSUE_ITEM,
-            {
-                "url": f"{api}/issues/{pr.number}",
-                "repository_url": api,
-                "comments_url": f"{api}/issues/{pr.number}/comments",
-                "html_url": f"https://github.com/{pr.repo}/pull/{pr.number}",
-                "id": pr.number * 1000 + 1,
-                "node_id": f"PR_{pr.repo}_{pr.number}",
-                "number": pr.number,
-                "title": pr.title,
-                "user": self._user(pr.user),
-                "labels": [],
-                "state": pr.state,
-                "locked": False,
-                "comments": len(self.github.comments(pr.repo, pr.number)),
-                "created_at": _iso(pr.created_at),
-                "updated_at": _iso(pr.created_at),
-                "closed_at": _iso(pr.created_at) if pr.state == "closed" else None,
-                "author_association": "MEMBER",
-                "body": pr.body,
-                "pull_request": {
-                    "url": f"{api}/pulls/{pr.number}",
-                    "html_url": f"https://github.com/{pr.repo}/pull/{pr.number}",
-                    "diff_url": f"https://github.com/{pr.repo}/pull/{pr.number}.diff",
-                    "patch_url": f"https://github.com/{pr.repo}/pull/{pr.number}.patch",
-                    "merged_at": _iso(pr.created_at) if pr.merged else None,
-                },
-                "score": 1.0,
-            },
-        )
-
-    def _pull_json(self, pr: FakePR) -> dict[str, Any]:
-        data = self._issue_json(pr)
-        data.pop("pull_request")
-        data.pop("score")
-        data.update(
-            url=f"{self.base}/repos/{pr.repo}/pulls/{pr.number}",
-            issue_url=f"{self.base}/repos/{pr.repo}/issues/{pr.number}",
-            merged=pr.merged,
-            merged_at=data["closed_at"] if pr.merged else None,
-            merge_commit_sha=pr.merge_commit_sha,
-            draft=False,
-            head={
-                "ref": f"fix-{pr.number}",
-                "sha": "0" * 40,
-                "label": f"{pr.repo.split('/')[0]}:fix-{pr.number}",
-                "repo": self._repo_json(pr.repo),
-                "user": self._user(pr.user),
-            },
-            base={
-                "ref": "main",
-                "sha": "1" * 40,
-                "label": f"{pr.repo.split('/')[0]}:main",
-                "repo": self._repo_json(pr.repo),
-                "user": self._user(pr.repo.split("/")[0]),
-            },
-            commits_url=f"{data['url']}/commits",
-            review_comments_url=f"{data['url']}/comments",
-            statuses_url=f"{self.base}/repos/{pr.repo}/statuses/{'0' * 40}",
-            diff_url=f"https://github.com/{pr.repo}/pull/{pr.number}.diff",
-            patch_url=f"https://github.com/{pr.repo}/pull/{pr.number}.patch",
-        )
-        return _complete(shapes.PULL_REQUEST, data)
-
-    def _comment_json(self, c: FakeComment) -> dict[str, Any]:
-        api = f"{self.base}/repos/{c.repo}"
-        return _complete(
-            shapes.ISSUE_COMMENT,
-            {
-                "id": c.id,
-                "node_id": f"IC_{c.id}",
-                "url": f"{api}/issues/comments/{c.id}",
-                "html_url": f"https://github.com/{c.repo}/pull/{c.number}#issuecomment-{c.id}",
-                "issue_url": f"{api}/issues/{c.number}",
-                "body": c.body,
-                "user": self._user(c.user),
-                "created_at": _iso(c.created_at),
-                "updated_at": _iso(c.updated_at),
-                "author_association": "NONE",
-            },
-        )
-
-    def _commit_json(self, c: FakeCommit) -> dict[str, Any]:
-        api = f"{self.base}/repos/{c.repo}"
-        person = {"name": "Dev", "email": "dev@example.com", "date": _iso(c.date)}
-        return _complete(
-            shapes.SEARCH_COMMIT_ITEM,
-            {
-                "url": f"{api}/commits/{c.sha}",
-                "sha": c.sha,
-                "node_id": f"C_{c.sha}",
-                "html_url": f"https://github.com/{c.repo}/commit/{c.sha}",
-                "comments_url": f"{api}/commits/{c.sha}/comments",
-                "commit": {
-                    "url": f"{api}/git/commits/{c.sha}",
-                    "author": person,
-                    "committer": person,
-                    "message": c.message,
-                    "tree": {"url": f"{api}/git/trees/{'2' * 40}", "sha": "2" * 40},
-                    "comment_count": 0,
-                },
-                "author": self._user("dev"),
-                "committer": self._user("dev"),
-                "parents": [],
-                "repository": self._repo_json(c.repo),
-                "score": 1.0,
-            },
-        )
-
     # -- routes ------------------------------------------------------------------------
-    def _r_rate_limit(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
+    def _r_rate_limit(self, call: _Call) -> Result:
         gh = self.github
         now = gh.now_epoch()
         start = gh.search_window_start if gh.search_window_start is not None else now
@@ -431,12 +265,10 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
         }
         return 200, {"resources": {"core": core, "search": search}, "rate": core}, {}
 
-    def _r_repo(self, repo: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        return 200, self._repo_json(repo), {}
+    def _r_repo(self, call: _Call) -> Result:
+        return 200, self.json.repo(call.repo), {}
 
-    def _search(
-        self, query: dict[str, str], kind: str
-    ) -> tuple[dict[str, list[str]], list[list[str]]]:
+    def _search(self, query: dict[str, str]) -> tuple[dict[str, list[str]], list[list[str]]]:
         if not query.get("q"):
             raise _Answer(422, {"message": "Validation Failed", "documentation_url": DOCS})
         quals, phrases = parse_search_query(query["q"])
@@ -448,8 +280,9 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
             raise _Answer(422, UNSEARCHABLE)
         return quals, phrases
 
-    def _r_search_issues(self, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
-        quals, phrases = self._search(query, "issues")
+    def _r_search_issues(self, call: _Call) -> Result:
+        query = call.query
+        quals, phrases = self._search(query)
         repos = quals.get("repo", [])
         types = quals.get("type", []) + quals.get("is", [])
         where = ",".join(quals.get("in", [])) or "title,body"
@@ -463,7 +296,7 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
                     _contains_phrase(text, p) for p in phrases
                 ):
                     hits.append(pr)
-        items, headers = self._page("/search/issues", query, [self._issue_json(p) for p in hits])
+        items, headers = self._page("/search/issues", query, [self.json.issue(p) for p in hits])
         # search_type: required by GitHub's description of GET /search/issues
         # (@octokit/openapi); a qualifier-and-phrase query is a lexical search.
         body = {
@@ -474,8 +307,9 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
         }
         return 200, body, headers
 
-    def _r_search_commits(self, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
-        quals, phrases = self._search(query, "commits")
+    def _r_search_commits(self, call: _Call) -> Result:
+        query = call.query
+        quals, phrases = self._search(query)
         repos = quals.get("repo", [])
         hits = [
             c
@@ -483,24 +317,24 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
             if (not repos or c.repo in repos)
             and all(_contains_phrase(c.message, p) for p in phrases)
         ]
-        items, headers = self._page("/search/commits", query, [self._commit_json(c) for c in hits])
+        items, headers = self._page("/search/commits", query, [self.json.commit(c) for c in hits])
         return 200, {"total_count": len(hits), "incomplete_results": False, "items": items}, headers
 
-    def _pr(self, repo: str, number: str) -> FakePR:
-        pr = self.github.prs.get((repo, int(number)))
+    def _pr(self, call: _Call) -> FakePR:
+        pr = self.github.prs.get((call.repo, int(call.params["number"])))
         if pr is None:
             raise _not_found()
         return pr
 
-    def _r_pull(self, repo: str, number: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        return 200, self._pull_json(self._pr(repo, number)), {}
+    def _r_pull(self, call: _Call) -> Result:
+        return 200, self.json.pull(self._pr(call)), {}
 
-    def _r_list_comments(
-        self, repo: str, number: str, query: dict[str, str], **_: Any
-    ) -> tuple[int, Any, dict[str, str]]:
-        pr = self._pr(repo, number)
-        all_comments = [self._comment_json(c) for c in self.github.comments(repo, pr.number)]
-        items, headers = self._page(f"/repos/{repo}/issues/{number}/comments", query, all_comments)
+    def _r_list_comments(self, call: _Call) -> Result:
+        pr = self._pr(call)
+        render = self.json
+        comments: JsonArray = [render.comment(c) for c in self.github.comments(pr.repo, pr.number)]
+        path = f"/repos/{pr.repo}/issues/{pr.number}/comments"
+        items, headers = self._page(path, call.query, comments)
         return 200, items, headers
 
     def _body_of(self, raw: bytes) -> str:
@@ -523,45 +357,53 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
             )
         return body
 
-    def _r_create_comment(
-        self, repo: str, number: str, raw: bytes, **_: Any
-    ) -> tuple[int, Any, dict[str, str]]:
-        from bot.testing.github import BOT_LOGIN
-
-        pr = self._pr(repo, number)
-        comment = self.github._create_comment(repo, pr.number, self._body_of(raw), BOT_LOGIN)
-        data = self._comment_json(comment)
+    def _r_create_comment(self, call: _Call) -> Result:
+        pr = self._pr(call)
+        comment = self.github._create_comment(
+            pr.repo, pr.number, self._body_of(call.raw), BOT_LOGIN
+        )
+        data = self.json.comment(comment)
         return 201, data, {"Location": data["url"]}
 
-    def _comment(self, repo: str, comment_id: str) -> FakeComment:
-        comment = self.github.comment(int(comment_id))
-        if comment is None or comment.repo != repo:
+    def _comment(self, call: _Call) -> FakeComment:
+        comment = self.github.comment(int(call.params["id"]))
+        if comment is None or comment.repo != call.repo:
             raise _not_found()
         return comment
 
-    def _r_get_comment(self, repo: str, id: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        return 200, self._comment_json(self._comment(repo, id)), {}
+    def _r_get_comment(self, call: _Call) -> Result:
+        return 200, self.json.comment(self._comment(call)), {}
 
-    def _r_edit_comment(
-        self, repo: str, id: str, raw: bytes, **_: Any
-    ) -> tuple[int, Any, dict[str, str]]:
-        comment = self._comment(repo, id)
-        comment.body = self._body_of(raw)
+    def _r_edit_comment(self, call: _Call) -> Result:
+        comment = self._comment(call)
+        comment.body = self._body_of(call.raw)
         comment.updated_at = self.github.clock.now()
-        return 200, self._comment_json(comment), {}
+        return 200, self.json.comment(comment), {}
 
-    def _r_commit(self, repo: str, sha: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
+    def _r_commit(self, call: _Call) -> Result:
+        sha = call.params["sha"]
         matches = [
-            c for (r, s), c in self.github.commits.items() if r == repo and s.startswith(sha)
+            c for (r, s), c in self.github.commits.items() if r == call.repo and s.startswith(sha)
         ]
         if len(matches) != 1:
             # GitHub answers an unknown (or ambiguous) sha with 422, not 404.
             raise _Answer(
                 422, {"message": f"No commit found for SHA: {sha}", "documentation_url": DOCS}
             )
-        data = self._commit_json(matches[0])
-        data.pop("repository")
-        data.pop("score")
-        data["stats"] = {"total": 1, "additions": 1, "deletions": 0}
-        data["files"] = []
-        return 200, _complete(shapes.COMMIT, data), {}
+        return 200, self.json.full_commit(matches[0]), {}
+
+
+_Route = Callable[[FakeGitHubHandler, _Call], Result]
+_H = FakeGitHubHandler
+_ROUTES: list[tuple[str, re.Pattern[str], _Route]] = [
+    ("GET", re.compile(r"/rate_limit"), _H._r_rate_limit),
+    ("GET", re.compile(r"/search/issues"), _H._r_search_issues),
+    ("GET", re.compile(r"/search/commits"), _H._r_search_commits),
+    ("GET", re.compile(_REPO), _H._r_repo),
+    ("GET", re.compile(_REPO + r"/pulls/(?P<number>\d+)"), _H._r_pull),
+    ("GET", re.compile(_REPO + r"/issues/(?P<number>\d+)/comments"), _H._r_list_comments),
+    ("POST", re.compile(_REPO + r"/issues/(?P<number>\d+)/comments"), _H._r_create_comment),
+    ("GET", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), _H._r_get_comment),
+    ("PATCH", re.compile(_REPO + r"/issues/comments/(?P<id>\d+)"), _H._r_edit_comment),
+    ("GET", re.compile(_REPO + r"/commits/(?P<sha>[0-9a-fA-F]{4,40})"), _H._r_commit),
+]

@@ -24,9 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
+
+from bot.json_types import JsonValue
 
 HOOK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
 
@@ -55,7 +56,7 @@ class Reply:
 
     @classmethod
     def refused(cls, status: int, body: str) -> Reply:
-        """Any error answer, e.g. ``refused(403, "action_prohibited")``."""
+        """An error answer of our choosing, e.g. ``refused(403, "action_prohibited")``."""
         return cls(status, body)
 
     @classmethod
@@ -71,7 +72,7 @@ def _num(value: float) -> str:
 class Received:
     """One request as the receiver saw it, and what it answered."""
 
-    payload: Any  # parsed JSON, or None when the body was not JSON
+    payload: JsonValue  # parsed JSON, or None when the body was not JSON
     raw: bytes
     status: int
     path: str
@@ -104,7 +105,7 @@ class RecordingWebhook:
 
     # -- what was received -------------------------------------------------------
     @property
-    def delivered(self) -> list[Any]:
+    def delivered(self) -> list[JsonValue]:
         """Payloads that were answered 2xx (i.e. would have been posted)."""
         with self._lock:
             return [r.payload for r in self.requests if 200 <= r.status < 300]
@@ -118,7 +119,7 @@ class RecordingWebhook:
     def answer(self, raw: bytes, path: str = HOOK_PATH, content_type: str = "") -> Reply:
         """Record one request body and decide the reply (shared by both front ends)."""
         try:
-            payload: Any = json.loads(raw) if raw else None
+            payload: JsonValue = json.loads(raw) if raw else None
         except ValueError:
             payload = None
         with self._lock:
@@ -128,7 +129,7 @@ class RecordingWebhook:
             )
         return reply
 
-    def _default(self, payload: Any) -> Reply:
+    def _default(self, payload: JsonValue) -> Reply:
         if self._gone is not None:
             return Reply(*self._gone)
         if not isinstance(payload, dict):
@@ -182,7 +183,7 @@ class RecordingWebhook:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # keep test output clean; requests are recorded instead
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

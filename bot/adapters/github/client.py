@@ -26,11 +26,15 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import requests
 from github import Auth, Github, GithubException
 from github.Commit import Commit
+from github.GithubObject import GithubObject
+from github.IssueComment import IssueComment
+from github.PaginatedList import PaginatedList
+from github.PullRequest import PullRequest
 from github.Repository import Repository
 from urllib3.util.retry import Retry
 
@@ -49,6 +53,7 @@ GITHUB_JSON = "application/vnd.github+json"
 SECONDARY_MIN_WAIT = 60.0
 MAX_COMMENT_CHARS = 65536
 T = TypeVar("T")
+Item = TypeVar("Item", bound=GithubObject)
 
 
 def default_retry() -> Retry:
@@ -161,7 +166,7 @@ class GitHubCodeHost:
             raise CodeHostError("comment body too long", repo=repo, number=number)
         issue = self._repo(repo).get_issue(number)
 
-        def find() -> Any:
+        def find() -> IssueComment | None:
             if comment_id is not None:
                 try:
                     known = issue.get_comment(comment_id)
@@ -207,10 +212,10 @@ class GitHubCodeHost:
         if self._allowed is not None and repo.lower() not in self._allowed:
             raise CodeHostError("repository is not in GITHUB_REPOS", repo=repo)
 
-    def _search(self, repo: str, start: Callable[[], Any]) -> list[Any]:
+    def _search(self, repo: str, start: Callable[[], PaginatedList[Item]]) -> list[Item]:
         self._take_search_slot()
         try:
-            results: list[Any] = self._call("search", lambda: list(start().get_page(0)))
+            results = self._call("search", lambda: list(start().get_page(0)))
         except CodeHostError as exc:
             if exc.context.get("status") == 422:
                 # GitHub's search answers 422 "Validation Failed" for a repo: qualifier
@@ -314,7 +319,7 @@ class _Auth(Auth.Token):
     every request's headers (and overrides the obsolete commit-search preview type).
     """
 
-    def authentication(self, headers: dict[str, Any]) -> None:
+    def authentication(self, headers: dict[str, str]) -> None:
         super().authentication(headers)
         headers["Accept"] = GITHUB_JSON
 
@@ -335,7 +340,7 @@ def _translate(exc: GithubException) -> CodeHostError:
     return CodeHostError(f"GitHub answered {status}: {_message(exc)[:200]}", status=status)
 
 
-def _pr_ref(repo: str, pr: Any) -> FixRef:
+def _pr_ref(repo: str, pr: PullRequest) -> FixRef:
     return FixRef(
         kind="pr",
         repo=repo,

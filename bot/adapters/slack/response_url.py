@@ -11,21 +11,19 @@ retried, other 4xx (e.g. an expired ``response_url``) dead-lettered.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import httpx
 
 from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.errors import NotifyError
+from bot.notify.port import Payload, Sender
 
 SLACK_RESPONSE_CHANNEL = "slack_response"
 
 
-def response_url_sender(client: httpx.Client | None = None) -> Callable[[dict[str, Any]], None]:
+def response_url_sender(client: httpx.Client | None = None) -> Sender:
     """An outbox sender posting ``payload["body"]`` to ``payload["url"]``."""
 
-    def send(payload: dict[str, Any]) -> None:
+    def send(payload: Payload) -> None:
         url, body = payload.get("url"), payload.get("body")
         if not isinstance(url, str) or not isinstance(body, dict):
             raise NotifyError("slack_response payload needs a url and a body")

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from bot.errors import ConfigError, NotifyError, NotifyRetryLater
+from bot.json_types import JsonValue
 from bot.notify.port import NotifyPermanent, Payload
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -87,7 +87,7 @@ def error_code(response: httpx.Response) -> str:
     """The receiver's short error token: Slack's body text or Mattermost's JSON ``id``."""
     text = response.text.strip()
     try:
-        body: Any = json.loads(text) if text.startswith("{") else None
+        body: JsonValue = json.loads(text) if text.startswith("{") else None
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("id"), str):
