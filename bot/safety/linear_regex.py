@@ -15,7 +15,8 @@ are cut to :data:`TEXT_LIMIT` characters before matching.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from typing import Protocol
 
 import re2  # google-re2: linear-time matching (no stubs; wrapped and typed here)
 
@@ -28,8 +29,29 @@ class RegexRefused(ValueError):
     """RE2 cannot accept the pattern (the message says why)."""
 
 
-def _options(*, ignore_case: bool) -> Any:
-    options = re2.Options()
+class _Re2Options(Protocol):
+    """The parts of ``re2.Options`` set here (the module ships no stubs)."""
+
+    log_errors: bool
+    max_mem: int
+    case_sensitive: bool
+
+
+class _Re2Match(Protocol):
+    def group(self, name: str | int = 0, /) -> str | None: ...
+
+
+class _Re2Pattern(Protocol):
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+
+    def search(self, text: str, /) -> _Re2Match | None: ...
+
+    def fullmatch(self, text: str, /) -> _Re2Match | None: ...
+
+
+def _options(*, ignore_case: bool) -> _Re2Options:
+    options: _Re2Options = re2.Options()
     options.log_errors = False  # RE2 would print to stderr; we raise with the reason
     options.max_mem = _MAX_MEM
     options.case_sensitive = not ignore_case
@@ -39,7 +61,7 @@ def _options(*, ignore_case: bool) -> Any:
 class LinearMatch:
     """The parts of a match the bot reads: named groups."""
 
-    def __init__(self, match: Any) -> None:
+    def __init__(self, match: _Re2Match) -> None:
         self._match = match
 
     def group(self, name: str | int = 0) -> str | None:
@@ -50,7 +72,7 @@ class LinearMatch:
 class LinearRegex:
     """A compiled RE2 pattern; every search sees at most :data:`TEXT_LIMIT` characters."""
 
-    def __init__(self, pattern: str, compiled: Any) -> None:
+    def __init__(self, pattern: str, compiled: _Re2Pattern) -> None:
         self.pattern = pattern
         self._compiled = compiled
 
@@ -80,7 +102,7 @@ def compile_linear(pattern: str, *, ignore_case: bool = False) -> LinearRegex:
     if len(pattern) > MAX_PATTERN:
         raise RegexRefused(f"pattern longer than {MAX_PATTERN} characters")
     try:
-        compiled = re2.compile(pattern, _options(ignore_case=ignore_case))
+        compiled: _Re2Pattern = re2.compile(pattern, _options(ignore_case=ignore_case))
     except re2.error as exc:
         raise RegexRefused(_reason(exc)) from None
     except (TypeError, ValueError) as exc:

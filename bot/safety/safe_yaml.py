@@ -16,9 +16,9 @@ Errors are :class:`BoundedYamlError` with the 1-based line, so callers report
 
 from __future__ import annotations
 
-from typing import Any
-
 import yaml
+
+from bot.json_types import JsonValue
 
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 64
@@ -45,7 +45,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._nodes = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         line = event.start_mark.line + 1 if event.start_mark else None
         if isinstance(event, yaml.AliasEvent):
@@ -70,7 +70,7 @@ def check_size(size: int) -> None:
         raise BoundedYamlError(f"file is {size:,} bytes; the limit is {MAX_BYTES:,}", None)
 
 
-def compose_bounded(text: str) -> tuple[yaml.Node | None, Any]:
+def compose_bounded(text: str) -> tuple[yaml.Node | None, JsonValue]:
     """Parse one YAML document within the bounds: (root node, constructed data).
 
     Raises :class:`BoundedYamlError` for a bound, ``yaml.YAMLError`` for bad syntax.
@@ -85,6 +85,6 @@ def compose_bounded(text: str) -> tuple[yaml.Node | None, Any]:
     return root, data
 
 
-def load_bounded(text: str) -> Any:
+def load_bounded(text: str) -> JsonValue:
     """Like ``yaml.safe_load`` within the bounds (see :func:`compose_bounded`)."""
     return compose_bounded(text)[1]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bot.json_types import JsonObject, JsonValue
 
 
 class _SentryModel(BaseModel):
@@ -50,11 +51,11 @@ class SentryIssue(_SentryModel):
     level: str = "error"
     status: str = "unresolved"
     substatus: str | None = None
-    status_details: dict[str, Any] = Field(default_factory=dict, alias="statusDetails")
+    status_details: JsonObject = Field(default_factory=dict, alias="statusDetails")
     platform: str | None = None
     project: SentryProject
     type: str = "default"
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     count: int = 0
     user_count: int = Field(default=0, alias="userCount")
     first_seen: datetime | None = Field(default=None, alias="firstSeen")
@@ -70,7 +71,7 @@ class SentryIssue(_SentryModel):
 
     @field_validator("tags", mode="before")
     @classmethod
-    def _tags_from_detail_list(cls, value: Any) -> Any:
+    def _tags_from_detail_list(cls, value: JsonValue) -> JsonValue:
         # GET issues/{id}/ sends tags as [{"key", "topValues": [{"value", "count"}]}]:
         # keep each key's most frequent value so the dict form works for both shapes.
         if not isinstance(value, list):
@@ -85,7 +86,7 @@ class SentryIssue(_SentryModel):
 
     @field_validator("count", mode="before")
     @classmethod
-    def _count_is_a_string(cls, value: Any) -> int:
+    def _count_is_a_string(cls, value: JsonValue) -> int:
         # Sentry sends count as a string ("718"); userCount as an integer.
         if isinstance(value, bool):
             raise ValueError("count must be a number or numeric string")
@@ -117,10 +118,10 @@ class SentryEvent(_SentryModel):
     message: str = ""
     date_created: datetime | None = Field(default=None, alias="dateCreated")
     platform: str | None = None
-    tags: list[dict[str, Any]] = Field(default_factory=list)
-    entries: list[dict[str, Any]] = Field(default_factory=list)
-    context: dict[str, Any] = Field(default_factory=dict)
-    user: dict[str, Any] | None = None
+    tags: list[JsonObject] = Field(default_factory=list)
+    entries: list[JsonObject] = Field(default_factory=list)
+    context: JsonObject = Field(default_factory=dict)
+    user: JsonObject | None = None
 
     @property
     def environment(self) -> str | None:
@@ -148,9 +149,9 @@ class SentryEvent(_SentryModel):
                     parts.append(str(formatted))
         return "\n".join(parts)
 
-    def frames(self) -> list[dict[str, Any]]:
+    def frames(self) -> list[JsonObject]:
         """Stack frames of every exception, innermost last (Sentry's order)."""
-        out: list[dict[str, Any]] = []
+        out: list[JsonObject] = []
         for entry in self.entries:
             if entry.get("type") == "exception":
                 for exc in (entry.get("data") or {}).get("values") or []:

@@ -26,9 +26,9 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from bot.errors import WebhookRejected
+from bot.json_types import JsonObject, JsonValue
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -79,11 +79,11 @@ class Delivery:
     issue_id: str | None
     actor_type: str | None
     actor_id: str | None
-    payload: dict[str, Any]
+    payload: JsonObject
     content_key: str
 
 
-def _issue_id(value: Any) -> str | None:
+def _issue_id(value: JsonValue) -> str | None:
     # Sentry sends ids as strings; a hostile body could send anything.
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return str(value)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 
@@ -21,7 +20,7 @@ Responder = Callable[[httpx.Request, Callable[[float], None]], httpx.Response]
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: object, client_address: object) -> None:
         # A client that gave up (timeout test) resets the socket; that is expected.
         return
 
@@ -56,7 +55,7 @@ def serve_handler(respond: Responder, *, host: str = "127.0.0.1") -> Iterator[st
 
         do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _serve
 
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     server = _QuietServer((host, 0), Handler)

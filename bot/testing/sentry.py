@@ -21,17 +21,18 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import httpx
 
 from bot.clock import Clock
+from bot.json_types import JsonObject, JsonValue
 from bot.testing import sentry_data as data
 from bot.testing.loopback import serve_handler
 from bot.testing.sentry_routes import Routes
 from bot.testing.sentry_search import SearchError
+from bot.testing.sentry_state import IssueState
 
 
 class Fault(enum.Enum):
@@ -50,18 +51,7 @@ class RecordedRequest:
     method: str
     path: str
     params: dict[str, list[str]]
-    json: Any
-
-
-@dataclass
-class IssueState:
-    """An issue's JSON plus what the fake needs to answer about it."""
-
-    data: dict[str, Any]
-    environments: set[str] = field(default_factory=set)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    comments: list[tuple[str, datetime]] = field(default_factory=list)
-    users: set[str] = field(default_factory=set)
+    json: JsonValue
 
 
 class FakeSentry:
@@ -86,7 +76,7 @@ class FakeSentry:
         self.send_retry_after = send_retry_after
         self.server_timeout_seconds = server_timeout_seconds
         self.issues: dict[str, IssueState] = {}
-        self.projects: dict[str, dict[str, Any]] = {}
+        self.projects: dict[str, JsonObject] = {}
         self.repositories: dict[str, set[str]] = {}
         self.requests: list[RecordedRequest] = []
         self.faults: deque[Fault] = deque()
@@ -100,7 +90,7 @@ class FakeSentry:
 
     # -- test helpers ---------------------------------------------------------------
 
-    def project(self, slug: str, *, platform: str | None = "python") -> dict[str, Any]:
+    def project(self, slug: str, *, platform: str | None = "python") -> JsonObject:
         """The project with this slug, created on first use with a stable numeric id."""
         if slug not in self.projects:
             pid = str(1 + len(self.projects))
@@ -112,8 +102,8 @@ class FakeSentry:
         *,
         project: str = "backend",
         environment: str | None = "production",
-        **overrides: Any,
-    ) -> dict[str, Any]:
+        **overrides: JsonValue,
+    ) -> JsonObject:
         """Create an unresolved issue (realistic defaults; ``overrides`` win) and return it.
 
         Datetime overrides (``lastSeen=...``) are converted to Sentry's ISO format.
@@ -149,9 +139,9 @@ class FakeSentry:
         environment: str = "production",
         user: str | None = "user-1",
         tags: dict[str, str] | None = None,
-        entries: list[dict[str, Any]] | None = None,
+        entries: list[JsonObject] | None = None,
         release: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Record an event; bumps count, userCount, first/lastSeen like Sentry does.
 
         An event on a resolved issue reopens it as ``regressed``, as Sentry does.
@@ -220,7 +210,9 @@ class FakeSentry:
         with serve_handler(self.respond_for_server) as base_url:
             yield base_url
 
-    def respond_for_server(self, request: httpx.Request, sleep: Callable[[float], None]) -> Any:
+    def respond_for_server(
+        self, request: httpx.Request, sleep: Callable[[float], None]
+    ) -> httpx.Response:
         """The loopback server's entry point: a timeout fault answers too late."""
         return self.respond(request, on_timeout=lambda _r: sleep(self.server_timeout_seconds))
 
@@ -256,7 +248,7 @@ class FakeSentry:
         params: dict[str, list[str]] = {}
         for key, value in request.url.params.multi_items():
             params.setdefault(key, []).append(value)
-        body: Any = None
+        body: JsonValue = None
         content = request.read()
         if content:
             try:
@@ -303,7 +295,7 @@ class FakeSentry:
     def _finish(
         self,
         status: int,
-        body: Any,
+        body: JsonValue,
         *,
         headers: dict[str, str] | None = None,
         html: str | None = None,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+
+from bot.json_types import JsonObject
 
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?)?(Z|[+-]\d{2}:\d{2})?$"
@@ -80,13 +81,13 @@ def base_issue(
     short_id: str,
     org: str,
     now: datetime,
-    project: dict[str, Any],
-    overrides: dict[str, Any],
-) -> dict[str, Any]:
+    project: JsonObject,
+    overrides: JsonObject,
+) -> JsonObject:
     """An unresolved issue with no events yet; ``overrides`` replace top-level fields."""
     title = overrides.get("title", "Error: something went wrong")
     kind, _, value = title.partition(": ")
-    data: dict[str, Any] = {
+    data: JsonObject = {
         "id": issue_id,
         "shareId": None,
         "shortId": short_id,
@@ -128,7 +129,7 @@ def base_issue(
     return data
 
 
-def list_shape(issue: dict[str, Any]) -> dict[str, Any]:
+def list_shape(issue: JsonObject) -> JsonObject:
     """The issue as the list endpoint returns it."""
     out = {k: v for k, v in issue.items() if k not in DETAIL_ONLY}
     counts = {
@@ -165,7 +166,7 @@ def list_shape(issue: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def detail_shape(issue: dict[str, Any], tags: list[dict[str, Any]]) -> dict[str, Any]:
+def detail_shape(issue: JsonObject, tags: list[JsonObject]) -> JsonObject:
     """The issue as GET/PUT ``issues/{id}/`` return it."""
     out = dict(issue)
     out.update(activity=[], seenBy=[], userReportCount=0, participants=[], tags=tags, stats={})
@@ -174,15 +175,15 @@ def detail_shape(issue: dict[str, Any], tags: list[dict[str, Any]]) -> dict[str,
 
 def new_event(
     *,
-    issue: dict[str, Any],
+    issue: JsonObject,
     at: datetime,
     message: str | None,
     environment: str,
-    user: dict[str, Any] | None,
+    user: JsonObject | None,
     tags: dict[str, str] | None,
-    entries: list[dict[str, Any]] | None,
+    entries: list[JsonObject] | None,
     release: str | None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """A full event (the ``events/latest/`` shape); list responses are cut from it."""
     event_id = uuid.uuid4().hex
     text = message if message is not None else issue["title"]
@@ -260,7 +261,7 @@ _LIST_EVENT_KEYS = (
 )
 
 
-def event_list_shape(event: dict[str, Any], *, full: bool) -> dict[str, Any]:
+def event_list_shape(event: JsonObject, *, full: bool) -> JsonObject:
     """An event as ``issues/{id}/events/`` returns it; ``full`` keeps the entries."""
     out = {k: event[k] for k in _LIST_EVENT_KEYS}
     out["event.type"] = event["type"]

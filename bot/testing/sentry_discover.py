@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from bot.json_types import JsonObject
 from bot.testing import sentry_data as data
+from bot.testing.sentry_state import FakeState
 
-if TYPE_CHECKING:
-    from bot.testing.sentry import FakeSentry
-
-Rows = list[dict[str, Any]]
-Refusal = tuple[int, Any]
+Rows = list[JsonObject]
+Refusal = tuple[int, JsonObject]
 
 DATASETS = {"errors", "logs", "profile_functions", "spans", "tracemetrics", "uptime_results"}
 _FIELDS = {"issue.id", "count()"}
 _ISSUE_QUERY = re.compile(r"^issue\.id:(?:\[(?P<many>[\d,\s]*)\]|(?P<one>\d+))$")
-_REFUSALS: dict[int, Any] = {
+_REFUSALS: dict[int, JsonObject] = {
     403: {"detail": "You do not have permission to perform this action."},
     400: {"detail": "You cannot view events from multiple projects."},
 }
@@ -44,7 +42,7 @@ META = {
 }
 
 
-def events_table(fake: FakeSentry, request: httpx.Request) -> tuple[Rows, Refusal | None]:
+def events_table(fake: FakeState, request: httpx.Request) -> tuple[Rows, Refusal | None]:
     """All rows of the table (unpaginated), or the error answer ``(status, body)``."""
     if fake.events_refusal is not None:
         status = fake.events_refusal
@@ -93,7 +91,7 @@ def _issue_ids(query: str) -> tuple[set[str] | None, str | None]:
 
 
 def _window(
-    fake: FakeSentry, params: httpx.QueryParams
+    fake: FakeState, params: httpx.QueryParams
 ) -> tuple[tuple[datetime, datetime] | None, str | None]:
     now = fake.clock.now()
     if params.get("statsPeriod"):
@@ -109,7 +107,7 @@ def _window(
 
 
 def _count(
-    fake: FakeSentry,
+    fake: FakeState,
     wanted: set[str] | None,
     window: tuple[datetime, datetime],
     params: httpx.QueryParams,

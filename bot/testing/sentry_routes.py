@@ -9,18 +9,14 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from bot.json_types import JsonArray, JsonObject, JsonValue
 from bot.testing import sentry_data as data
 from bot.testing.sentry_discover import META, events_table
 from bot.testing.sentry_search import parse_query, sort_issues
-
-if TYPE_CHECKING:
-    from bot.testing.sentry import FakeSentry, IssueState
-
-Answer = tuple[int, Any, dict[str, str]]
+from bot.testing.sentry_state import Answer, FakeState, IssueState
 
 _ISSUES = re.compile(r"^/api/0/organizations/(?P<org>[^/]+)/issues/(?P<rest>.*)$")
 _ORG_EVENTS = re.compile(r"^/api/0/organizations/(?P<org>[^/]+)/events/$")
@@ -44,7 +40,7 @@ _UPDATABLE = {
 class Routes:
     """URL routing plus one method per endpoint."""
 
-    def __init__(self, fake: FakeSentry) -> None:
+    def __init__(self, fake: FakeState) -> None:
         self.fake = fake
 
     def dispatch(self, request: httpx.Request) -> Answer:
@@ -127,7 +123,7 @@ class Routes:
         ]
         return (200, found, {})
 
-    def _detail(self, state: IssueState) -> dict[str, Any]:
+    def _detail(self, state: IssueState) -> JsonObject:
         env_counts: dict[str, int] = {}
         for event in state.events:
             for tag in event["tags"]:
@@ -146,7 +142,7 @@ class Routes:
         ]
         return data.detail_shape(state.data, tags if env_counts else [])
 
-    def update_issue(self, state: IssueState, body: Any) -> Answer:
+    def update_issue(self, state: IssueState, body: JsonValue) -> Answer:
         if not isinstance(body, dict):
             return (400, {"detail": "Expected a JSON object."}, {})
         problem = self._check_in_commit(body)
@@ -155,7 +151,7 @@ class Routes:
         _apply(state.data, body)
         return (200, self._detail(state), {})
 
-    def bulk_update(self, request: httpx.Request, body: Any) -> Answer:
+    def bulk_update(self, request: httpx.Request, body: JsonValue) -> Answer:
         if not isinstance(body, dict):
             return (400, {"detail": "Expected a JSON object."}, {})
         ids = request.url.params.get_list("id")
@@ -192,13 +188,13 @@ class Routes:
         changed = {k: v for k, v in body.items() if k in _UPDATABLE}
         return (200, changed, {})
 
-    def _check_in_commit(self, body: dict[str, Any]) -> Answer | None:
+    def _check_in_commit(self, body: JsonObject) -> Answer | None:
         details = body.get("statusDetails")
         if not isinstance(details, dict) or "inCommit" not in details:
             return None
         ref = details["inCommit"]
         if not isinstance(ref, dict) or not ref.get("commit") or not ref.get("repository"):
-            err: Any = {"inCommit": {"commit": ["This field is required."]}}
+            err: JsonObject = {"inCommit": {"commit": ["This field is required."]}}
             return (400, {"statusDetails": err}, {})
         commits = self.fake.repositories.get(str(ref["repository"]))
         if commits is None:
@@ -257,7 +253,7 @@ class Routes:
         ordered = sorted(state.events, key=lambda e: data.parse_iso(e["dateCreated"]) or now)
         return (200, ordered[-1] if which == "latest" else ordered[0], {})
 
-    def add_comment(self, state: IssueState, body: Any) -> Answer:
+    def add_comment(self, state: IssueState, body: JsonValue) -> Answer:
         text = body.get("text") if isinstance(body, dict) else None
         if not isinstance(text, str) or not text.strip():
             return (400, {"text": ["This field is required."]}, {})
@@ -277,7 +273,7 @@ class Routes:
         return (201, note, {})
 
 
-def _apply(issue: dict[str, Any], body: dict[str, Any]) -> None:
+def _apply(issue: JsonObject, body: JsonObject) -> None:
     """Apply a partial update the way Sentry's update_groups does, for the fields we use."""
     status = body.get("status")
     details = body.get("statusDetails") if isinstance(body.get("statusDetails"), dict) else {}
@@ -317,7 +313,7 @@ def _page_size(raw: str | None) -> tuple[int, Answer | None]:
     return int(raw), None
 
 
-def _paginate(request: httpx.Request, items: list[Any], limit: int) -> Answer:
+def _paginate(request: httpx.Request, items: JsonArray, limit: int) -> Answer:
     """One page plus Sentry's Link header (both rels, ``results`` and ``cursor``)."""
     raw = request.url.params.get("cursor")
     offset = 0
@@ -342,14 +338,14 @@ def _link(request: httpx.Request, cursor: str, rel: str, results: bool) -> str:
     return f'<{url}>; rel="{rel}"; results="{flag}"; cursor="{cursor}"'
 
 
-def _tag(event: dict[str, Any], key: str) -> str | None:
+def _tag(event: JsonObject, key: str) -> str | None:
     for tag in event["tags"]:
         if tag["key"] == key:
             return str(tag["value"])
     return None
 
 
-def _json_body(request: httpx.Request) -> Any:
+def _json_body(request: httpx.Request) -> JsonValue:
     content = request.read()
     if not content:
         return None

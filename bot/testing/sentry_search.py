@@ -15,11 +15,11 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+from bot.json_types import JsonObject
 from bot.testing.sentry_data import parse_iso, parse_period
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
+_OPS: dict[str, Callable[[datetime, datetime], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
     ">": operator.gt,
@@ -27,6 +27,9 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 _STATUS = {"unresolved", "resolved", "ignored", "archived"}
 SORT_KEYS = {"date": "lastSeen", "new": "firstSeen", "freq": "count", "user": "userCount"}
+
+Predicate = Callable[[JsonObject, set[str]], bool]
+"""One query token: does it match (issue JSON, the issue's environments)?"""
 
 
 class SearchError(ValueError):
@@ -37,9 +40,9 @@ class SearchError(ValueError):
 class IssueSearch:
     """A parsed query: a list of predicates over (issue JSON, its environments)."""
 
-    predicates: list[Callable[[dict[str, Any], set[str]], bool]] = field(default_factory=list)
+    predicates: list[Predicate] = field(default_factory=list)
 
-    def matches(self, issue: dict[str, Any], environments: set[str]) -> bool:
+    def matches(self, issue: JsonObject, environments: set[str]) -> bool:
         """True if every token of the query matches the issue."""
         return all(pred(issue, environments) for pred in self.predicates)
 
@@ -68,9 +71,6 @@ def parse_query(query: str, now: datetime) -> IssueSearch:
     return search
 
 
-Predicate = Callable[[dict[str, Any], set[str]], bool]
-
-
 def _title_contains(word: str) -> Predicate:
     return lambda issue, _envs: word in str(issue["title"]).lower()
 
@@ -83,14 +83,14 @@ def _in_environment(value: str) -> Predicate:
     return lambda _issue, envs: value in envs
 
 
-def _status(value: str) -> Callable[[dict[str, Any], set[str]], bool]:
+def _status(value: str) -> Predicate:
     if value not in _STATUS:
         raise SearchError(f"unsupported is: value {value!r}")
     wanted = "ignored" if value == "archived" else value
     return lambda issue, _envs: issue["status"] == wanted
 
 
-def _date(key: str, value: str, now: datetime) -> Callable[[dict[str, Any], set[str]], bool]:
+def _date(key: str, value: str, now: datetime) -> Predicate:
     for symbol in (">=", "<=", ">", "<"):
         if value.startswith(symbol):
             op, raw = _OPS[symbol], value[len(symbol) :]
@@ -107,20 +107,21 @@ def _date(key: str, value: str, now: datetime) -> Callable[[dict[str, Any], set[
             raise SearchError(f"invalid date in {key}:{value}")
         bound = parsed
 
-    def pred(issue: dict[str, Any], _envs: set[str]) -> bool:
+    def pred(issue: JsonObject, _envs: set[str]) -> bool:
         seen = issue.get(key)
-        return seen is not None and bool(op(parse_iso(seen), bound))
+        when = parse_iso(seen) if isinstance(seen, str) else None
+        return when is not None and op(when, bound)
 
     return pred
 
 
-def sort_issues(issues: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+def sort_issues(issues: list[JsonObject], sort: str) -> list[JsonObject]:
     """Sentry's sort orders, all descending; ties broken by id so pages are stable."""
     if sort not in SORT_KEYS:
         raise SearchError(f"FakeSentry does not support sort={sort!r}")
     key = SORT_KEYS[sort]
 
-    def sort_key(issue: dict[str, Any]) -> tuple[float, int]:
+    def sort_key(issue: JsonObject) -> tuple[float, int]:
         raw = issue.get(key)
         if key in ("lastSeen", "firstSeen"):
             parsed = parse_iso(raw) if raw else None

@@ -18,14 +18,14 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+from bot.json_types import JsonObject
 from bot.sentry.webhook_envelope import signature
 
 SENTRY_ACTOR = {"type": "application", "id": "sentry", "name": "Sentry"}
 
 
-def user_actor(user_id: int = 1, name: str = "Jane Doe") -> dict[str, Any]:
+def user_actor(user_id: int = 1, name: str = "Jane Doe") -> JsonObject:
     return {"type": "user", "id": user_id, "name": name}
 
 
@@ -46,10 +46,10 @@ class FakeWebhookSender:
         self,
         resource: str,
         action: str,
-        data: dict[str, Any],
+        data: JsonObject,
         *,
         at: datetime,
-        actor: dict[str, Any] | None = None,
+        actor: JsonObject | None = None,
     ) -> SignedDelivery:
         body = json.dumps(
             {
@@ -77,10 +77,10 @@ class FakeWebhookSender:
     def issue(
         self,
         action: str,
-        issue: dict[str, Any],
+        issue: JsonObject,
         *,
         at: datetime,
-        actor: dict[str, Any] | None = None,
+        actor: JsonObject | None = None,
     ) -> SignedDelivery:
         """``issue.<action>`` for a serialized issue (as the API returns it)."""
         base = "https://sentry.example/api/0/organizations/acme/issues"
@@ -96,7 +96,7 @@ class FakeWebhookSender:
         return self.deliver("issue", action, data, at=at, actor=actor)
 
     def event_alert(
-        self, issue_id: str, event: dict[str, Any], *, at: datetime, rule: str = "stuck tasks"
+        self, issue_id: str, event: JsonObject, *, at: datetime, rule: str = "stuck tasks"
     ) -> SignedDelivery:
         """``event_alert.triggered`` for an event of issue ``issue_id``."""
         data = {"event": {**event, "issue_id": str(issue_id)}, "triggered_rule": rule}
