@@ -290,3 +290,35 @@ def approved_waiting(session: Session) -> list[str]:
             .order_by(col(RemediationRun.approved_at))
         )
     )
+
+
+def expire_approvals(store: Store, now: datetime) -> int:
+    """Mark approval requests past their TTL as expired; return how many.
+
+    The issue leaves ``planned`` for ``watching`` (its quiet clock runs): a new event
+    starts a new idempotency window and plans it again, while an issue left
+    ``planned`` would be re-matched every cycle into the same expired run.
+    """
+    count = 0
+    with store.session() as session:
+        rows = session.exec(
+            select(RemediationRun).where(
+                RemediationRun.status == RunStatus.AWAITING_APPROVAL.value,
+                col(RemediationRun.expires_at) <= now,
+            )
+        ).all()
+        for row in rows:
+            row.status = RunStatus.EXPIRED.value
+            count += 1
+            issue = session.get(TrackedIssue, row.issue_id)
+            if issue is not None and issue.state == LifecycleState.PLANNED.value:
+                record_transition(
+                    session,
+                    issue,
+                    LifecycleState.WATCHING,
+                    f"approval of run {row.id[:8]} expired: nothing executed; watching "
+                    "(a new event plans it again)",
+                    now,
+                )
+                issue.quiet_since = issue.last_seen or now
+    return count

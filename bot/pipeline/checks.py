@@ -25,14 +25,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from psycopg import sql
 
+from bot.actions.base import ParamValue
 from bot.actions.target import TargetDatabase, json_safe
 from bot.clock import Clock
 from bot.errors import BotError
 from bot.playbooks.models import VerifyCheck
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One observation of a check's query: when, and the value (JSON-safe)."""
+
+    at: str
+    value: object
+
+    def to_json(self) -> dict[str, object]:
+        return {"at": self.at, "value": self.value}
 
 
 @dataclass
@@ -42,31 +53,31 @@ class CheckResult:
     name: str
     ok: bool
     expectation: str
-    samples: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     error: str | None = None
 
     @property
     def summary(self) -> str:
-        observed = ", ".join(_show(s["value"]) for s in self.samples) or "no sample"
+        observed = ", ".join(_show(s.value) for s in self.samples) or "no sample"
         verdict = "ok" if self.ok else "FAILED"
         text = f"check {self.name} {verdict}: expected {self.expectation}, observed {observed}"
         return f"{text} ({self.error})" if self.error else text
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "ok": self.ok,
             "expectation": self.expectation,
-            "samples": self.samples,
+            "samples": [s.to_json() for s in self.samples],
             "error": self.error,
         }
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     return "null" if value is None else str(value)
 
 
-def _number(value: Any) -> float | None:
+def _number(value: object) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float | Decimal):
@@ -77,7 +88,7 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _same(observed: Any, expected: Any) -> bool:
+def _same(observed: object, expected: object) -> bool:
     """Equality that does not trip over Decimal vs int vs float from different drivers."""
     if observed is None or expected is None:
         return observed is None and expected is None
@@ -98,25 +109,25 @@ class CheckRunner:
         self._st = statement_timeout_ms
         self._lt = lock_timeout_ms
 
-    def _sample(self, check: VerifyCheck, binds: Mapping[str, Any]) -> dict[str, Any]:
+    def _sample(self, check: VerifyCheck, binds: Mapping[str, object]) -> Sample:
         with self._target.transaction(self._st, self._lt, read_only=True) as conn:
             # Playbook-owned text (validated as one SELECT/WITH at load), never event text.
             rows = conn.fetch_all(sql.SQL(check.query), binds)
         value = next(iter(rows[0].values())) if rows and rows[0] else None
-        return {"at": self._clock.now().isoformat(), "value": json_safe(value)}
+        return Sample(self._clock.now().isoformat(), json_safe(value))
 
-    def run(self, check: VerifyCheck, extracted: Mapping[str, Any]) -> CheckResult:
+    def run(self, check: VerifyCheck, extracted: Mapping[str, ParamValue]) -> CheckResult:
         """Sample ``check`` as its expectation says and judge it. A database error (or a
         timeout) is a failed check carrying the error, never an exception."""
-        binds = {**extracted, **check.params}
+        binds: dict[str, object] = {**extracted, **check.params}
         result = CheckResult(check.name, False, check.describe())
         try:
             if check.kind == "equals":
                 result.samples.append(self._sample(check, binds))
-                result.ok = _same(result.samples[0]["value"], check.equals)
+                result.ok = _same(result.samples[0].value, check.equals)
             elif check.kind == "at_most" and check.at_most is not None:
                 result.samples.append(self._sample(check, binds))
-                value = _number(result.samples[0]["value"])
+                value = _number(result.samples[0].value)
                 result.ok = value is not None and value <= check.at_most
             elif check.kind == "decreases":
                 first = self._sample(check, binds)
@@ -124,7 +135,7 @@ class CheckRunner:
                 self._clock.sleep(check.every_seconds)
                 second = self._sample(check, binds)
                 result.samples.append(second)
-                a, b = _number(first["value"]), _number(second["value"])
+                a, b = _number(first.value), _number(second.value)
                 result.ok = a is not None and b is not None and (b < a or a == b == 0)
             else:
                 result.ok = self._reaches(check, binds, result)
@@ -132,12 +143,14 @@ class CheckRunner:
             result.ok, result.error = False, str(exc)[:500]
         return result
 
-    def _reaches(self, check: VerifyCheck, binds: Mapping[str, Any], result: CheckResult) -> bool:
+    def _reaches(
+        self, check: VerifyCheck, binds: Mapping[str, object], result: CheckResult
+    ) -> bool:
         start = self._clock.monotonic()
         while True:
             sample = self._sample(check, binds)
             result.samples.append(sample)
-            if _same(sample["value"], check.reaches):
+            if _same(sample.value, check.reaches):
                 return True
             if self._clock.monotonic() - start + check.every_seconds > check.within_seconds:
                 return False
@@ -145,7 +158,7 @@ class CheckRunner:
 
 
 def run_checks(
-    runner: CheckRunner, checks: list[VerifyCheck], extracted: Mapping[str, Any]
+    runner: CheckRunner, checks: list[VerifyCheck], extracted: Mapping[str, ParamValue]
 ) -> list[CheckResult]:
     """Every check, in order (all run, so the journal shows the whole picture)."""
     return [runner.run(check, extracted) for check in checks]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -67,13 +66,13 @@ def breaker_open(session: Session, playbook_id: str, now: datetime) -> datetime 
 def _ensure_state_row(session: Session, playbook_id: str, now: datetime) -> None:
     """Create the playbook's state row if it is missing, without failing when another
     transaction creates it at the same moment (the first two runs of a new playbook)."""
-    dialect = session.get_bind().dialect.name
-    insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(
-        insert(PlaybookState)
-        .values(playbook_id=playbook_id, consecutive_failures=0, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["playbook_id"])
-    )
+    values = {"playbook_id": playbook_id, "consecutive_failures": 0, "updated_at": now}
+    if session.get_bind().dialect.name == "postgresql":
+        pg = pg_insert(PlaybookState).values(values)
+        session.execute(pg.on_conflict_do_nothing(index_elements=["playbook_id"]))
+    else:
+        lite = sqlite_insert(PlaybookState).values(values)
+        session.execute(lite.on_conflict_do_nothing(index_elements=["playbook_id"]))
 
 
 def record_verification(session: Session, playbook: Playbook, ok: bool, now: datetime) -> bool:

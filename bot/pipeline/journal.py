@@ -24,8 +24,9 @@ from sqlmodel import Session, col, select
 
 from bot.actions.base import ParamValue
 from bot.clock import ensure_utc
+from bot.pipeline.track import record_transition
 from bot.store.db import Store
-from bot.store.models import RemediationRun, RunStatus
+from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
 
 EXECUTED = (
     RunStatus.SUCCEEDED.value,
@@ -35,6 +36,8 @@ EXECUTED = (
     RunStatus.RUNNING.value,
     RunStatus.INTERRUPTED.value,
 )
+# A run that executed and changed what it meant to (or found nothing to change).
+EXECUTED_OK = (RunStatus.SUCCEEDED.value, RunStatus.NOOP.value)
 
 
 def window_start(last_seen: datetime | None, cooldown_minutes: int, now: datetime) -> datetime:
@@ -210,3 +213,38 @@ def interrupted_runs(session: Session, older_than: datetime) -> list[Remediation
 def stale_cutoff(now: datetime, statement_timeout_ms: int) -> datetime:
     """A run still ``running`` this long after it started cannot be alive any more."""
     return now - timedelta(milliseconds=statement_timeout_ms) - timedelta(minutes=5)
+
+
+def left_behind_runs(session: Session) -> list[RemediationRun]:
+    """Runs a crash may have left half done: ``running``, or ``approved`` and unclaimed."""
+    left_behind = (RunStatus.RUNNING.value, RunStatus.APPROVED.value)
+    return list(
+        session.exec(select(RemediationRun).where(col(RemediationRun.status).in_(left_behind)))
+    )
+
+
+def unverified_runs(session: Session) -> list[RemediationRun]:
+    """Runs that executed (``succeeded``/``noop``) but were never verified: their issue
+    is still ``remediating``."""
+    return [
+        r
+        for r in session.exec(
+            select(RemediationRun)
+            .join(TrackedIssue, col(TrackedIssue.id) == col(RemediationRun.issue_id))
+            .where(
+                col(RemediationRun.status).in_(EXECUTED_OK),
+                col(TrackedIssue.state) == LifecycleState.REMEDIATING.value,
+            )
+        ).all()
+        if not r.verify
+    ]
+
+
+def transition_issue(
+    store: Store, issue_id: str, state: LifecycleState, reason: str, now: datetime
+) -> None:
+    """Move a run's issue to ``state`` in a transaction of its own (gone: nothing)."""
+    with store.session() as session:
+        issue = session.get(TrackedIssue, issue_id)
+        if issue is not None:
+            record_transition(session, issue, state, reason, now)
