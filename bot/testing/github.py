@@ -16,7 +16,11 @@ wrong token gets 401. ``fail_next`` injects one error answer (e.g. a secondary r
 limit with ``Retry-After``). ``fake.requests`` logs what was asked, without headers.
 
 :class:`InMemoryCodeHost` implements the port directly over the same data, recording
-calls, for unit tests of code that only needs *a* code host.
+calls, for unit tests of code that only needs *a* code host. It answers as the real
+adapter does on the served API (tests/contract/test_codehost_contract.py runs one suite
+over both): the marker is put in front of a body that lacks it, a repository GitHub
+does not know is :class:`~bot.errors.CodeHostRepoUnavailable`, and ``fail_next``
+failures become the same errors (rate limits and 5xx: ``CodeHostRetryLater``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 
 from bot.codehost.port import FixRef, has_marker, mentions_short_id
-from bot.errors import CodeHostError
+from bot.errors import CodeHostError, CodeHostRepoUnavailable, CodeHostRetryLater
 from bot.testing.github_http import FakeGitHubHandler
 from bot.testing.github_state import (
     BOT_LOGIN,
@@ -38,6 +42,9 @@ from bot.testing.github_state import (
     InjectedFailure,
     RecordedRequest,
 )
+
+MAX_COMMENT_CHARS = 65536  # GitHub refuses a longer issue comment (422)
+SECONDARY_WAIT = 60.0  # GitHub: without Retry-After, wait at least a minute
 
 __all__ = [
     "BOT_LOGIN",
@@ -90,6 +97,10 @@ class InMemoryCodeHost:
         self.calls.append(("search_fix_references", (repo, short_id)))
         gh = self.github
         with gh.lock:
+            self._fail_if_injected("GET", "/search/issues")
+            if repo not in gh.repos:
+                # GitHub's search answers 422 for a repo: it cannot see (github_http.py).
+                raise CodeHostRepoUnavailable("GitHub cannot search this repository", repo=repo)
             prs = [
                 p
                 for p in gh.prs.values()
@@ -109,8 +120,13 @@ class InMemoryCodeHost:
         self, repo: str, number: int, marker: str, body: str, *, comment_id: int | None = None
     ) -> int:
         self.calls.append(("upsert_pr_comment", (repo, number, marker, body, comment_id)))
+        if not has_marker(body, marker):
+            body = f"{marker}\n{body}"
+        if len(body) > MAX_COMMENT_CHARS:
+            raise CodeHostError("comment body too long", repo=repo, number=number)
         gh = self.github
         with gh.lock:
+            self._fail_if_injected("GET", f"/repos/{repo}/issues/{number}/comments")
             if (repo, number) not in gh.prs:
                 raise CodeHostError("pull request not found", repo=repo, number=number)
             known = gh.comment(comment_id) if comment_id is not None else None
@@ -121,6 +137,7 @@ class InMemoryCodeHost:
                     (c for c in gh.comments(repo, number) if has_marker(c.body, marker)), None
                 )
             if known is None:
+                self._fail_if_injected("POST", f"/repos/{repo}/issues/{number}/comments")
                 return gh._create_comment(repo, number, body, BOT_LOGIN).id
             if known.body != body:
                 known.body = body
@@ -130,8 +147,34 @@ class InMemoryCodeHost:
     def get_commit(self, repo: str, sha: str) -> FixRef | None:
         self.calls.append(("get_commit", (repo, sha)))
         with self.github.lock:
+            self._fail_if_injected("GET", f"/repos/{repo}/commits/{sha}")
             commit = self.github.commits.get((repo, sha))
         return _commit_ref(commit, "exists") if commit else None
+
+    def _fail_if_injected(self, method: str, path: str) -> None:
+        """Raise what the real adapter raises for an injected answer (``fail_next``).
+
+        GitHub's rate-limit answers (403/429 with ``Retry-After`` or the secondary-limit
+        message; docs "Rate limits for the REST API") and 5xx mean "try again later";
+        any other status is a failure.
+        """
+        failure = self.github.take_failure(method, path)
+        if failure is None:
+            return
+        status, headers = failure.status, {k.lower(): v for k, v in failure.headers.items()}
+        message = failure.body.get("message", "") if isinstance(failure.body, dict) else ""
+        limited = "retry-after" in headers or "rate limit" in str(message).lower()
+        if status in (403, 429) and (limited or status == 429):
+            wait = headers.get("retry-after", "")
+            retry_after = max(1.0, float(wait)) if wait.strip().isdigit() else SECONDARY_WAIT
+            raise CodeHostRetryLater(
+                "GitHub rate limit reached", retry_after=retry_after, status=status
+            )
+        if status >= 500:
+            raise CodeHostRetryLater(
+                f"GitHub unavailable ({status})", retry_after=30.0, status=status
+            )
+        raise CodeHostError(f"GitHub answered {status}", status=status)
 
 
 def _pr_ref(pr: FakePR) -> FixRef:

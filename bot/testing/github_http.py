@@ -177,10 +177,9 @@ class FakeGitHubHandler(BaseHTTPRequestHandler):
             raise _Answer(401, {"message": "Bad credentials", "documentation_url": DOCS})
 
     def _injected(self, method: str, path: str) -> None:
-        for failure in self.github.failures:
-            if failure.method == method and failure.path_contains in path:
-                self.github.failures.remove(failure)
-                raise _Answer(failure.status, failure.body, failure.headers)
+        failure = self.github.take_failure(method, path)
+        if failure is not None:
+            raise _Answer(failure.status, failure.body, failure.headers)
 
     def _rate_headers(self, path: str) -> dict[str, str]:
         gh = self.github

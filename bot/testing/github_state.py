@@ -198,6 +198,14 @@ class GitHubState:
             ]
 
     # -- used by the handler and the in-memory twin --------------------------------
+    def take_failure(self, method: str, path: str) -> InjectedFailure | None:
+        """The first injected failure for ``method`` ``path``, removed (call under ``lock``)."""
+        for failure in self.failures:
+            if failure.method == method and failure.path_contains in path:
+                self.failures.remove(failure)
+                return failure
+        return None
+
     def _create_comment(self, repo: str, number: int, body: str, user: str) -> FakeComment:
         now = self.clock.now()
         comment = FakeComment(self._next_comment_id, repo, number, body, user, now, now)

@@ -13,6 +13,10 @@ recorded; replies can be scripted, otherwise it behaves like a Slack hook:
 Scripted replies (``script(Reply.rate_limited(2), Reply.server_error(), Reply.ok())``)
 are consumed one per request, in order, before the default behaviour applies. A
 scripted ``Reply.timeout()`` raises ``httpx.ReadTimeout`` (MockTransport only).
+
+``webhook.notifier()`` is the in-memory twin of the :class:`~bot.notify.port.Notifier`
+port over the same receiver, without HTTP; tests/contract/test_notifier_contract.py
+holds it and the real Slack adapter to the same assertions.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from bot.errors import NotifyRetryLater
 from bot.json_types import JsonValue
+from bot.notify.port import NotifyPermanent, Payload
 
 HOOK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
 
@@ -138,6 +144,11 @@ class RecordingWebhook:
             return Reply(400, "no_text")
         return Reply.ok()
 
+    # -- the Notifier port without HTTP ---------------------------------------------
+    def notifier(self) -> RecordingNotifier:
+        """A :class:`~bot.notify.port.Notifier` delivering straight to this receiver."""
+        return RecordingNotifier(self)
+
     # -- httpx.MockTransport front end -----------------------------------------------
     def handler(self, request: httpx.Request) -> httpx.Response:
         """An ``httpx.MockTransport`` handler."""
@@ -197,3 +208,38 @@ class RecordingWebhook:
             server.shutdown()
             server.server_close()
             thread.join(timeout=5)
+
+
+_RETRYABLE = frozenset({408, 425, 429})
+
+
+class RecordingNotifier:
+    """The notifier port in memory: each ``send`` is one request to a :class:`RecordingWebhook`.
+
+    Replies are read as the real adapter reads Slack's (``bot.adapters.slack.webhook``):
+    2xx delivered; 429 (with ``Retry-After``), 408, 425, 5xx and a timeout are
+    :class:`~bot.errors.NotifyRetryLater`; every other status is
+    :class:`~bot.notify.port.NotifyPermanent` carrying Slack's error token as ``code``.
+    """
+
+    def __init__(self, hook: RecordingWebhook) -> None:
+        self.hook = hook
+
+    def send(self, payload: Payload) -> None:
+        raw = json.dumps(payload).encode()
+        reply = self.hook.answer(raw, HOOK_PATH, "application/json")
+        if reply.timeout:
+            raise NotifyRetryLater("webhook timed out")
+        if 200 <= reply.status < 300:
+            return
+        code = reply.body.strip().splitlines()[0] if reply.body.strip() else ""
+        code = code or f"http_{reply.status}"
+        if reply.status >= 500 or reply.status in _RETRYABLE:
+            wait = dict(reply.headers).get("Retry-After")
+            raise NotifyRetryLater(
+                f"webhook answered {reply.status} {code}",
+                retry_after=float(wait) if wait is not None else None,
+            )
+        raise NotifyPermanent(
+            f"webhook refused the message: {reply.status} {code}", status=reply.status, code=code
+        )

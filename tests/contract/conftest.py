@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from bot.testing.loopback import serve_handler
-from tests.contract.specs import NODE_DIR
+from tests.contract.specs import NODE_DIR, github_subset
 
 PRISM = NODE_DIR / "node_modules" / ".bin" / "prism"
 START_DEADLINE = 300.0  # generous: 2 shared cores, a 13 MB description for GitHub
@@ -149,3 +149,48 @@ def start_prism(spec: dict[str, Any], workdir: Path, name: str) -> Iterator[Pris
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=20)
+
+
+def forward_to(
+    http: httpx.Client,
+    base_url: str,
+    after: Callable[[httpx.Request, httpx.Response], httpx.Response],
+) -> Responder:
+    """An :class:`Upstream` responder passing Prism's request on to ``base_url``.
+
+    ``after`` sees each exchange and returns the response Prism gets (it may edit it).
+    """
+
+    def forward(request: httpx.Request, _sleep: Callable[[float], None]) -> httpx.Response:
+        skip = ("host", "content-length", "accept-encoding", "connection")
+        answer = http.request(
+            request.method,
+            base_url + request.url.raw_path.decode(),
+            headers=[(k, v) for k, v in request.headers.items() if k.lower() not in skip],
+            content=request.content,
+        )
+        drop = ("content-length", "transfer-encoding", "connection", "content-encoding")
+        response = httpx.Response(
+            answer.status_code,
+            headers=[(k, v) for k, v in answer.headers.items() if k.lower() not in drop],
+            content=answer.content,
+            request=request,
+        )
+        return after(request, response)
+
+    return forward
+
+
+@pytest.fixture(scope="session")
+def github_spec() -> dict[str, object]:
+    """GitHub's description cut to the operations the code host uses."""
+    require_node_tools()
+    return github_subset()
+
+
+@pytest.fixture(scope="session")
+def github_prism(
+    github_spec: dict[str, object], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prism]:
+    """One Prism proxy for GitHub per session (it takes many seconds to start)."""
+    yield from start_prism(dict(github_spec), tmp_path_factory.mktemp("prism-gh"), "github")

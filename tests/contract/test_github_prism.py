@@ -23,9 +23,8 @@ from bot.clock import FakeClock
 from bot.codehost.port import comment_marker
 from bot.errors import CodeHostError, CodeHostRepoUnavailable
 from bot.testing.github import FakeGitHub
-from tests.contract.conftest import Prism, start_prism
+from tests.contract.conftest import Prism, forward_to
 from tests.contract.openapi_check import OpenApiChecker
-from tests.contract.specs import github_subset
 
 # Session fixtures start Prism (and load a 13 MB description) inside the first test.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -33,21 +32,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 TOKEN = "ghp_" + "c" * 36
 SID = "API-7Q"
 Edit = Callable[[httpx.Request, httpx.Response], httpx.Response]
-
-
-@pytest.fixture(scope="session")
-def github_spec() -> dict[str, object]:
-    from tests.contract.conftest import require_node_tools
-
-    require_node_tools()
-    return github_subset()
-
-
-@pytest.fixture(scope="session")
-def github_prism(
-    github_spec: dict[str, object], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Prism]:
-    yield from start_prism(dict(github_spec), tmp_path_factory.mktemp("prism-gh"), "github")
 
 
 @pytest.fixture(scope="session")
@@ -72,27 +56,13 @@ def proxied(github_prism: Prism, clock: FakeClock) -> Iterator[Proxied]:
     with fake.serve() as fake_url, httpx.Client(timeout=60) as http:
         state = Proxied(github_prism, fake, None)  # type: ignore[arg-type]
 
-        def forward(request: httpx.Request, _sleep: Callable[[float], None]) -> httpx.Response:
-            skip = ("host", "content-length", "accept-encoding", "connection")
-            answer = http.request(
-                request.method,
-                fake_url + request.url.raw_path.decode(),
-                headers=[(k, v) for k, v in request.headers.items() if k.lower() not in skip],
-                content=request.content,
-            )
-            drop = ("content-length", "transfer-encoding", "connection", "content-encoding")
-            response = httpx.Response(
-                answer.status_code,
-                headers=[(k, v) for k, v in answer.headers.items() if k.lower() not in drop],
-                content=answer.content,
-                request=request,
-            )
+        def after(request: httpx.Request, response: httpx.Response) -> httpx.Response:
             if state.edit is not None:
                 response = state.edit(request, response)
             state.exchanges.append((request, response))
             return response
 
-        github_prism.upstream.respond = forward
+        github_prism.upstream.respond = forward_to(http, fake_url, after)
         fake.public_url = github_prism.url  # URLs in answers lead back through Prism
         github_prism.mark()
         state.host = GitHubCodeHost(
