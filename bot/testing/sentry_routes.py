@@ -35,6 +35,10 @@ _UPDATABLE = {
     "assignedTo",
     "inbox",
 }
+# The status values a PUT may set: the ``status`` enum of both issue PUT bodies in
+# Sentry's OpenAPI description (GroupValidator's ChoiceField, getsentry/sentry
+# src/sentry/api/helpers/group_index/validators/group.py); anything else is a 400.
+_STATUS_CHOICES = ("resolved", "unresolved", "ignored", "resolvedInNextRelease", "muted")
 
 
 class Routes:
@@ -145,7 +149,7 @@ class Routes:
     def update_issue(self, state: IssueState, body: JsonValue) -> Answer:
         if not isinstance(body, dict):
             return (400, {"detail": "Expected a JSON object."}, {})
-        problem = self._check_in_commit(body)
+        problem = self._check_update(body)
         if problem:
             return problem
         _apply(state.data, body)
@@ -180,7 +184,7 @@ class Routes:
             # Sentry's update_groups refuses commit resolution across projects.
             detail = "Cannot set resolved in commit for multiple projects."
             return (400, {"detail": detail}, {})
-        problem = self._check_in_commit(body)
+        problem = self._check_update(body)
         if problem:
             return problem
         for state in targets:
@@ -188,7 +192,10 @@ class Routes:
         changed = {k: v for k, v in body.items() if k in _UPDATABLE}
         return (200, changed, {})
 
-    def _check_in_commit(self, body: JsonObject) -> Answer | None:
+    def _check_update(self, body: JsonObject) -> Answer | None:
+        status = body.get("status")
+        if status is not None and status not in _STATUS_CHOICES:
+            return (400, {"status": [f'"{status}" is not a valid choice.']}, {})
         details = body.get("statusDetails")
         if not isinstance(details, dict) or "inCommit" not in details:
             return None

@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from bot.testing.loopback import serve_handler
-from tests.contract.specs import NODE_DIR, github_subset
+from tests.contract.specs import NODE_DIR, github_subset, sentry_subset
 
 PRISM = NODE_DIR / "node_modules" / ".bin" / "prism"
 START_DEADLINE = 300.0  # generous: 2 shared cores, a 13 MB description for GitHub
@@ -51,10 +51,6 @@ def require_node_tools() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
-
-
-def _prism_args(spec_path: Path, upstream_url: str) -> list[str]:
-    return [str(PRISM), "proxy", str(spec_path), upstream_url, "--errors", "-h", "127.0.0.1"]
 
 
 def _free_port() -> int:
@@ -125,30 +121,51 @@ def start_prism(spec: dict[str, Any], workdir: Path, name: str) -> Iterator[Pris
     log_path = workdir / f"{name}.prism.log"
     upstream = Upstream()
     with serve_handler(upstream) as upstream_url:
-        port = _free_port()
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*_prism_args(spec_path, upstream_url), "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=NODE_DIR,
-            )
+        args = ["proxy", str(spec_path), upstream_url, "--errors"]
+        for process, url in _run_prism(args, log_path):
+            yield Prism(url, log_path, process, upstream)
+
+
+def start_prism_mock(spec: dict[str, Any], workdir: Path, name: str) -> Iterator[Prism]:
+    """``prism mock``: answers generated from the description alone, no fake behind it.
+
+    Prism validates each request and answers from the operation's examples (or, without
+    one, from its schema); ``Prefer: code=404`` picks another documented response.
+    """
+    require_node_tools()
+    spec_path = workdir / f"{name}.mock.openapi.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    log_path = workdir / f"{name}.prism-mock.log"
+    for process, url in _run_prism(["mock", str(spec_path), "--errors"], log_path):
+        yield Prism(url, log_path, process, Upstream())
+
+
+def _run_prism(args: list[str], log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start ``prism ARGS`` on a free loopback port, wait until it listens, stop it after."""
+    port = _free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(PRISM), *args, "-h", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=NODE_DIR,
+        )
+    try:
+        deadline = time.monotonic() + START_DEADLINE
+        while "Prism is listening" not in log_path.read_text("utf-8", "replace"):
+            if process.poll() is not None:
+                pytest.fail(f"prism exited: {log_path.read_text('utf-8', 'replace')[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"prism did not start within {START_DEADLINE:g} s")
+            time.sleep(0.2)
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
         try:
-            deadline = time.monotonic() + START_DEADLINE
-            while "Prism is listening" not in log_path.read_text("utf-8", "replace"):
-                if process.poll() is not None:
-                    pytest.fail(f"prism exited: {log_path.read_text('utf-8', 'replace')[-2000:]}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"prism did not start within {START_DEADLINE:g} s")
-                time.sleep(0.2)
-            yield Prism(f"http://127.0.0.1:{port}", log_path, process, upstream)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
 
 
 def forward_to(
@@ -194,3 +211,18 @@ def github_prism(
 ) -> Iterator[Prism]:
     """One Prism proxy for GitHub per session (it takes many seconds to start)."""
     yield from start_prism(dict(github_spec), tmp_path_factory.mktemp("prism-gh"), "github")
+
+
+@pytest.fixture(scope="session")
+def sentry_prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prism]:
+    """One validating proxy per session, Sentry's description; plug a fake in per test."""
+    spec, removed = sentry_subset()
+    assert removed == 45  # the null-in-enum places of the bot's operations
+    yield from start_prism(spec, tmp_path_factory.mktemp("prism-sentry"), "sentry")
+
+
+@pytest.fixture(scope="session")
+def sentry_prism_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prism]:
+    """One ``prism mock`` of Sentry's description per session."""
+    spec, _removed = sentry_subset()
+    yield from start_prism_mock(spec, tmp_path_factory.mktemp("prism-sentry-mock"), "sentry")

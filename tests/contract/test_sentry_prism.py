@@ -22,18 +22,11 @@ from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.errors import SentryBadRequest, SentryRetryLater
 from bot.testing import FakeSentry
-from tests.contract.conftest import Prism, start_prism
+from tests.contract.conftest import Prism
 from tests.contract.specs import SENTRY_ABSENT, SENTRY_OPERATIONS, sentry_subset
 
 # Session fixtures start Prism (and load a 13 MB description) inside the first test.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="session")
-def sentry_prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prism]:
-    spec, removed = sentry_subset()
-    assert removed == 45  # the null-in-enum places of the bot's operations
-    yield from start_prism(spec, tmp_path_factory.mktemp("prism-sentry"), "sentry")
 
 
 @dataclass
