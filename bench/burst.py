@@ -46,6 +46,7 @@ from sqlmodel import col, func, select
 from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.interfaces.app import App
+from bot.interfaces.wiring import build_cycle
 from bot.pipeline.cycle import poll_step
 from bot.settings import Settings
 from bot.store.db import Store
@@ -185,7 +186,7 @@ def bot_burst(dsn: str, jobs: list[str], store_url: str, playbooks: Path) -> tup
         org="acme", token="bench-token", clock=clock, transport=httpx.MockTransport(fake.handler)
     )
     start = time.perf_counter()
-    report = poll_step(app)
+    report = poll_step(build_cycle(app))
     took = time.perf_counter() - start
     with store.session() as session:
         remedied = session.exec(

@@ -48,6 +48,7 @@ from sqlalchemy import event, update
 from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.interfaces.app import App
+from bot.interfaces.wiring import build_cycle
 from bot.pipeline.cycle import run_cycle
 from bot.settings import Settings
 from bot.store.bulk import insert_many
@@ -210,7 +211,7 @@ def measure(url: str, profile: str | None) -> dict[str, Any]:
         statements[0] += 1
 
     event.listen(app.store.engine, "before_cursor_execute", count)
-    first = run_cycle(app)
+    first = run_cycle(build_cycle(app))
     errors = list(first.errors)
     times: list[float] = []
     counts: list[int] = []
@@ -225,7 +226,7 @@ def measure(url: str, profile: str | None) -> dict[str, Any]:
         if profiler is not None:
             profiler.enable()
         start = time.perf_counter()
-        report = run_cycle(app)
+        report = run_cycle(build_cycle(app))
         times.append(time.perf_counter() - start)
         if profiler is not None:
             profiler.disable()

@@ -61,6 +61,7 @@ from bot.interfaces.app import App  # noqa: E402
 from bot.interfaces.http.app import create_app  # noqa: E402
 from bot.interfaces.http.server import bind, build_service  # noqa: E402
 from bot.interfaces.scheduler import SchedulerConfig  # noqa: E402
+from bot.interfaces.wiring import build_cycle  # noqa: E402
 from bot.pipeline.cycle import poll_step  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from bot.store.db import Store  # noqa: E402
@@ -294,7 +295,7 @@ def run_poll(sentry_url: str, admin: str, tmp: Path) -> tuple[list[float], float
         try:
             start = datetime.now(UTC)
             t0 = time.perf_counter()
-            report = poll_step(app)
+            report = poll_step(build_cycle(app))
             step = time.perf_counter() - t0
             assert not report.errors, report.errors[:3]
             done = finished(app.store)

@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import ConfigError
+from bot.failpoints import FAILPOINTS
 from bot.safety.safe_yaml import BoundedYamlError, check_size, load_bounded
 
 DEFAULT_DB_URL = "sqlite:///.state/bot.db"
@@ -193,8 +194,6 @@ class Settings(BaseSettings):
     @field_validator("failpoint")
     @classmethod
     def _failpoint(cls, value: str | None) -> str | None:
-        from bot.failpoints import FAILPOINTS
-
         if value is not None and value not in FAILPOINTS:
             raise ValueError(f"unknown failpoint {value[:60]!r}")
         return value or None

@@ -27,12 +27,11 @@ import sentry_sdk
 from sentry_sdk.crons import monitor as sentry_monitor
 
 from bot.safety.redact import redact, secret_pattern
+from bot.settings import Settings
 
 if TYPE_CHECKING:
     from sentry_sdk._types import MonitorConfig
     from sentry_sdk.transport import Transport
-
-    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bot.demo.render import as_json as to_json
+from bot.demo.render import render
+from bot.demo.story import run_story
+
 DEFAULT_STATE = Path(".state") / "demo.db"
 
 
@@ -31,10 +35,6 @@ def follow_up_commands(state: Path) -> list[str]:
 
 def run_demo(state: Path | None = None, *, as_json: bool = False) -> str:
     """Run the story and return its output (text, or one JSON object)."""
-    from bot.demo.render import as_json as to_json
-    from bot.demo.render import render
-    from bot.demo.story import run_story
-
     path = (state or DEFAULT_STATE).expanduser().resolve()
     with tempfile.TemporaryDirectory(prefix="sentry-bot-demo-") as work:
         story = run_story(path, Path(work))

@@ -38,6 +38,7 @@ from bot.clock import FakeClock, SystemClock
 from bot.demo.sandbox import PROBES, Sandbox
 from bot.errors import ConfigError
 from bot.interfaces.app import DEMO_REPLAY, App
+from bot.interfaces.wiring import build_cycle
 from bot.pipeline.cycle import run_cycle
 from bot.settings import load_settings
 from bot.store.db import Store
@@ -271,7 +272,7 @@ def demo_world(state: Path, work: Path, sandbox: Sandbox) -> Iterator[World]:
 
 def _cycle(app: App) -> list[str]:
     """One real cycle; its side steps' one-line summaries and any error, for the output."""
-    report = run_cycle(app)
+    report = run_cycle(build_cycle(app))
     return [str(v) for v in report.extra.values()] + [f"error: {e}" for e in report.errors]
 
 
@@ -330,7 +331,7 @@ def _regress(
         tags={t["key"]: t["value"] for t in last.get("tags", [])},
         user=None,
     )
-    report = run_cycle(app)
+    report = run_cycle(build_cycle(app))
     with app.store.session() as session:
         row = session.get(TrackedIssue, issue_id)
         assert row is not None

@@ -1,6 +1,9 @@
-"""Composition root: build the bot's parts from :class:`~bot.settings.Settings`.
+"""Composition root: the bot's long-lived parts, built from :class:`~bot.settings.Settings`.
 
-Only the CLI (and tests that want the real wiring) call this. Everything below it
+:class:`App` holds what lives as long as the process (store, clock, Sentry client,
+target pools, the playbook cache); :mod:`bot.interfaces.wiring` builds the parts of
+each tick from it (:class:`~bot.pipeline.parts.CycleParts`). The CLI, the scheduler,
+the HTTP server and the demo all go through these two modules; everything below them
 takes its collaborators as arguments.
 """
 
@@ -10,16 +13,20 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol, runtime_checkable
 
+import httpx
 from pydantic import ValidationError
 
+from bot.actions.target import TargetDatabase
+from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import Clock, SystemClock
 from bot.errors import ConfigError
 from bot.pipeline.sources import IssueSource, ReplaySource, SentryApiSource
 from bot.playbooks.cache import PlaybookCache
 from bot.playbooks.matcher import Matcher
 from bot.playbooks.models import Playbook
+from bot.sentry.port import SentryPort
 from bot.settings import Settings
 from bot.store.db import Store
 from bot.triage import TriageConfig
@@ -36,13 +43,13 @@ class App:
     settings: Settings
     store: Store
     clock: Clock = field(default_factory=SystemClock)
-    _sentry: Any = None
+    _sentry: SentryPort | None = None
     # ``serve`` puts a counting transport here (sentry_requests_total); None: httpx's own.
-    sentry_transport: Any = None
+    sentry_transport: httpx.BaseTransport | None = None
     playbook_errors: list[str] = field(default_factory=list)
     # Target databases by name, built once per process so their connection pools are
     # reused across steps and cycles (see bot.interfaces.wiring.target_resolver).
-    targets: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, TargetDatabase] = field(default_factory=dict)
     # Playbooks parsed once per process, re-parsed when their files change.
     playbook_cache: PlaybookCache = field(default_factory=PlaybookCache)
     matcher: tuple[Matcher, dict[str, Playbook]] | None = None
@@ -52,14 +59,12 @@ class App:
         store = Store(settings.database_url)
         return cls(settings=settings, store=store, clock=clock or SystemClock())
 
-    def sentry(self) -> Any:
+    def sentry(self) -> SentryPort:
         """The real Sentry client (ConfigError when token/org are missing)."""
         if self._sentry is None:
             problems = self.settings.sentry_problems()
             if problems:
                 raise ConfigError("\n".join(problems))
-            from bot.adapters.sentry.client import HttpSentryClient
-
             token = self.settings.sentry_auth_token
             assert token is not None and self.settings.sentry_org
             self._sentry = HttpSentryClient(
@@ -109,10 +114,18 @@ class App:
             raise ConfigError("\n".join(lines)) from None
 
     def close(self) -> None:
-        if self._sentry is not None and hasattr(self._sentry, "close"):
+        """Close the Sentry client, the target pools and the store's engine."""
+        if isinstance(self._sentry, HttpSentryClient):
             self._sentry.close()
         for target in self.targets.values():
-            if hasattr(target, "close"):
+            if isinstance(target, Closeable):
                 target.close()
         self.targets.clear()
         self.store.dispose()
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A part holding connections (a target's pool) that ``App.close`` releases."""
+
+    def close(self) -> None: ...

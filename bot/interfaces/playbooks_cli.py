@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import typer
 from pydantic import BaseModel, Field, create_model
 
+from bot.actions.base import Action
 from bot.playbooks.backtest import format_table
 from bot.playbooks.loader import RegistryActions, load_playbooks
 from bot.playbooks.models import ActionSpec, Playbook
-
-if TYPE_CHECKING:
-    from bot.actions.base import Action
 
 app = typer.Typer(help="Validate, describe and list playbooks.", no_args_is_help=True)
 

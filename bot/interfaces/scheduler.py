@@ -12,7 +12,7 @@ unreachable for a whole TTL), the journal's idempotency key and the run claim st
 keep any remediation from executing twice.
 
 After each job the replica writes a heartbeat row (``bot_setting`` key
-``heartbeat:<instance>``); ``sentry-bot health`` reads it with :func:`health_status`.
+``heartbeat:<instance>``, see :mod:`bot.interfaces.heartbeat`); ``sentry-bot health`` reads it.
 
 SIGTERM / SIGINT set a stop event: no new step starts, the running one finishes
 (``shutdown(wait=True)``), the lease is released so another replica takes over at
@@ -21,36 +21,36 @@ once, and :func:`run_scheduler` returns 0.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
 import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlmodel import col, select
 
 from bot.adapters.selfmon import monitored
 from bot.clock import Clock
 from bot.errors import BotError
+from bot.interfaces.app import App
+from bot.interfaces.heartbeat import JobResult, write_heartbeat
 from bot.interfaces.leader import LeaseElector, default_holder
+from bot.interfaces.wiring import build_cycle, build_delivery
+from bot.pipeline.cycle import poll_step
+from bot.pipeline.cycle_report import CycleReport
+from bot.pipeline.parts import CycleParts, DeliveryParts
+from bot.pipeline.steps import fixlinks_step, lifecycle_step, outbox_step
 from bot.settings import Settings
 from bot.store.db import Store
-from bot.store.models import Setting
 
 log = logging.getLogger(__name__)
 
 JOBS = ("poll", "lifecycle", "fixlinks", "outbox")
-HEARTBEAT_PREFIX = "heartbeat:"
-_KEY_MAX = 64  # bot_setting.key width
 
 
 class Steps(Protocol):
@@ -89,15 +89,6 @@ class SchedulerConfig:
     @property
     def renew_seconds(self) -> float:
         return self.lease_ttl.total_seconds() / 3
-
-
-@dataclass(frozen=True)
-class JobResult:
-    name: str
-    ran: bool  # the step was executed (we were the leader)
-    leader: bool
-    summary: str = ""
-    error: str | None = None
 
 
 class BotScheduler:
@@ -216,140 +207,50 @@ class BotScheduler:
         log.info("scheduler stopped (%s)", self.instance)
 
 
-# --- heartbeat and health ------------------------------------------------------------
-
-
-def heartbeat_key(instance: str) -> str:
-    """``heartbeat:<instance>``, hashed when the instance id is too long for the column."""
-    key = HEARTBEAT_PREFIX + instance
-    if len(key) > _KEY_MAX:
-        key = HEARTBEAT_PREFIX + hashlib.sha256(instance.encode()).hexdigest()[:40]
-    return key
-
-
-def write_heartbeat(store: Store, instance: str, clock: Clock, result: JobResult) -> None:
-    """Upsert this instance's heartbeat row: the time and outcome of the job that just
-    ran, plus the last run of **every** job (``jobs``), so a reader asking "has ``poll``
-    run?" is not answered by whichever job happened to beat last."""
-    now = clock.now()
-    outcome = {
-        "at": now.isoformat(),
-        "leader": result.leader,
-        "ran": result.ran,
-        "ok": result.error is None,
-        "summary": (result.error or result.summary)[:300],
-    }
-    key = heartbeat_key(instance)
-    with store.session() as session:
-        row = session.get(Setting, key)
-        previous = _parse_beat(row.value) if row is not None else None
-        jobs = previous.get("jobs") if previous else None
-        jobs = dict(jobs) if isinstance(jobs, dict) else {}
-        jobs[result.name] = outcome
-        value = json.dumps(
-            {**outcome, "instance": instance, "job": result.name, "jobs": jobs},
-            default=str,
-        )
-        if row is None:
-            row = Setting(key=key, value=value, updated_at=now)
-        row.value, row.updated_at = value, now
-        session.add(row)
-
-
-def read_heartbeat(store: Store, instance: str) -> dict[str, Any] | None:
-    """The parsed heartbeat of ``instance`` (``at`` a datetime; ``jobs`` maps each job
-    name to its last outcome), or None when it has not beaten yet."""
-    with store.session() as session:
-        row = session.get(Setting, heartbeat_key(instance))
-        return _parse_beat(row.value) if row is not None else None
-
-
-def health_status(
-    store: Store, clock: Clock, max_age: timedelta, *, instance: str | None = None
-) -> tuple[bool, str]:
-    """(ok, message): ok when the newest heartbeat (of ``instance``, or of any replica when
-    None) is at most ``max_age`` old. Never raises; an unreachable store is not ok.
-    The message names the last job and the age and outcome of every job's last run."""
-    try:
-        with store.session() as session:
-            query = select(Setting)
-            if instance is not None:
-                query = query.where(Setting.key == heartbeat_key(instance))
-            else:
-                query = query.where(col(Setting.key).startswith(HEARTBEAT_PREFIX))
-            parsed = [_parse_beat(row.value) for row in session.exec(query)]
-    except BotError as exc:
-        return False, f"state store unreachable: {exc}"
-    beats = [b for b in parsed if b is not None]
-    if not beats:
-        who = f"instance {instance}" if instance else "any instance"
-        return False, f"no heartbeat recorded for {who}"
-    beat = max(beats, key=lambda b: b["at"])
-    now = clock.now()
-    age = (now - beat["at"]).total_seconds()
-    role = "leader" if beat.get("leader") else "standby"
-    outcome = "ok" if beat.get("ok", True) else "failed"
-    detail = (
-        f"{beat.get('instance')} ({role}) last ran {beat.get('job')} {age:.0f}s ago: "
-        f"{outcome}, {beat.get('summary', '')}"
-    )
-    jobs = beat.get("jobs")
-    if isinstance(jobs, dict) and jobs:
-        parts = []
-        for name in sorted(jobs):
-            job = jobs[name]
-            at = _parse_at(job.get("at")) if isinstance(job, dict) else None
-            if at is None:
-                continue
-            state = "ok" if job.get("ok", True) else "failed"
-            parts.append(f"{name} {(now - at).total_seconds():.0f}s ago {state}")
-        if parts:
-            detail += f" [jobs: {', '.join(parts)}]"
-    if age > max_age.total_seconds():
-        return False, f"stale: {detail} (older than {max_age.total_seconds():.0f}s)"
-    return True, f"alive: {detail}"
-
-
-def _parse_at(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-def _parse_beat(value: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(value)
-        data["at"] = datetime.fromisoformat(data["at"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # --- the real steps and the entry point ------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Stages:
+    """The pipeline functions the real steps run (tests pass recording ones)."""
+
+    poll: Callable[[CycleParts], CycleReport] = poll_step
+    lifecycle: Callable[[CycleParts], str] = lifecycle_step
+    fixlinks: Callable[[DeliveryParts], str] = fixlinks_step
+    outbox: Callable[[DeliveryParts], str] = outbox_step
+
+
 class CycleSteps:
-    """The real steps: :func:`bot.pipeline.cycle.poll_step` and the side steps of
+    """The real steps: each tick builds its parts afresh (:mod:`bot.interfaces.wiring`),
+    then runs :func:`bot.pipeline.cycle.poll_step` or a side step of
     :mod:`bot.pipeline.steps`."""
 
-    def __init__(self, app: Any, *, cycle: Any = None, steps: Any = None) -> None:
-        self.app = app
-        # Imported lazily: the cycle pulls in the whole engine, the scheduler does not.
-        self.cycle = cycle if cycle is not None else importlib.import_module("bot.pipeline.cycle")
-        self.steps = steps if steps is not None else importlib.import_module("bot.pipeline.steps")
+    def __init__(
+        self,
+        cycle_parts: Callable[[], CycleParts],
+        delivery_parts: Callable[[], DeliveryParts],
+        stages: Stages | None = None,
+    ) -> None:
+        self.cycle_parts = cycle_parts
+        self.delivery_parts = delivery_parts
+        self.stages = stages or Stages()
+
+    @classmethod
+    def of(cls, app: App) -> CycleSteps:
+        """The steps of ``app``, its parts built from its settings on every tick."""
+        return cls(lambda: build_cycle(app), lambda: build_delivery(app))
 
     def poll(self) -> str:
-        return _summarise(self.cycle.poll_step(self.app))
+        return _summarise(self.stages.poll(self.cycle_parts()))
 
     def lifecycle(self) -> str:
-        return _summarise(self.steps.lifecycle_step(self.app))
+        return self.stages.lifecycle(self.cycle_parts())
 
     def fixlinks(self) -> str:
-        return _summarise(self.steps.fixlinks_step(self.app))
+        return self.stages.fixlinks(self.delivery_parts())
 
     def outbox(self) -> str:
-        return _summarise(self.steps.outbox_step(self.app))
+        return self.stages.outbox(self.delivery_parts())
 
 
 def _without_prefix(name: str, summary: str) -> str:
@@ -359,23 +260,19 @@ def _without_prefix(name: str, summary: str) -> str:
     return rest if sep and head.replace(" ", "") == name else summary
 
 
-def _summarise(result: Any) -> str:
-    if isinstance(result, str):
-        return result
-    as_dict = getattr(result, "as_dict", None)
-    if callable(as_dict):
-        d = as_dict()
-        if "polled" in d:
-            return (
-                f"polled {d['polled']} ({d.get('new', 0)} new, {d.get('changed', 0)} "
-                f"changed), {len(d.get('plans', []))} plans, "
-                f"{len(d.get('errors', []))} errors"
-            )
-    return str(result)[:200] if result is not None else "done"
+def _summarise(report: CycleReport) -> str:
+    """The poll's one line for the log and the heartbeat."""
+    d = report.as_dict()
+    plans, errors = d.get("plans"), d.get("errors")
+    return (
+        f"polled {d['polled']} ({d.get('new', 0)} new, {d.get('changed', 0)} "
+        f"changed), {len(plans) if isinstance(plans, list) else 0} plans, "
+        f"{len(errors) if isinstance(errors, list) else 0} errors"
+    )
 
 
 def build_scheduler(
-    app: Any, *, steps: Steps | None = None, config: SchedulerConfig | None = None
+    app: App, *, steps: Steps | None = None, config: SchedulerConfig | None = None
 ) -> BotScheduler:
     """The replica's scheduler (not started): its lease elector and the real steps."""
     config = config or SchedulerConfig.from_settings(app.settings)
@@ -385,11 +282,11 @@ def build_scheduler(
         ttl=config.lease_ttl,
         clock=app.clock,
     )
-    return BotScheduler(app.store, steps or CycleSteps(app), elector, app.clock, config)
+    return BotScheduler(app.store, steps or CycleSteps.of(app), elector, app.clock, config)
 
 
 def run_scheduler(
-    app: Any,
+    app: App,
     *,
     steps: Steps | None = None,
     stop_event: threading.Event | None = None,
@@ -428,50 +325,3 @@ def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
             signal.signal(sig, old)
 
     return restore
-
-
-@dataclass
-class RecordingSteps:
-    """An in-memory :class:`Steps` for tests: records each call; ``fail`` names steps that
-    raise; ``gate`` (when given) blocks every step until it is set."""
-
-    label: str = ""
-    fail: set[str] = field(default_factory=set)
-    gate: threading.Event | None = None
-    calls: list[str] = field(default_factory=list)
-    started: threading.Event = field(default_factory=threading.Event)
-    _cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def _call(self, name: str) -> str:
-        self.started.set()
-        if self.gate is not None:
-            self.gate.wait()
-        with self._cond:
-            self.calls.append(name)
-            self._cond.notify_all()
-        if name in self.fail:
-            raise BotError(f"{name} failed on purpose")
-        return f"{self.label} {name} done".strip()
-
-    def count(self, name: str | None = None) -> int:
-        with self._cond:
-            return len([c for c in self.calls if name is None or c == name])
-
-    def wait_for(self, n: int, name: str | None = None, timeout: float = 10.0) -> bool:
-        """Block until ``n`` calls (of ``name``) were recorded; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: len([c for c in self.calls if name is None or c == name]) >= n, timeout
-            )
-
-    def poll(self) -> str:
-        return self._call("poll")
-
-    def lifecycle(self) -> str:
-        return self._call("lifecycle")
-
-    def fixlinks(self) -> str:
-        return self._call("fixlinks")
-
-    def outbox(self) -> str:
-        return self._call("outbox")

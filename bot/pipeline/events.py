@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlmodel import Session, select
 
 from bot.adapters.slack.response_url import SLACK_RESPONSE_CHANNEL
-from bot.clock import ensure_utc
+from bot.clock import Clock, ensure_utc
 from bot.errors import BotError
-from bot.interfaces.app import App
 from bot.notify.approval_message import approval_request, outcome_message
 from bot.notify.messages import Link, Notification, NotificationKind, render, safe_id
+from bot.notify.port import Payload
 from bot.pipeline.approvals import reply_urls
 from bot.pipeline.outbox import enqueue
 from bot.playbooks.models import Playbook
@@ -71,7 +72,7 @@ def build_notification(
     issue: TrackedIssue,
     run: RemediationRun | None,
     playbook: Playbook | None,
-    extra: dict[str, Any],
+    extra: Mapping[str, object],
     report_base_url: str | None = None,
     report_path: Path | None = None,
 ) -> Notification:
@@ -88,7 +89,7 @@ def build_notification(
         issue_short_id=issue.short_id,
         title=issue.title,
         permalink=issue.permalink or None,
-        detail=(extra.get("error") or extra.get("reason") or issue.message or None),
+        detail=_text(extra.get("error")) or _text(extra.get("reason")) or issue.message or None,
         severity=issue.severity,
         owner=issue.team,
         category=issue.category,
@@ -113,6 +114,11 @@ def build_notification(
     )
 
 
+def _text(value: object) -> str | None:
+    """An event detail as text (None when absent, empty or false)."""
+    return str(value) if value else None
+
+
 def sentry_note(n: Notification) -> str:
     """Plain text for a Sentry issue comment (Sentry renders it as Markdown)."""
     parts = [f"sentry-remediation-bot: {n.kind.value.replace('_', ' ')}"]
@@ -134,9 +140,7 @@ def sentry_note(n: Notification) -> str:
 _RUN_OUTCOME_KINDS = {"remediated", "failed"}
 
 
-def approval_payload(
-    issue: TrackedIssue, run: RemediationRun, playbook: Playbook
-) -> dict[str, Any]:
+def approval_payload(issue: TrackedIssue, run: RemediationRun, playbook: Playbook) -> Payload:
     """The Block Kit approval request for ``run`` (buttons approve / deny its id)."""
     rows = [r for r in run.preview.get("rows", []) if isinstance(r, dict)]
     return approval_request(
@@ -158,7 +162,7 @@ def approval_payload(
     )
 
 
-def outcome_update(run: RemediationRun, verify: str | None) -> dict[str, Any]:
+def outcome_update(run: RemediationRun, verify: str | None) -> Payload:
     """The approval message's replacement once ``run`` has executed."""
     who = f" (approved by {run.approved_by} via {run.approval_channel})" if run.approved_by else ""
     rows = run.rows_affected if run.rows_affected is not None else 0
@@ -190,24 +194,35 @@ _REPORT_KINDS = {"resolved", "escalated", "regressed"}
 _PER_INCIDENT_KINDS = {"triaged"}
 
 
-class EventRecorder:
-    """Callable event sink: enqueues each event's notifications in the caller's session."""
+@dataclass(frozen=True)
+class NoticeConfig:
+    """Where the event notifications go and what the reports say (from the settings)."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    slack: bool = False  # a Slack webhook is configured
+    sentry_notes: bool = True  # a note on the Sentry issue (not for a replay source)
+    reports_dir: Path | None = None
+    report_base_url: str | None = None
+    quiet_hours: float = 48
+
+
+class EventRecorder:
+    """Callable event sink (:class:`~bot.pipeline.ports.EventSink`): enqueues each
+    event's notifications in the caller's session."""
+
+    def __init__(self, clock: Clock, config: NoticeConfig) -> None:
+        self.clock = clock
+        self.config = config
         self.events: list[tuple[str, str]] = []
 
     def _write_report(self, session: Session, issue: TrackedIssue) -> Path | None:
         """Write the issue's Markdown report into the reports directory; None if disabled
         or if writing fails (a report must never block a state change)."""
-        directory = self.app.settings.reports_dir
+        directory = self.config.reports_dir
         if directory is None:
             return None
         try:
             session.flush()  # the transition being recorded belongs in the timeline
-            facts = collect_report_facts(
-                session, issue.id, quiet_hours=self.app.settings.quiet_hours
-            )
+            facts = collect_report_facts(session, issue.id, quiet_hours=self.config.quiet_hours)
             if facts is None:
                 return None
             directory.mkdir(parents=True, exist_ok=True)
@@ -225,7 +240,8 @@ class EventRecorder:
         issue: TrackedIssue,
         run: RemediationRun | None,
         playbook: Playbook | None,
-        extra: dict[str, Any],
+        extra: Mapping[str, object],
+        /,
     ) -> None:
         self.events.append((kind, issue.short_id))
         # One "triaged" line per new issue would flood INFO on a busy poll.
@@ -236,7 +252,7 @@ class EventRecorder:
             issue.short_id,
             f" (run {run.id[:8]})" if run is not None else "",
         )
-        now = self.app.clock.now()
+        now = self.clock.now()
         report_path = self._write_report(session, issue) if kind in _REPORT_KINDS else None
         note = build_notification(
             session,
@@ -245,7 +261,7 @@ class EventRecorder:
             run,
             playbook,
             extra,
-            self.app.settings.report_base_url,
+            self.config.report_base_url,
             report_path,
         )
         episode = episode_key(kind, issue, run)
@@ -253,7 +269,7 @@ class EventRecorder:
         if kind in _PER_INCIDENT_KINDS and issue.incident_id:
             # Related issues (one incident) share one message, not one each.
             subject = f"incident:{issue.incident_id}"
-        if self.app.settings.slack_webhook_url is not None:
+        if self.config.slack:
             payload = (
                 approval_payload(issue, run, playbook)
                 if kind == "plan_awaiting_approval" and run is not None and playbook is not None
@@ -274,7 +290,7 @@ class EventRecorder:
                     kind,
                     now,
                 )
-        if kind in _SENTRY_NOTE_KINDS and self.app.settings.replay_file is None:
+        if kind in _SENTRY_NOTE_KINDS and self.config.sentry_notes:
             enqueue(
                 session,
                 "sentry_comment",

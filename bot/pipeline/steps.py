@@ -7,26 +7,23 @@ ends the step early, keeping what was done.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from bot.codehost.fixlinks import (
     PrCommentFacts,
+    best_fix_commit,
     render_pr_comment,
     scan_fix_links,
     sync_pr_comments,
 )
-from bot.errors import RetryLater, SentryDuplicateComment
-from bot.interfaces.app import App
+from bot.errors import RetryLater
 from bot.pipeline.flags import FlagReverter, RevertReport
+from bot.pipeline.lifecycle import QuietChecker
 from bot.pipeline.outbox import OutboxFlusher
+from bot.pipeline.parts import CycleParts, DeliveryParts
 from bot.store.models import FixLink, LifecycleState, RemediationRun, TrackedIssue
-
-if TYPE_CHECKING:
-    from bot.playbooks.models import Playbook
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +41,7 @@ _LINKABLE = [
 SCAN_BATCH = 10  # issues per step: 2 searches each per repo, GitHub allows 30/min
 
 
-def _codehost(app: App) -> Any:
-    from bot.adapters.github.blocks import StoreBlocks
-    from bot.adapters.github.client import GitHubCodeHost
-
-    token = app.settings.github_token
-    assert token is not None
-    return GitHubCodeHost(
-        token.get_secret_value(),
-        base_url=app.settings.github_api_url,
-        repos=app.settings.github_repos,
-        clock=app.clock,
-        blocks=StoreBlocks(app.store),  # a rate limit one step saw binds the next ones
-    )
-
-
-def pr_comment_facts(session: Any, issue: TrackedIssue) -> PrCommentFacts:
+def pr_comment_facts(session: Session, issue: TrackedIssue) -> PrCommentFacts:
     runs = session.exec(
         select(RemediationRun).where(
             RemediationRun.issue_id == issue.id,
@@ -90,13 +72,12 @@ def pr_comment_facts(session: Any, issue: TrackedIssue) -> PrCommentFacts:
     )
 
 
-def fixlinks_step(app: App, *, codehost: Any = None) -> str:
+def fixlinks_step(parts: DeliveryParts) -> str:
     """Search GitHub for fixes of recent issues, then keep each PR's bot comment current."""
+    codehost, store = parts.codehost, parts.store
     if codehost is None:
-        if app.settings.github_token is None or not app.settings.github_repos:
-            return "fix links: GITHUB_TOKEN/GITHUB_REPOS not set, skipped"
-        codehost = _codehost(app)
-    with app.store.session() as session:
+        return "fix links: GITHUB_TOKEN/GITHUB_REPOS not set, skipped"
+    with store.session() as session:
         linked = select(FixLink.issue_id).where(FixLink.merged == True)  # noqa: E712
         issues = session.exec(
             select(TrackedIssue)
@@ -110,15 +91,15 @@ def fixlinks_step(app: App, *, codehost: Any = None) -> str:
     try:
         found = len(
             scan_fix_links(
-                app.store,
+                store,
                 codehost,
-                app.settings.github_repos,
+                list(parts.repos),
                 list(issues),
-                app.clock,
+                parts.clock,
                 unavailable=unavailable,
             )
         )
-        with app.store.session() as session:
+        with store.session() as session:
             with_links = session.exec(
                 select(TrackedIssue).where(
                     col(TrackedIssue.id).in_(select(FixLink.issue_id).where(FixLink.kind == "pr"))
@@ -126,7 +107,7 @@ def fixlinks_step(app: App, *, codehost: Any = None) -> str:
             ).all()
             bodies = [(i, render_pr_comment(pr_comment_facts(session, i))) for i in with_links]
         for issue, body in bodies:
-            commented += sync_pr_comments(app.store, codehost, issue, body)
+            commented += sync_pr_comments(store, codehost, issue, body)
     except RetryLater as exc:
         note = f"; GitHub asked to retry later ({exc.retry_after or '?'} s)"
     if unavailable:
@@ -134,53 +115,22 @@ def fixlinks_step(app: App, *, codehost: Any = None) -> str:
     return f"fix links: {found} new, {commented} PR comments written{note}"
 
 
-def _sentry_comment_sender(app: App) -> Any:
-    sentry = app.sentry()
-
-    def send(payload: dict[str, Any]) -> None:
-        # A duplicate means the same note is already there: delivered.
-        with contextlib.suppress(SentryDuplicateComment):
-            sentry.add_comment(str(payload["issue_id"]), str(payload["text"]))
-
-    return send
-
-
-def outbox_step(app: App, *, senders: dict[str, Any] | None = None) -> str:
+def outbox_step(parts: DeliveryParts) -> str:
     """Deliver due notifications (Slack webhook, Sentry notes) with retries and backoff."""
-    if senders is None:
-        senders = {}
-        if app.settings.slack_webhook_url is not None:
-            from bot.adapters.slack.webhook import SlackWebhookNotifier
-
-            senders["slack"] = SlackWebhookNotifier(
-                app.settings.slack_webhook_url.get_secret_value()
-            ).send
-        if app.settings.replay_file is None and not app.settings.sentry_problems():
-            senders["sentry_comment"] = _sentry_comment_sender(app)
-        if app.settings.slack_signing_secret is not None:
-            from bot.adapters.slack.response_url import SLACK_RESPONSE_CHANNEL, response_url_sender
-
-            senders[SLACK_RESPONSE_CHANNEL] = response_url_sender()
-    if not senders:
+    if not parts.senders:
         return "outbox: no channel configured"
-    report = OutboxFlusher(app.store, senders, app.clock).flush(limit=200)
+    report = OutboxFlusher(parts.store, parts.senders, parts.clock).flush(limit=200)
     return f"outbox: {report.sent} sent, {report.retried} to retry, {report.dead} dead"
 
 
-def lifecycle_step(app: App, *, sentry: Any = None) -> str:
+def lifecycle_step(parts: CycleParts) -> str:
     """Resolve watched issues after their quiet hours (see :mod:`bot.pipeline.lifecycle`)."""
-    from bot.codehost.fixlinks import best_fix_commit
-    from bot.interfaces.wiring import build_executor, load_matcher
-    from bot.pipeline.lifecycle import QuietChecker
-
-    _, playbooks = load_matcher(app)
-    if sentry is None:
-        if app.settings.replay_file is not None:
-            flags = revert_flags(app, playbooks)
-            return f"lifecycle: replay source, no Sentry to resolve in; {flags.summary()}"
-        sentry = app.sentry()
-    _, sink = build_executor(app, playbooks)
-    default = app.settings.quiet_hours
+    playbooks, store = parts.playbooks, parts.store
+    if parts.replay:
+        flags = revert_flags(parts)
+        return f"lifecycle: replay source, no Sentry to resolve in; {flags.summary()}"
+    sentry = parts.require_sentry()
+    default = parts.quiet_hours
 
     def quiet_hours_for(playbook_id: str | None) -> float:
         pb = playbooks.get(playbook_id or "")
@@ -191,18 +141,18 @@ def lifecycle_step(app: App, *, sentry: Any = None) -> str:
         return pb.resolve.in_commit if pb else True
 
     checker = QuietChecker(
-        app.store,
+        store,
         sentry,
-        app.clock,
+        parts.clock,
         default_quiet_hours=default,
         quiet_hours_for=quiet_hours_for,
-        fix_commit_for=lambda issue_id: best_fix_commit(app.store, issue_id),
+        fix_commit_for=lambda issue_id: best_fix_commit(store, issue_id),
         in_commit_for=in_commit_for,
-        on_event=sink,
+        on_event=parts.emit,
     )
     report = checker.check()
     # After resolving: a set_flag mitigation whose issue just resolved goes back now.
-    flags = revert_flags(app, playbooks)
+    flags = revert_flags(parts)
     return (
         f"lifecycle: {report.watched} watched, {report.due} due, {report.resolved} resolved "
         f"({report.resolved_in_commit} in commit), {report.restarted} quiet clocks restarted, "
@@ -212,8 +162,6 @@ def lifecycle_step(app: App, *, sentry: Any = None) -> str:
     )
 
 
-def revert_flags(app: App, playbooks: dict[str, Playbook]) -> RevertReport:
+def revert_flags(parts: CycleParts) -> RevertReport:
     """Revert the set_flag mitigations that are due (see :mod:`bot.pipeline.flags`)."""
-    from bot.interfaces.wiring import target_resolver
-
-    return FlagReverter(app.store, playbooks, target_resolver(app), app.clock).sweep()
+    return FlagReverter(parts.store, parts.playbooks, parts.targets, parts.clock).sweep()

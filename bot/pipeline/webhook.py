@@ -22,24 +22,19 @@ Per resource and action:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from sqlmodel import col, select
 
-from bot.errors import BotError, ConfigError, SentryNotFound
-from bot.interfaces.app import App
-from bot.pipeline.cycle import CycleReport, handle_regressions, match_and_plan
-from bot.pipeline.execute import EventSink, Executor
+from bot.errors import BotError, SentryNotFound
+from bot.pipeline.cycle import handle_regressions, match_and_plan
+from bot.pipeline.cycle_report import CycleReport
 from bot.pipeline.inbox import Claimed
-from bot.pipeline.sources import IssueSource
+from bot.pipeline.parts import CycleParts
 from bot.pipeline.track import note, record_transition, track
 from bot.pipeline.triage import group_incidents, triage_issues
-from bot.playbooks.matcher import Matcher
 from bot.sentry.models import SentryIssue
 from bot.store.models import DeliveryStatus, LifecycleState, TrackedIssue
 
@@ -47,71 +42,6 @@ log = logging.getLogger(__name__)
 
 _GROUPING = threading.Lock()
 _FETCHING = {("issue", "created"), ("event_alert", "triggered"), ("issue", "unresolved")}
-
-
-@dataclass
-class CycleParts:
-    """The cycle's collaborators, built once per batch (playbooks parsed once)."""
-
-    matcher: Matcher
-    executor: Executor
-    emit: EventSink
-    source: IssueSource | None
-    sentry: Any  # SentryPort; None when SENTRY_AUTH_TOKEN / SENTRY_ORG are missing
-
-
-def build_parts(app: App) -> CycleParts:
-    """Playbooks, executor, event sink and Sentry source from the app's settings."""
-    from bot.interfaces.wiring import build_executor, load_matcher
-
-    matcher, playbooks = load_matcher(app)
-    executor, emit = build_executor(app, playbooks)
-    try:
-        return CycleParts(matcher, executor, emit, app.source(), app.sentry())
-    except ConfigError as exc:
-        # Status changes need no API; deliveries that need a fetch wait (and say why).
-        log.warning("webhooks that need the Sentry API will wait: %s", exc)
-        return CycleParts(matcher, executor, emit, None, None)
-
-
-def playbooks_signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    """Names, sizes and mtimes of the playbook files: changes when a file does."""
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError:
-        return ()
-    out = []
-    for entry in entries:
-        try:
-            st = entry.stat()
-        except OSError:
-            continue
-        out.append((entry.name, st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
-class PartsCache:
-    """:func:`build_parts` once, again only when a playbook file changes: a delivery
-    must not pay for parsing every playbook (and new target connections) each time."""
-
-    # Rebuilt at least this often anyway: the event sink keeps a log of what it sent.
-    MAX_USES = 500
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self._key: object = None
-        self._parts: CycleParts | None = None
-        self._uses = 0
-        self._lock = threading.Lock()  # the inbox worker's threads share one cache
-
-    def get(self) -> CycleParts:
-        key = playbooks_signature(self.app.settings.playbooks_dir)
-        with self._lock:
-            stale = self._parts is None or key != self._key or self._uses >= self.MAX_USES
-            if stale or self._parts is None or self._parts.sentry is None:
-                self._parts, self._key, self._uses = build_parts(self.app), key, 0
-            self._uses += 1
-            return self._parts
 
 
 @dataclass
@@ -130,13 +60,13 @@ class BatchReport:
     cycle: CycleReport = field(default_factory=CycleReport)
 
 
-def process_batch(app: App, parts: CycleParts, batch: Sequence[Claimed]) -> BatchReport:
+def process_batch(parts: CycleParts, batch: Sequence[Claimed]) -> BatchReport:
     """Process ``batch``; never raises for one delivery's failure (see the outcomes)."""
     report = BatchReport()
     fetch: list[Claimed] = []
     for d in batch:
         try:
-            outcome = _status_change(app, parts, d)
+            outcome = _status_change(parts, d)
         except BotError as exc:
             outcome = Outcome(d, DeliveryStatus.PENDING, f"{type(exc).__name__}: {exc}", True)
         if outcome is None:
@@ -144,14 +74,14 @@ def process_batch(app: App, parts: CycleParts, batch: Sequence[Claimed]) -> Batc
         else:
             report.outcomes.append(outcome)
     if fetch:
-        report.outcomes += _fetch_and_plan(app, parts, fetch, report.cycle)
+        report.outcomes += _fetch_and_plan(parts, fetch, report.cycle)
     return report
 
 
-def _row(app: App, issue_id: str | None) -> TrackedIssue | None:
+def _row(parts: CycleParts, issue_id: str | None) -> TrackedIssue | None:
     if issue_id is None:
         return None
-    with app.store.session() as session:
+    with parts.store.session() as session:
         return session.get(TrackedIssue, issue_id)
 
 
@@ -169,17 +99,17 @@ def _actor_name(d: Claimed) -> str:
     return str(name)[:100] if name else (d.actor_type or "someone")
 
 
-def _status_change(app: App, parts: CycleParts, d: Claimed) -> Outcome | None:
+def _status_change(parts: CycleParts, d: Claimed) -> Outcome | None:
     """Handle what needs no fetch; None when the delivery needs fetch → track → plan."""
     if d.resource == "installation":
         return Outcome(d, DeliveryStatus.IGNORED, f"installation {d.action} acknowledged")
     if (d.resource, d.action) in _FETCHING and d.action != "unresolved":
         return None
-    row = _row(app, d.issue_id)
-    now = app.clock.now()
+    row = _row(parts, d.issue_id)
+    now = parts.clock.now()
     if d.action == "unresolved":
         if row is not None and row.state == LifecycleState.RESOLVED.value and row.resolved_by_bot:
-            regressed = handle_regressions(app, [row.id], parts.emit)
+            regressed = handle_regressions(parts.store, parts.clock, [row.id], parts.emit)
             return Outcome(
                 d, DeliveryStatus.DONE, f"regression after the bot's resolve: {regressed}"
             )
@@ -191,7 +121,7 @@ def _status_change(app: App, parts: CycleParts, d: Claimed) -> Outcome | None:
             return Outcome(d, DeliveryStatus.IGNORED, "echo of the bot's own change")
         if row.state == LifecycleState.RESOLVED.value:
             return Outcome(d, DeliveryStatus.IGNORED, "already resolved")
-        with app.store.session() as session:
+        with parts.store.session() as session:
             fresh = session.get(TrackedIssue, row.id)
             assert fresh is not None
             record_transition(
@@ -207,16 +137,14 @@ def _status_change(app: App, parts: CycleParts, d: Claimed) -> Outcome | None:
             fresh.quiet_since = None
         return Outcome(d, DeliveryStatus.DONE, f"resolved by {_actor_name(d)}: watch stopped")
     # assigned / archived: the timeline says so; nothing else changes.
-    with app.store.session() as session:
+    with parts.store.session() as session:
         fresh = session.get(TrackedIssue, row.id)
         assert fresh is not None
         note(session, fresh, f"{d.action} in Sentry by {_actor_name(d)}", now)
     return Outcome(d, DeliveryStatus.DONE, f"{d.action}: noted")
 
 
-def _fetch_and_plan(
-    app: App, parts: CycleParts, batch: list[Claimed], report: CycleReport
-) -> list[Outcome]:
+def _fetch_and_plan(parts: CycleParts, batch: list[Claimed], report: CycleReport) -> list[Outcome]:
     if parts.sentry is None:
         why = "the Sentry API is not configured (SENTRY_AUTH_TOKEN, SENTRY_ORG)"
         return [Outcome(d, DeliveryStatus.PENDING, why, True) for d in batch]
@@ -238,9 +166,9 @@ def _fetch_and_plan(
     ]
     batch = [d for d in batch if d.issue_id not in failed]
     found = {i.id for i in issues}
-    with app.store.session() as session:
-        tracked = track(session, issues, app.clock)
-    with app.store.session() as session:
+    with parts.store.session() as session:
+        tracked = track(session, issues, parts.clock)
+    with parts.store.session() as session:
         # Tracked but never matched (a retry after a failure past tracking), or left
         # waiting on a playbook that was unavailable: the ones these deliveries name.
         pending = session.exec(
@@ -253,34 +181,25 @@ def _fetch_and_plan(
             )
         ).all()
     candidates = list(dict.fromkeys([*tracked.new, *tracked.changed, *pending]))
-    with app.store.session() as session:
+    with parts.store.session() as session:
         triage_issues(
             session,
             candidates,
-            app.triage_config(),
-            app.clock,
+            parts.triage,
+            parts.clock,
             regressed=frozenset(tracked.regressed),
         )
     try:
         # Grouping reads every recent issue; one thread at a time (it inserts incidents).
         # It is not needed to remedy: on a failure the next poll groups instead.
-        with _GROUPING, app.store.session() as session:
-            group_incidents(session, app.clock)
+        with _GROUPING, parts.store.session() as session:
+            group_incidents(session, parts.clock)
     except BotError as exc:
         log.warning("incident grouping after webhooks failed (the poll retries): %s", exc)
-    report.regressed = handle_regressions(app, tracked.regressed, parts.emit)
-    match_and_plan(
-        app,
-        parts.executor,
-        parts.matcher,
-        candidates,
-        report,
-        shadow_only=False,
-        source=parts.source,
-        emit=parts.emit,
-    )
+    report.regressed = handle_regressions(parts.store, parts.clock, tracked.regressed, parts.emit)
+    match_and_plan(parts, candidates, report, shadow_only=False)
     plans = {p.issue_id: p for p in report.plans}
-    with app.store.session() as session:
+    with parts.store.session() as session:
         # Matched but not planned: planning failed (logged in the report); try again.
         stuck = set(
             session.exec(

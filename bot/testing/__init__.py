@@ -17,9 +17,9 @@ PostgreSQL, because a fake cannot enforce NOT NULL or advisory-lock ownership.
 
 from __future__ import annotations
 
-from bot.interfaces.scheduler import RecordingSteps
 from bot.testing.github import FakeGitHub, InMemoryCodeHost
 from bot.testing.sentry import FakeSentry, Fault, RecordedRequest
+from bot.testing.steps import RecordingSteps
 from bot.testing.webhook import RecordingWebhook, Reply
 
 __all__ = [

@@ -13,7 +13,7 @@ the project's own fakes, reached through the real adapters:
 * Slack: :class:`RecordingWebhook` on loopback, reached by the real
   ``SlackWebhookNotifier`` that ``outbox_step`` builds from ``SLACK_WEBHOOK_URL``.
 
-So ``run_cycle(app)`` here is the same call the scheduler makes in production.
+So ``run_cycle(build_cycle(app))`` here is the same call the scheduler makes in production.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from sqlmodel import col, select
 from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.interfaces.app import DEMO_REPLAY, App
-from bot.pipeline.cycle import CycleReport, run_cycle
+from bot.interfaces.wiring import build_cycle
+from bot.pipeline.cycle import run_cycle
+from bot.pipeline.cycle_report import CycleReport
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import OutboxMessage, RemediationRun, TrackedIssue, Transition
@@ -106,7 +108,7 @@ class World:
     # -- driving -------------------------------------------------------------------
     def cycle(self) -> CycleReport:
         """One full production cycle; a step error would be a failure of the story."""
-        report = run_cycle(self.app)
+        report = run_cycle(build_cycle(self.app))
         assert report.errors == [], report.errors
         return report
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.clock import SystemClock
 from bot.errors import BotError
-from bot.interfaces.scheduler import health_status, read_heartbeat
+from bot.interfaces.heartbeat import health_status, read_heartbeat
 from bot.store.db import Store
 
 ROOT = Path(__file__).parents[2]

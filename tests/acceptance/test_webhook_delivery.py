@@ -13,12 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.clock import ensure_utc
+from bot.interfaces.wiring import build_cycle, build_delivery
 from bot.notify.port import Payload
 from bot.pipeline.cycle import poll_step
 from bot.pipeline.steps import outbox_step
@@ -41,23 +43,25 @@ def test_429_with_retry_after_then_500_then_200_is_delivered_exactly_once(world:
     assert ensure_utc(row.next_attempt_at) == start + timedelta(seconds=120)
 
     world.clock.advance(seconds=119)
-    outbox_step(world.app)
+    outbox_step(build_delivery(world.app))
     assert world.hook.attempts == 1  # not due yet: the receiver asked for 120 s
 
     world.clock.advance(seconds=1)
-    assert outbox_step(world.app).startswith("outbox: 0 sent, 1 to retry")  # the 500
+    assert outbox_step(build_delivery(world.app)).startswith(
+        "outbox: 0 sent, 1 to retry"
+    )  # the 500
     [row] = world.outbox()
     assert (row.status, row.attempts) == ("pending", 2)
 
     world.clock.advance(seconds=60)  # past the second backoff step (30-60 s with jitter)
-    assert outbox_step(world.app).startswith("outbox: 1 sent")
+    assert outbox_step(build_delivery(world.app)).startswith("outbox: 1 sent")
     [row] = world.outbox()
     assert (row.status, row.attempts) == ("sent", 3)
 
     # The scheduler keeps flushing (and cycling) for hours: nothing is sent again.
     for _ in range(10):
         world.clock.advance(minutes=30)
-        outbox_step(world.app)
+        outbox_step(build_delivery(world.app))
     world.cycle()
     assert [r.status for r in world.hook.requests] == [429, 500, 200]
     assert len(world.delivered("remediated")) == 1
@@ -77,7 +81,7 @@ def test_crash_between_send_and_record_delivers_at_most_twice(
     restarted bot sends it again. Result: exactly two deliveries, never more, and the
     row ends ``sent``. That second copy is the only duplicate the design allows.
     """
-    report = poll_step(world.app)  # remediated and enqueued; the outbox has not run
+    report = poll_step(build_cycle(world.app))  # remediated and enqueued; the outbox has not run
     assert [p.status for p in report.plans] == ["succeeded"]
     notifier = SlackWebhookNotifier(world.settings_hook_url())
 
@@ -86,7 +90,7 @@ def test_crash_between_send_and_record_delivers_at_most_twice(
         raise crash()  # killed after the receiver accepted, before the outcome commits
 
     with pytest.raises(crash):
-        outbox_step(world.app, senders={"slack": send_then_die})
+        outbox_step(replace(build_delivery(world.app), senders={"slack": send_then_die}))
     notifier.close()
     [row] = world.outbox()
     assert (row.status, row.attempts) == ("sending", 1)
@@ -116,12 +120,14 @@ def test_crash_between_send_and_record_delivers_at_most_twice(
 
 CHILD = """
 import sys
+from dataclasses import replace
 from datetime import datetime
 
 from bot.interfaces.app import App
 from bot.clock import FakeClock
 from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.settings import load_settings
+from bot.interfaces.wiring import build_delivery
 from bot.pipeline.steps import outbox_step
 from bot.store.db import Store
 
@@ -129,7 +135,8 @@ store_url, now = sys.argv[1:]
 url = sys.stdin.readline().strip()  # the webhook URL is a secret: not on the command line
 settings = load_settings(environ={"BOT_DATABASE_URL": store_url, "SLACK_WEBHOOK_URL": url})
 app = App(settings, Store(store_url), FakeClock(datetime.fromisoformat(now)))
-print(outbox_step(app, senders={"slack": SlackWebhookNotifier(url).send}), flush=True)
+parts = replace(build_delivery(app), senders={"slack": SlackWebhookNotifier(url).send})
+print(outbox_step(parts), flush=True)
 """
 
 
@@ -137,7 +144,7 @@ def test_kill_9_while_the_webhook_answers_redelivers_once_after_the_lease(world:
     """The same window with a real ``kill -9``: a bot process flushes the outbox and is
     killed by the receiver the moment it has accepted the message, before the reply
     reaches the bot. The restarted bot delivers it once more after the 5-minute lease."""
-    poll_step(world.app)
+    poll_step(build_cycle(world.app))
     child = subprocess.Popen(
         [
             sys.executable,

@@ -17,6 +17,7 @@ from sqlmodel import select
 from bot.clock import FakeClock
 from bot.interfaces.app import App
 from bot.interfaces.http.slack_verify import NonceStore
+from bot.interfaces.wiring import event_recorder
 from bot.pipeline.approvals import (
     Action,
     ApprovalOutcome,
@@ -24,7 +25,6 @@ from bot.pipeline.approvals import (
     Approvers,
     Channel,
 )
-from bot.pipeline.events import EventRecorder
 from bot.pipeline.execute import Executor
 from bot.settings import load_settings
 from bot.store.db import Store
@@ -66,7 +66,7 @@ class Rig:
             {self.playbook.id: self.playbook},
             lambda name: PgTarget(self.target_dsn, name=name) if name == "jobs_db" else None,
             self.app.clock,
-            on_event=EventRecorder(self.app),
+            on_event=event_recorder(self.app),
         )
 
     def plan(self) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
 from bot.interfaces.app import App
+from bot.interfaces.wiring import build_cycle
 from bot.pipeline.cycle import MAX_EVENT_FETCHES, poll_step
 from bot.settings import load_settings
 from bot.store.db import Store
@@ -109,7 +110,7 @@ def test_a_burst_of_issues_needing_their_event_is_planned_over_cycles_never_park
     bot, fake = app
     first_wave = burst(fake, clock, BURST)
 
-    report = poll_step(bot)
+    report = poll_step(build_cycle(bot))
     assert report.errors == []
     assert event_fetches(fake) == MAX_EVENT_FETCHES
     assert len(planned(bot)) == MAX_EVENT_FETCHES
@@ -129,7 +130,7 @@ def test_a_burst_of_issues_needing_their_event_is_planned_over_cycles_never_park
     clock.advance(minutes=1)
     second_wave = burst(fake, clock, 50)
     before = planned(bot)
-    report = poll_step(bot)
+    report = poll_step(build_cycle(bot))
     assert report.errors == [] and report.unmatched == []
     newly = planned(bot) - before
     assert len(newly) == MAX_EVENT_FETCHES and newly <= left
@@ -138,7 +139,7 @@ def test_a_burst_of_issues_needing_their_event_is_planned_over_cycles_never_park
     cycles = 2
     while waiting(bot) and cycles < 10:
         clock.advance(minutes=1)
-        report = poll_step(bot)
+        report = poll_step(build_cycle(bot))
         assert report.errors == [] and report.unmatched == []
         cycles += 1
     assert planned(bot) == set(first_wave) | set(second_wave)

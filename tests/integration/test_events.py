@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from bot.clock import FakeClock
 from bot.interfaces.app import App
-from bot.pipeline.events import EventRecorder
+from bot.interfaces.wiring import event_recorder
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import OutboxMessage, TrackedIssue, Transition
@@ -55,7 +55,7 @@ def test_related_issues_share_one_triage_message(tmp_path: Path, clock: FakeCloc
     for sid in ("1", "2", "3"):
         add(app, sid, "inc-7")
     add(app, "4", None)
-    sink = EventRecorder(app)
+    sink = event_recorder(app)
     with app.store.session() as session:
         for sid in ("1", "2", "3", "4"):
             row = session.get(TrackedIssue, sid)
@@ -70,7 +70,7 @@ def test_related_issues_share_one_triage_message(tmp_path: Path, clock: FakeCloc
 def test_the_resolved_message_carries_the_written_report(tmp_path: Path, clock: FakeClock) -> None:
     app = make_app(tmp_path, clock)
     add(app, "9", None)
-    sink = EventRecorder(app)
+    sink = event_recorder(app)
     with app.store.session() as session:
         row = session.get(TrackedIssue, "9")
         assert row is not None

@@ -203,7 +203,7 @@ def test_a_regressed_issue_needs_approval_even_for_an_auto_playbook(world: World
     issue = track_issue(world.store, world.clock)
     app = App(settings=Settings.model_validate({}), store=world.store, clock=world.clock)
 
-    assert handle_regressions(app, [issue], world.events) == ["QUEUE-4711"]
+    assert handle_regressions(app.store, app.clock, [issue], world.events) == ["QUEUE-4711"]
     ex = world.executor(pb)
     out = ex.plan(issue, match(pb))
 

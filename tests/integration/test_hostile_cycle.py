@@ -19,6 +19,7 @@ import yaml
 
 from bot.clock import FakeClock
 from bot.interfaces.app import App
+from bot.interfaces.wiring import build_cycle
 from bot.pipeline.cycle import poll_step
 from bot.settings import load_settings
 from bot.store.models import RunStatus
@@ -106,7 +107,7 @@ def test_hostile_issues_plan_nothing_and_the_valid_one_is_remediated(app: App, p
     others = add_tasks(pg_dsn, 3, job=OTHER_JOB)
     untouched = {r["id"]: r for r in tasks(pg_dsn) if r["id"] in others}
 
-    report = poll_step(app)
+    report = poll_step(build_cycle(app))
 
     assert app.playbook_errors == []
     assert report.errors == []
@@ -131,7 +132,7 @@ def test_hostile_issues_plan_nothing_and_the_valid_one_is_remediated(app: App, p
     assert get_issue(app.store, "4").state == "watching"  # triaged, no playbook ran
 
     # A second cycle over the same file changes nothing further.
-    again = poll_step(app)
+    again = poll_step(build_cycle(app))
     assert again.plans == [] and again.errors == []
     assert len(all_runs(app.store)) == 1
     assert {i: r for i, r in tasks_by_id(pg_dsn).items() if i in others} == untouched

@@ -20,13 +20,8 @@ from sqlmodel import Session, col, select
 
 from bot.clock import FakeClock
 from bot.interfaces.app import App
-from bot.interfaces.scheduler import (
-    JOBS,
-    RecordingSteps,
-    SchedulerConfig,
-    health_status,
-    run_scheduler,
-)
+from bot.interfaces.heartbeat import health_status
+from bot.interfaces.scheduler import JOBS, SchedulerConfig, run_scheduler
 from bot.pipeline.execute import Executor, PlanOutcome
 from bot.playbooks.loader import parse_playbook
 from bot.playbooks.matcher import MatchResult
@@ -39,6 +34,7 @@ from bot.store.models import (
     TrackedIssue,
     Transition,
 )
+from bot.testing import RecordingSteps
 from tests.conftest import sqlalchemy_url
 
 pytestmark = pytest.mark.postgres

@@ -365,7 +365,7 @@ def test_cycle_prints_the_summary_first_and_no_endless_line(tmp_path: Path) -> N
 
 
 def test_cycle_lists_at_most_ten_ids_per_line() -> None:
-    from bot.pipeline.cycle import CycleReport
+    from bot.pipeline.cycle_report import CycleReport
 
     report = CycleReport(unmatched=[f"NOISE-{n}" for n in range(400)])
     text = report.render()

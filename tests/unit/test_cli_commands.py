@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from bot.clock import SystemClock
 from bot.interfaces.cli import app
-from bot.interfaces.scheduler import JobResult, write_heartbeat
+from bot.interfaces.heartbeat import JobResult, write_heartbeat
 from bot.store.db import Store
 
 ROOT = Path(__file__).parents[2]

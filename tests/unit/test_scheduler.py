@@ -13,30 +13,32 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from bot.clock import FakeClock
 from bot.interfaces.app import App
+from bot.interfaces.heartbeat import (
+    JobResult,
+    health_status,
+    heartbeat_key,
+    read_heartbeat,
+    write_heartbeat,
+)
 from bot.interfaces.leader import LeaseElector
 from bot.interfaces.scheduler import (
     JOBS,
     BotScheduler,
     CycleSteps,
-    JobResult,
-    RecordingSteps,
     SchedulerConfig,
-    health_status,
-    heartbeat_key,
-    read_heartbeat,
+    Stages,
     run_scheduler,
-    write_heartbeat,
 )
 from bot.settings import load_settings
 from bot.store.db import Store
 from bot.store.models import Lease, Setting
+from bot.testing import RecordingSteps
 
 FAST = SchedulerConfig(intervals={name: 0.05 for name in JOBS}, lease_ttl=timedelta(seconds=60))
 
@@ -245,7 +247,8 @@ SIGTERM_SCRIPT = textwrap.dedent(
     """
     import sys, threading
     from datetime import timedelta
-    from bot.interfaces.scheduler import JOBS, RecordingSteps, SchedulerConfig, run_scheduler
+    from bot.interfaces.scheduler import JOBS, SchedulerConfig, run_scheduler
+    from bot.testing import RecordingSteps
     from bot.settings import load_settings
     from bot.interfaces.app import App
 
@@ -306,7 +309,7 @@ class FakeReport:
 
 def test_cycle_steps_call_the_poll_and_side_step_functions() -> None:
     calls: list[tuple[str, Any]] = []
-    app = object()
+    parts, delivery = object(), object()
 
     def poll_step(a: Any) -> FakeReport:
         calls.append(("poll_step", a))
@@ -319,22 +322,22 @@ def test_cycle_steps_call_the_poll_and_side_step_functions() -> None:
 
         return step
 
-    cycle = SimpleNamespace(poll_step=poll_step)
-    side_steps = SimpleNamespace(
-        lifecycle_step=side("lifecycle_step"),
-        fixlinks_step=side("fixlinks_step"),
-        outbox_step=side("outbox_step"),
+    stages = Stages(
+        poll=poll_step,
+        lifecycle=side("lifecycle_step"),
+        fixlinks=side("fixlinks_step"),
+        outbox=side("outbox_step"),
     )
-    steps = CycleSteps(app, cycle=cycle, steps=side_steps)
+    steps = CycleSteps(lambda: parts, lambda: delivery, stages)
     assert steps.poll() == "polled 5 (2 new, 1 changed), 1 plans, 0 errors"
     assert steps.lifecycle() == "lifecycle_step done"
     assert steps.fixlinks() == "fixlinks_step done"
     assert steps.outbox() == "outbox_step done"
     assert calls == [
-        ("poll_step", app),
-        ("lifecycle_step", app),
-        ("fixlinks_step", app),
-        ("outbox_step", app),
+        ("poll_step", parts),
+        ("lifecycle_step", parts),
+        ("fixlinks_step", delivery),
+        ("outbox_step", delivery),
     ]
 
 

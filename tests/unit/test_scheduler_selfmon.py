@@ -28,9 +28,10 @@ from bot.adapters.selfmon import (
 )
 from bot.clock import FakeClock
 from bot.interfaces.leader import LeaseElector
-from bot.interfaces.scheduler import JOBS, BotScheduler, RecordingSteps, SchedulerConfig
+from bot.interfaces.scheduler import JOBS, BotScheduler, SchedulerConfig
 from bot.settings import load_settings
 from bot.store.db import Store
+from bot.testing import RecordingSteps
 
 TOKEN = "sntrys_eyJpYXQiOjE3MDAwMDAwMDAsInVybCI6Imh0dHBzOi8vc2VudHJ5LmlvIn0_SECRETPART"
 GH_TOKEN = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"

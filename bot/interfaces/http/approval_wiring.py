@@ -26,6 +26,7 @@ from bot.interfaces.http.parts import HttpParts
 from bot.interfaces.http.slack import SlackInteractions
 from bot.interfaces.http.slack_verify import NonceStore
 from bot.interfaces.leader import LeaseElector, default_holder
+from bot.interfaces.wiring import build_executor, load_matcher
 from bot.pipeline.approvals import ApprovalService, Approvers
 from bot.pipeline.outbox import OutboxFlusher
 
@@ -45,8 +46,6 @@ def leader_runner(app: App, is_leader: LeaderCheck) -> Callable[[str], None]:
     """Execute an approved run here if this replica leads; else leave it to the leader."""
 
     def run(run_id: str) -> None:
-        from bot.interfaces.wiring import build_executor, load_matcher  # heavy: only when needed
-
         if not is_leader():
             log.info("run %s approved; the leader will execute it", run_id[:8])
             return

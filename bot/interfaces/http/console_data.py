@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from bot.pipeline.approvals import decisions
-from bot.pipeline.guards import is_paused
+from bot.pipeline.guards import PAUSE_KEY, is_paused
 from bot.pipeline.outbox import dead_letters
 from bot.store.models import (
     ApprovalDecision,
@@ -140,8 +140,6 @@ def pending_approvals(session: Session) -> list[Pending]:
 
 def pause_state(session: Session) -> tuple[str | None, Setting | None]:
     """(reason if paused, the setting row for its timestamp)."""
-    from bot.pipeline.guards import PAUSE_KEY
-
     return is_paused(session), session.get(Setting, PAUSE_KEY)
 
 

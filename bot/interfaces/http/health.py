@@ -7,8 +7,7 @@ holds the leadership lease (so recorded webhooks will be processed).
 
 from __future__ import annotations
 
-from typing import Any
-
+from alembic.script import ScriptDirectory
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -16,20 +15,17 @@ from starlette.routing import Route
 
 from bot.errors import BotError
 from bot.interfaces.http.parts import HttpParts
+from bot.store.db import MIGRATIONS_DIR
 
 
 def head_revision() -> str | None:
     """The newest migration shipped with this code."""
-    from alembic.script import ScriptDirectory
-
-    from bot.store.db import MIGRATIONS_DIR
-
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
-def readiness(parts: HttpParts) -> tuple[bool, dict[str, Any]]:
+def readiness(parts: HttpParts) -> tuple[bool, dict[str, str]]:
     """(ready, checks) — never raises."""
-    checks: dict[str, Any] = {}
+    checks: dict[str, str] = {}
     try:
         current = parts.store.current_revision()
         checks["store"] = "ok"

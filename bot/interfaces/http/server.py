@@ -30,8 +30,9 @@ from bot.interfaces.http.app import create_app
 from bot.interfaces.http.parts import HttpParts, build_http_parts
 from bot.interfaces.scheduler import BotScheduler, CycleSteps, SchedulerConfig, build_scheduler
 from bot.interfaces.webhook_worker import InboxWorker
+from bot.interfaces.wiring import PartsCache, build_cycle, build_delivery
 from bot.pipeline.inbox import Claimed
-from bot.pipeline.webhook import BatchReport, PartsCache, process_batch
+from bot.pipeline.webhook import BatchReport, process_batch
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class TimedSteps(CycleSteps):
     """The real steps, the poll step timed into ``cycle_duration_seconds``."""
 
     def __init__(self, app: App, telemetry: Telemetry) -> None:
-        super().__init__(app)
+        super().__init__(lambda: build_cycle(app), lambda: build_delivery(app))
         self._timed_poll = telemetry.timed_poll(super().poll)
 
     def poll(self) -> str:
@@ -72,7 +73,7 @@ def build_service(
     cache = PartsCache(app)
 
     def process(batch: Sequence[Claimed]) -> BatchReport:
-        return process_batch(app, cache.get(), batch)
+        return process_batch(cache.get(), batch)
 
     worker = InboxWorker(
         app.store,
