@@ -1,6 +1,6 @@
 """What the cycle's stages are given: their collaborators, built once per tick.
 
-The composition root (:mod:`bot.interfaces.wiring`) builds a :class:`CycleParts` from
+The composition root (``wiring`` beside the CLI) builds a :class:`CycleParts` from
 the settings for each scheduler tick, ``cycle`` command or webhook batch; the stages
 (:mod:`bot.pipeline.cycle`, :mod:`bot.pipeline.steps`, :mod:`bot.pipeline.webhook`)
 only read it. Tests build one with their own store, clock and fakes.
