@@ -26,8 +26,9 @@ from bot.errors import ConfigError, SentryDuplicateComment
 from bot.interfaces.app import App
 from bot.notify.port import Payload, Sender
 from bot.pipeline.events import EventRecorder, NoticeConfig
-from bot.pipeline.execute import Executor, TargetResolver
+from bot.pipeline.execute import Executor
 from bot.pipeline.parts import CycleParts, DeliveryParts, UnconfiguredSource
+from bot.pipeline.ports import TargetResolver
 from bot.pipeline.sources import IssueSource
 from bot.playbooks.matcher import Matcher
 from bot.playbooks.models import Playbook

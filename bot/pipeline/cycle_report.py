@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bot.pipeline.execute import PlanOutcome
 from bot.pipeline.poll import PollResult
+from bot.pipeline.ports import PlanOutcome
 
 
 @dataclass

@@ -16,8 +16,8 @@ from bot.clock import Clock
 from bot.codehost.port import CodeHost
 from bot.errors import ConfigError
 from bot.notify.port import Sender
-from bot.pipeline.execute import Executor, TargetResolver
-from bot.pipeline.ports import EventSink
+from bot.pipeline.execute import Executor
+from bot.pipeline.ports import EventSink, TargetResolver
 from bot.pipeline.sources import IssueSource
 from bot.playbooks.matcher import Matcher
 from bot.playbooks.models import Playbook
