@@ -26,14 +26,22 @@ bits, ``objid`` = low 32 bits, ``objsubid`` = 1; ``pg_advisory_lock(int a, int b
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from psycopg import sql
 from pydantic import Field
 
 from bot.actions import user_locks_mysql as mysql_locks
-from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
-from bot.actions.target import TargetConnection, json_safe
+from bot.actions.base import (
+    ActionSettings,
+    Limits,
+    Outcome,
+    ParamValue,
+    Preview,
+    Verification,
+    need_target,
+)
+from bot.actions.target import Binds, Row, TargetConnection, as_int, json_row
 from bot.clock import Clock, SystemClock
 from bot.errors import RemediationError, TooManyRows
 
@@ -136,7 +144,7 @@ STILL_HELD_SQL = sql.SQL(
 ).format(pids=sql.Placeholder("pids"), key_match=_KEY_MATCH)
 
 
-def _binds(s: AdvisoryLockSettings, keys: list[Key]) -> dict[str, Any]:
+def _binds(s: AdvisoryLockSettings, keys: list[Key]) -> Binds:
     triples = [lock_triple(k) for k in keys]
     return {
         "k_class": [t[0] for t in triples],
@@ -184,7 +192,7 @@ class ReleaseAdvisoryLocks:
 
     def _candidates(
         self, conn: TargetConnection, s: AdvisoryLockSettings, params: dict[str, ParamValue]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Row]:
         """One entry per backend (pid) with the allowlisted keys it holds."""
         keys = _keys(s, params)
         if not keys:
@@ -192,10 +200,12 @@ class ReleaseAdvisoryLocks:
         if _is_mysql(conn):
             names = [mysql_locks.lock_name(k) for k in keys]
             return mysql_locks.candidates(conn, names, s.min_idle_seconds, s.idle_states)
-        by_pid: dict[int, dict[str, Any]] = {}
+        by_pid: dict[int, Row] = {}
+        held: dict[int, list[int | list[int]]] = {}
         for row in conn.fetch_all(CANDIDATES_SQL, _binds(s, keys)):
-            entry = by_pid.setdefault(
-                row["pid"],
+            pid = as_int(row["pid"])
+            by_pid.setdefault(
+                pid,
                 {
                     k: row[k]
                     for k in (
@@ -207,38 +217,50 @@ class ReleaseAdvisoryLocks:
                         "application_name",
                         "idle_seconds",
                     )
-                }
-                | {"keys": []},
+                },
             )
-            entry["keys"].append(_key_label(row["classid"], row["objid"], row["objsubid"]))
-        return list(by_pid.values())
+            label = _key_label(
+                as_int(row["classid"]), as_int(row["objid"]), as_int(row["objsubid"])
+            )
+            held.setdefault(pid, []).append(label)
+        return [entry | {"keys": held[pid]} for pid, entry in by_pid.items()]
 
     def preview(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview:
         """List the backends execute would terminate (nothing is signalled)."""
-        s: AdvisoryLockSettings = settings
+        conn = need_target(conn)
+        s = AdvisoryLockSettings.of(settings)
         found = self._candidates(conn, s, params)
         summary = f"would terminate {len(found)} idle backend(s) holding allowlisted locks"
         if len(found) > limits.max_rows:
             summary += f"; exceeds max_rows={limits.max_rows}, execute would refuse"
-        return Preview(summary=summary, rows=[json_safe(c) for c in found])
+        return Preview(summary=summary, rows=[json_row(c) for c in found])
 
     def execute(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome:
         """Terminate each candidate after re-checking pid, backend_start and idleness."""
-        s: AdvisoryLockSettings = settings
+        conn = need_target(conn)
+        s = AdvisoryLockSettings.of(settings)
         found = self._candidates(conn, s, params)
         if len(found) > limits.max_rows:
             raise TooManyRows(
                 f"{len(found)} lock-holding backends exceed max_rows={limits.max_rows}"
             )
-        terminated: list[dict[str, Any]] = []
+        terminated: list[Row] = []
         if _is_mysql(conn):
             for cand in found:
                 if mysql_locks.kill_if_unchanged(conn, cand, s.min_idle_seconds, s.idle_states):
-                    terminated.append(json_safe(cand))
+                    terminated.append(json_row(cand))
         else:
             binds = _binds(s, _keys(s, params)) | {"wait_ms": s.terminate_wait_ms}
             for cand in found:
@@ -248,7 +270,7 @@ class ReleaseAdvisoryLocks:
                     binds | {"pid": cand["pid"], "backend_start": cand["backend_start"]},
                 )
                 if rows and rows[0]["terminated"]:
-                    terminated.append(json_safe(cand))
+                    terminated.append(json_row(cand))
         return Outcome(
             rows_affected=len(terminated),
             before_image=terminated,
@@ -260,17 +282,22 @@ class ReleaseAdvisoryLocks:
         )
 
     def verify(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification:
         """OK once no terminated pid holds an allowlisted lock; polls briefly (bounded)."""
-        s: AdvisoryLockSettings = settings
-        pids = list(outcome.details.get("pids", []))
-        if not pids:
+        conn = need_target(conn)
+        s = AdvisoryLockSettings.of(settings)
+        pids = outcome.details.get("pids", [])
+        if not isinstance(pids, list) or not pids:
             return Verification(ok=True, summary="no backend was terminated")
         mysql = _is_mysql(conn)
         names = [mysql_locks.lock_name(k) for k in s.allowed_keys] if mysql else []
         binds = {} if mysql else _binds(s, list(s.allowed_keys)) | {"pids": pids}
-        held: list[dict[str, Any]] = []
+        held: list[Row] = []
         for attempt in range(s.verify_attempts):
             # pg_locks and IS_USED_LOCK are read live on every query (not snapshotted), so
             # polling works inside one transaction.
@@ -288,7 +315,7 @@ class ReleaseAdvisoryLocks:
         return Verification(
             ok=False,
             summary=f"{len(held)} allowlisted lock(s) still held after termination",
-            details={"still_held": [json_safe(h) for h in held]},
+            details={"still_held": [json_row(h) for h in held]},
         )
 
 

@@ -16,9 +16,13 @@ parameters), and :class:`Limits` from the playbook's guards.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
+
+from bot.actions.target import TargetConnection, TargetDatabase
+from bot.clock import Clock
+from bot.errors import RemediationError
 
 ParamValue = str | int
 
@@ -27,6 +31,20 @@ class ActionSettings(BaseModel):
     """Base of every action's settings model: playbook-owned, so extra keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def of(cls, settings: ActionSettings) -> Self:
+        """``settings`` as this model; a playbook parsed for another action is a bug."""
+        if not isinstance(settings, cls):
+            raise TypeError(f"expected {cls.__name__}, got {type(settings).__name__}")
+        return settings
+
+
+def need_target(conn: TargetConnection | None) -> TargetConnection:
+    """The connection an action with ``needs_target`` is always handed (never None)."""
+    if conn is None:
+        raise RemediationError("this action needs a target connection")
+    return conn
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,7 @@ class Preview:
     """What an action would change. ``rows`` are JSON-safe dicts (ids, states, pids)."""
 
     summary: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, object]] = field(default_factory=list)
     # When ``rows`` is a sample (a retention run deletes too many to list), the exact
     # number of rows the run would change.
     total: int | None = None
@@ -57,19 +75,20 @@ class Outcome:
     """What an action changed: count, before-image (JSON-safe), details for the journal."""
 
     rows_affected: int
-    before_image: list[dict[str, Any]] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
+    before_image: list[dict[str, object]] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
 class Verification:
     ok: bool
     summary: str
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, object] = field(default_factory=dict)
 
 
 class Action(Protocol):
-    """One built-in action. ``conn`` is a target connection (see bot.actions.target)."""
+    """One built-in action. ``conn`` is the target connection, None exactly when the
+    action does not ``need_target``; ``settings`` is an instance of ``settings_model``."""
 
     name: ClassVar[str]
     settings_model: ClassVar[type[ActionSettings]]
@@ -81,15 +100,27 @@ class Action(Protocol):
     preview_executes: ClassVar[bool]
 
     def preview(
-        self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview: ...
 
     def execute(
-        self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome: ...
 
     def verify(
-        self, conn: Any, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification: ...
 
 
@@ -102,11 +133,11 @@ class BatchedAction(Protocol):
 
     def execute_batches(
         self,
-        target: Any,
-        settings: Any,
+        target: TargetDatabase,
+        settings: ActionSettings,
         params: dict[str, ParamValue],
         limits: Limits,
-        clock: Any,
+        clock: Clock,
     ) -> Outcome: ...
 
 

@@ -35,7 +35,7 @@ import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from psycopg import sql
 
@@ -164,8 +164,11 @@ class PostgresDialect:
         pk = sorted((r["pk_position"], r["name"]) for r in rows if r["pk_position"] is not None)
         return Table(
             name=table,
-            columns={r["name"]: Column(r["name"], r["type_sql"], r["nullable"]) for r in rows},
-            primary_key=tuple(name for _, name in pk),
+            columns={
+                str(r["name"]): Column(str(r["name"]), str(r["type_sql"]), bool(r["nullable"]))
+                for r in rows
+            },
+            primary_key=tuple(str(name) for _, name in pk),
         )
 
     def function(self, conn: TargetConnection, name: str, nargs: int) -> Function:
@@ -179,7 +182,9 @@ class PostgresDialect:
                 f"target, found {len(rows)}",
                 function=name,
             )
-        return Function(name, tuple(rows[0]["arg_types"]))
+        arg_types = rows[0]["arg_types"]
+        assert isinstance(arg_types, list)  # ARRAY(...) arrives as a Python list
+        return Function(name, tuple(str(t) for t in arg_types))
 
     def cast(self, value: sql.Composable, type_sql: str) -> sql.Composable:
         # type_sql is format_type()'s output: the catalog's own, already-quoted spelling.
@@ -233,7 +238,7 @@ def dialect_for(conn: TargetConnection) -> SqlDialect:
     return found
 
 
-def text_value(value: Any) -> str | None:
+def text_value(value: object) -> str | None:
     """A playbook value as the text form every engine casts from (JSON for mappings and
     lists, ``true``/``false`` for booleans); ``None`` stays SQL NULL."""
     if value is None:

@@ -91,10 +91,10 @@ class MySqlDialect:
         return Table(
             name=table,
             columns={
-                r["name"]: Column(r["name"], str(r["type_sql"]), r["nullable"] == "YES")
+                str(r["name"]): Column(str(r["name"]), str(r["type_sql"]), r["nullable"] == "YES")
                 for r in rows
             },
-            primary_key=tuple(name for _, name in pk),
+            primary_key=tuple(str(name) for _, name in pk),
         )
 
     def function(self, conn: TargetConnection, name: str, nargs: int) -> Function:

@@ -68,14 +68,14 @@ class SqliteDialect:
         return Table(
             name=table,
             columns={
-                r["name"]: Column(
-                    r["name"],
+                str(r["name"]): Column(
+                    str(r["name"]),
                     str(r["type_sql"]),
                     not r["not_null"] and not (rowid and r["pk_position"]),
                 )
                 for r in rows
             },
-            primary_key=tuple(name for _, name in pk),
+            primary_key=tuple(str(name) for _, name in pk),
         )
 
     def function(self, conn: TargetConnection, name: str, nargs: int) -> Function:

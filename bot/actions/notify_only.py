@@ -7,9 +7,10 @@ target database and is handed ``conn=None``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
+from bot.actions.target import TargetConnection
 
 
 class NotifyOnlySettings(ActionSettings):
@@ -27,7 +28,11 @@ class NotifyOnly:
     preview_executes: ClassVar[bool] = False
 
     def preview(
-        self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview:
         """Say that nothing will change (``conn`` is ignored and may be None)."""
         note: str | None = getattr(settings, "note", None)
@@ -35,13 +40,21 @@ class NotifyOnly:
         return Preview(summary=f"{summary} ({note})" if note else summary)
 
     def execute(
-        self, conn: Any, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome:
         """Change nothing and report zero rows."""
         return Outcome(rows_affected=0, details={"notify_only": True})
 
     def verify(
-        self, conn: Any, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification:
         """Always OK: there is nothing to verify."""
         return Verification(ok=True, summary="notify only: nothing to verify")

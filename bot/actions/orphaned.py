@@ -14,13 +14,21 @@ own type; the preview runs that statement and rolls it back.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 from psycopg import sql
 from pydantic import Field, model_validator
 
 from bot.actions import transition
-from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
+from bot.actions.base import (
+    ActionSettings,
+    Limits,
+    Outcome,
+    ParamValue,
+    Preview,
+    Verification,
+    need_target,
+)
 from bot.actions.target import Ident, TargetConnection, ident, scope_filter
 from bot.actions.transition import Assign, TransitionSpec
 
@@ -86,26 +94,41 @@ class FailOrphanedTasks:
     preview_executes: ClassVar[bool] = True
 
     def preview(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview:
         """What execute would fail, proved by running it and rolling it back."""
-        spec = spec_for(conn, settings, params)
+        conn = need_target(conn)
+        spec = spec_for(conn, OrphanedSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="fail", dead_verb="")
 
     def execute(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome:
         """Fail every orphaned task with ``reason`` (at most ``max_rows``; else refuse)."""
-        s: OrphanedSettings = settings
+        conn = need_target(conn)
+        s = OrphanedSettings.of(settings)
         outcome = transition.execute(conn, spec_for(conn, s, params), limits)
         outcome.details["reason"] = s.reason
         return outcome
 
     def verify(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification:
         """OK when none of the failed ids is still active with its job missing."""
-        s: OrphanedSettings = settings
+        conn = need_target(conn)
+        s = OrphanedSettings.of(settings)
         spec = spec_for(conn, s, params)
         keys = transition.outcome_keys(conn, spec, outcome)
         if not keys:

@@ -12,15 +12,31 @@ membership and ``RETURNING``: it runs on PostgreSQL, MySQL/MariaDB and SQLite.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from psycopg import sql
 from pydantic import AfterValidator, Field, model_validator
 
-from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
+from bot.actions.base import (
+    ActionSettings,
+    Limits,
+    Outcome,
+    ParamValue,
+    Preview,
+    Verification,
+    need_target,
+)
 from bot.actions.classify import ExtraRule, check_rule_pattern, classify_failure, compile_rules
 from bot.actions.dialect import dialect_for
-from bot.actions.target import Ident, TargetConnection, ident, json_safe, scope_filter
+from bot.actions.target import (
+    Ident,
+    Row,
+    TargetConnection,
+    ident,
+    json_row,
+    json_safe,
+    scope_filter,
+)
 from bot.errors import TooManyRows
 
 
@@ -92,7 +108,7 @@ def _scan(
     params: dict[str, ParamValue],
     *,
     lock: bool,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     scope_sql, binds = scope_filter("t", s.scope, params)
     status: sql.Composable = sql.SQL("")
     if s.status_column and s.status_values:
@@ -116,7 +132,8 @@ def _scan(
     rules = compile_rules([ExtraRule(r.pattern, r.kind, r.code) for r in s.rules])
     out = []
     for row in rows:
-        verdict = classify_failure(row["text"], rules)
+        text = row["text"]  # cast to text by SCAN_SQL: str or NULL
+        verdict = classify_failure(text if isinstance(text, str) else None, rules)
         if verdict.kind == "auth":
             out.append(row | {"code": verdict.code, "reason": verdict.reason})
     return out
@@ -132,11 +149,16 @@ class ReclassifyFailures:
     preview_executes: ClassVar[bool] = True
 
     def preview(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview:
         """What execute would move, proved by running it in a savepoint that is rolled
         back (error text is not included); a refused UPDATE reports the database error."""
-        s: ReclassifySettings = settings
+        conn = need_target(conn)
+        s = ReclassifySettings.of(settings)
         conn.execute("SAVEPOINT bot_preview")
         refused = ""
         try:
@@ -159,7 +181,9 @@ class ReclassifyFailures:
         ]
         return Preview(summary=summary, rows=rows)
 
-    def _update(self, conn: TargetConnection, s: ReclassifySettings, ids: list[Any]) -> set[Any]:
+    def _update(
+        self, conn: TargetConnection, s: ReclassifySettings, ids: list[object]
+    ) -> set[object]:
         """Move ``ids`` (compare-and-set on the old bucket); return the ids that moved."""
         in_ids = conn.dialect.member(_col(s.id_column), "ids")
         update = UPDATE_SQL.format(
@@ -184,10 +208,15 @@ class ReclassifyFailures:
         return {r["id"] for r in conn.fetch_all(moved, binds)}
 
     def execute(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome:
         """Re-bucket exactly the auth rows (at most ``max_rows``; else refuse)."""
-        s: ReclassifySettings = settings
+        conn = need_target(conn)
+        s = ReclassifySettings.of(settings)
         found = _scan(conn, s, params, lock=True)
         if len(found) > limits.max_rows:
             raise TooManyRows(
@@ -198,7 +227,7 @@ class ReclassifyFailures:
             return Outcome(rows_affected=0, details={"ids": []})
         changed_ids = self._update(conn, s, [r["id"] for r in found])
         before = [
-            json_safe({s.id_column: r["id"], s.bucket_column: r["bucket"], "code": r["code"]})
+            json_row({s.id_column: r["id"], s.bucket_column: r["bucket"], "code": r["code"]})
             for r in found
             if r["id"] in changed_ids
         ]
@@ -209,12 +238,17 @@ class ReclassifyFailures:
         )
 
     def verify(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification:
         """OK when every re-bucketed id is in ``to_bucket``."""
-        s: ReclassifySettings = settings
-        ids = list(outcome.details.get("ids", []))
-        if not ids:
+        conn = need_target(conn)
+        s = ReclassifySettings.of(settings)
+        ids = outcome.details.get("ids", [])
+        if not isinstance(ids, list) or not ids:
             return Verification(ok=True, summary="nothing was changed")
         wrong = conn.fetch_all(
             VERIFY_SQL.format(

@@ -26,15 +26,23 @@ wrote them.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
 from psycopg import sql
 from pydantic import Field, model_validator
 
 from bot.actions import transition
-from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
+from bot.actions.base import (
+    ActionSettings,
+    Limits,
+    Outcome,
+    ParamValue,
+    Preview,
+    Verification,
+    need_target,
+)
 from bot.actions.dialect import dialect_for
-from bot.actions.target import Ident, TargetConnection, scope_filter
+from bot.actions.target import Binds, Ident, TargetConnection, scope_filter
 from bot.actions.transition import Assign, TransitionSpec, optional_scope_filter, parse_set
 from bot.actions.transition_settings import (
     Age,
@@ -251,29 +259,46 @@ class RequeueStuckTasks:
     preview_executes: ClassVar[bool] = True
 
     def preview(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview:
         """What execute would change, proved by running it and rolling it back."""
-        spec = spec_for(conn, settings, params)
+        conn = need_target(conn)
+        spec = spec_for(conn, RequeueSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="requeue", dead_verb="dead-letter")
 
     def execute(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome:
         """Requeue (or dead-letter) every stuck row, at most ``max_rows``; else refuse.
 
         The before-image holds, per changed row, its primary key and the old values of
         every column the transition sets, in the database's text form (lossless).
         """
-        outcome = transition.execute(conn, spec_for(conn, settings, params), limits)
+        conn = need_target(conn)
+        outcome = transition.execute(
+            conn, spec_for(conn, RequeueSettings.of(settings), params), limits
+        )
         outcome.details["requeued"] = outcome.details["changed"]
         return outcome
 
     def verify(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification:
         """OK when none of the changed rows is still stuck."""
-        s: RequeueSettings = settings
+        conn = need_target(conn)
+        s = RequeueSettings.of(settings)
         spec = spec_for(conn, s, params)
         keys = transition.outcome_keys(conn, spec, outcome)
         if not keys:
@@ -290,7 +315,7 @@ class RequeueStuckTasks:
 
 def batch_statement(
     conn: TargetConnection, s: RequeueSettings, params: dict[str, ParamValue]
-) -> tuple[sql.Composed, dict[str, Any]]:
+) -> tuple[sql.Composed, Binds]:
     """The per-batch statement ``execute`` runs and its binds, all but ``limit`` (for
     bench/requeue.py's EXPLAIN)."""
     return transition.statement(conn, spec_for(conn, s, params))

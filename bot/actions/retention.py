@@ -24,198 +24,73 @@ long as it runs. This action does the same work the way an operator should:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, ClassVar
+from datetime import date, datetime
+from typing import ClassVar
 
 from psycopg import sql
-from pydantic import Field
 
-from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
-from bot.actions.target import Ident, TargetConnection, TargetDatabase, ident, json_safe
+from bot.actions.base import (
+    ActionSettings,
+    Limits,
+    Outcome,
+    ParamValue,
+    Preview,
+    Verification,
+    need_target,
+)
+from bot.actions.retention_sql import RetentionSettings, Statements, archive_sql, statements_for
+from bot.actions.target import (
+    Binds,
+    TargetConnection,
+    TargetDatabase,
+    as_int,
+    json_row,
+    json_safe,
+)
 from bot.clock import Clock
 from bot.errors import LockTimeout, RemediationError
 
 
-class RetentionSettings(ActionSettings):
-    table: Ident
-    timestamp_column: Ident
-    id_column: Ident = "id"
-    older_than_days: int = Field(ge=1, le=36_500)
-    batch_size: int = Field(default=1_000, ge=1, le=50_000)
-    pause_ms: int = Field(default=200, ge=0, le=60_000)
-    archive_table: Ident | None = None
-    # Only clean a table that has grown past this many rows (RB-04: "If > 1M rows").
-    min_table_rows: int | None = Field(default=None, ge=1)
-
-
-@dataclass(frozen=True)
-class _Sql:
-    """The statements one dialect needs, composed from checked identifiers."""
-
-    cutoff: sql.Composed
-    count_old: sql.Composed
-    count_new: sql.Composed
-    lock_batch: sql.Composed
-    lock_after: sql.Composed
-    delete_batch: sql.Composed
-    columns: sql.Composed
-    count_all: sql.Composed
-    # DELETE ... RETURNING (PostgreSQL, MariaDB, SQLite 3.35+); MySQL has none.
-    returning: bool = True
-
-
-def _pg(s: RetentionSettings) -> _Sql:
-    table, ts, pk = ident(s.table), ident(s.timestamp_column), ident(s.id_column)
-    return _Sql(
-        cutoff=sql.SQL("SELECT now() - make_interval(days => {d}) AS cutoff").format(
-            d=sql.Placeholder("days")
-        ),
-        count_old=sql.SQL("SELECT count(*) AS n FROM {t} WHERE {ts} < {c}").format(
-            t=table, ts=ts, c=sql.Placeholder("cutoff")
-        ),
-        count_new=sql.SQL("SELECT count(*) AS n FROM {t} WHERE {ts} >= {c}").format(
-            t=table, ts=ts, c=sql.Placeholder("cutoff")
-        ),
-        # Oldest first, by the timestamp index a retention table has; rows a writer
-        # holds are skipped, never waited on.
-        lock_batch=sql.SQL(
-            "SELECT {pk} AS id, {ts} AS ts FROM {t} WHERE {ts} < {c}"
-            " ORDER BY {ts} LIMIT {n} FOR UPDATE SKIP LOCKED"
-        ).format(pk=pk, t=table, ts=ts, c=sql.Placeholder("cutoff"), n=sql.Placeholder("n")),
-        # Keyset: the next batch starts at the last timestamp of the one before, as an
-        # index range, so it never re-walks the entries earlier batches left dead
-        # (without it every batch scans them all again: quadratic in the batches).
-        lock_after=sql.SQL(
-            "SELECT {pk} AS id, {ts} AS ts FROM {t} WHERE {ts} < {c} AND {ts} >= {a}"
-            " ORDER BY {ts} LIMIT {n} FOR UPDATE SKIP LOCKED"
-        ).format(
-            pk=pk,
-            t=table,
-            ts=ts,
-            c=sql.Placeholder("cutoff"),
-            n=sql.Placeholder("n"),
-            a=sql.Placeholder("after_ts"),
-        ),
-        # The cutoff is re-checked: a row is deleted only if it is still old.
-        delete_batch=sql.SQL(
-            "DELETE FROM {t} WHERE {pk} = ANY({ids}) AND {ts} < {c} RETURNING {ts} AS ts"
-        ).format(t=table, pk=pk, ids=sql.Placeholder("ids"), ts=ts, c=sql.Placeholder("cutoff")),
-        count_all=sql.SQL("SELECT count(*) AS n FROM {t}").format(t=table),
-        columns=sql.SQL(
-            "SELECT attname AS name FROM pg_attribute WHERE attrelid = {t}::regclass"
-            " AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
-        ).format(t=sql.Placeholder("table")),
-    )
-
-
-def _portable(conn: TargetConnection, s: RetentionSettings) -> _Sql:
-    """MySQL/MariaDB and SQLite: the same statements with the engine's clock, locking
-    clause and list membership. SQLite (D1) timestamps are ``datetime('now')`` text and
-    the cutoff is that same text, so ``<`` compares them in time order and uses the
-    timestamp index; the file's write lock (``BEGIN IMMEDIATE``) stands in for row locks."""
-    table, ts, pk = ident(s.table), ident(s.timestamp_column), ident(s.id_column)
-    d = conn.dialect
-    sqlite = d.name == "sqlite"
-    cutoff = (
-        "SELECT datetime('now', '-' || %(days)s || ' days') AS cutoff"
-        if sqlite
-        else "SELECT NOW(6) - INTERVAL %(days)s DAY AS cutoff"
-    )
-    batch = (
-        "SELECT {pk} AS id, {ts} AS ts FROM {t} WHERE {ts} < {c}{after}"
-        " ORDER BY {ts} LIMIT {n} {lock}"
-    )
-    keyset = sql.SQL(" AND {} >= {}").format(ts, sql.Placeholder("after_ts"))
-    returning = d.name != "mysql"
-    columns = (
-        "SELECT name FROM pragma_table_xinfo(%(table)s) WHERE hidden = 0 ORDER BY cid"
-        if sqlite
-        else "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS"
-        " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %(table)s"
-        " AND EXTRA NOT LIKE '%%GENERATED%%' ORDER BY ORDINAL_POSITION"
-    )
-    return _Sql(
-        cutoff=sql.Composed([sql.SQL(cutoff)]),
-        count_old=sql.SQL("SELECT count(*) AS n FROM {t} WHERE {ts} < {c}").format(
-            t=table, ts=ts, c=sql.Placeholder("cutoff")
-        ),
-        count_new=sql.SQL("SELECT count(*) AS n FROM {t} WHERE {ts} >= {c}").format(
-            t=table, ts=ts, c=sql.Placeholder("cutoff")
-        ),
-        lock_batch=sql.SQL(batch).format(
-            pk=pk,
-            ts=ts,
-            t=table,
-            c=sql.Placeholder("cutoff"),
-            after=sql.SQL(""),
-            n=sql.Placeholder("n"),
-            lock=d.skip_locked,
-        ),
-        lock_after=sql.SQL(batch).format(
-            pk=pk,
-            ts=ts,
-            t=table,
-            c=sql.Placeholder("cutoff"),
-            after=keyset,
-            n=sql.Placeholder("n"),
-            lock=d.skip_locked,
-        ),
-        delete_batch=sql.SQL("DELETE FROM {t} WHERE {in_ids} AND {ts} < {c}{ret}").format(
-            t=table,
-            in_ids=d.member(pk, "ids"),
-            ts=ts,
-            c=sql.Placeholder("cutoff"),
-            # Bare column: SQLite's RETURNING takes no alias-qualified names.
-            ret=sql.SQL(" RETURNING {} AS ts").format(ts) if returning else sql.SQL(""),
-        ),
-        count_all=sql.SQL("SELECT count(*) AS n FROM {t}").format(t=table),
-        columns=sql.Composed([sql.SQL(columns)]),
-        returning=returning,
-    )
-
-
-def _archive_sql(conn: TargetConnection, s: RetentionSettings, columns: list[str]) -> sql.Composed:
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    return sql.SQL("INSERT INTO {archive} ({cols}) SELECT {cols} FROM {t} WHERE {in_ids}").format(
-        archive=ident(s.archive_table or ""),
-        cols=cols,
-        t=ident(s.table),
-        in_ids=conn.dialect.member(ident(s.id_column), "ids"),
-    )
-
-
-def _statements(conn: TargetConnection, s: RetentionSettings) -> _Sql:
-    if conn.dialect.name == "postgresql":
-        return _pg(s)
-    if conn.dialect.name in ("mysql", "mariadb", "sqlite"):
-        return _portable(conn, s)
-    raise RemediationError(
-        f"retention_cleanup has no {conn.dialect.name} statements", target=conn.dialect.name
-    )
-
-
-def _count(conn: TargetConnection, query: sql.Composed, cutoff: Any) -> int:
+def _count(conn: TargetConnection, query: sql.Composed, cutoff: object) -> int:
     rows = conn.fetch_all(query, {"cutoff": cutoff})
-    return int(rows[0]["n"]) if rows else 0
+    return as_int(rows[0]["n"]) if rows else 0
 
 
-def _below_threshold(conn: TargetConnection, q: _Sql, s: RetentionSettings) -> str:
+def _below_threshold(conn: TargetConnection, q: Statements, s: RetentionSettings) -> str:
     """Why nothing should be cleaned (the table is under ``min_table_rows``), or ""."""
     if s.min_table_rows is None:
         return ""
     rows = conn.fetch_all(q.count_all)
-    total = int(rows[0]["n"]) if rows else 0
+    total = as_int(rows[0]["n"]) if rows else 0
     if total > s.min_table_rows:
         return ""
     return f"nothing to do: {s.table} has {total} rows, not over {s.min_table_rows}"
 
 
-def _cutoff(conn: TargetConnection, q: _Sql, s: RetentionSettings) -> Any:
-    return conn.fetch_all(q.cutoff, {"days": s.older_than_days})[0]["cutoff"]
+# A timestamp column's value: date/datetime from PostgreSQL and MySQL, text from SQLite.
+Instant = date | str
 
 
-def _instant(value: Any) -> Any:
+def _stamp(value: object) -> Instant:
+    if isinstance(value, date | str):
+        return value
+    raise TypeError(f"expected a timestamp column value, got {type(value).__name__}")
+
+
+def _later(a: Instant, b: Instant) -> bool:
+    """``a > b`` for two values of one timestamp column (never a date against text)."""
+    if isinstance(a, date) and isinstance(b, date):
+        return a > b
+    if isinstance(a, str) and isinstance(b, str):
+        return a > b
+    raise TypeError(f"cannot compare {type(a).__name__} with {type(b).__name__}")
+
+
+def _cutoff(conn: TargetConnection, q: Statements, s: RetentionSettings) -> Instant:
+    return _stamp(conn.fetch_all(q.cutoff, {"days": s.older_than_days})[0]["cutoff"])
+
+
+def _instant(value: object) -> Instant:
     """A journaled timestamp (ISO text) as something that compares in time order."""
     try:
         return datetime.fromisoformat(str(value))
@@ -232,10 +107,15 @@ class RetentionCleanup:
     accepted_params: ClassVar[frozenset[str]] = frozenset()
 
     def preview(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview:
-        s: RetentionSettings = settings
-        q = _statements(conn, s)
+        conn = need_target(conn)
+        s = RetentionSettings.of(settings)
+        q = statements_for(conn, s)
         cutoff = _cutoff(conn, q, s)
         small = _below_threshold(conn, q, s)
         if small:
@@ -258,11 +138,16 @@ class RetentionCleanup:
         )
 
     def execute(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome:
         """One batch in the caller's transaction (the executor prefers execute_batches)."""
-        s: RetentionSettings = settings
-        q = _statements(conn, s)
+        conn = need_target(conn)
+        s = RetentionSettings.of(settings)
+        q = statements_for(conn, s)
         cutoff = _cutoff(conn, q, s)
         deleted, newest, _ = self._batch(conn, q, s, cutoff, min(s.batch_size, limits.max_rows))
         return Outcome(
@@ -273,27 +158,27 @@ class RetentionCleanup:
     def execute_batches(
         self,
         target: TargetDatabase,
-        settings: Any,
+        settings: ActionSettings,
         params: dict[str, ParamValue],
         limits: Limits,
         clock: Clock,
     ) -> Outcome:
         """Batch after batch, each its own short transaction, until no old row is left,
         ``max_rows`` is reached, or a lock timeout stops it."""
-        s: RetentionSettings = settings
+        s = RetentionSettings.of(settings)
         st, lt = limits.statement_timeout_ms, limits.lock_timeout_ms
         with target.transaction(st, lt, read_only=True) as conn:
-            q = _statements(conn, s)
+            q = statements_for(conn, s)
             cutoff = _cutoff(conn, q, s)
             newer_before = _count(conn, q.count_new, cutoff)
             small = _below_threshold(conn, q, s)
         if small:
             return Outcome(0, details={"cutoff": json_safe(cutoff), "skipped": small})
         batches: list[int] = []
-        newest: Any = None
+        newest: Instant | None = None
         stopped = ""
         total = 0
-        after: Any = None
+        after: Instant | None = None
         swept = False
         while total < limits.max_rows:
             want = min(s.batch_size, limits.max_rows - total)
@@ -306,7 +191,11 @@ class RetentionCleanup:
             if deleted:
                 batches.append(deleted)
                 total += deleted
-                newest = last if newest is None or (last is not None and last > newest) else newest
+                newest = (
+                    last
+                    if newest is None or (last is not None and _later(last, newest))
+                    else newest
+                )
             after = after_next if after_next is not None else after
             if deleted < want:
                 if swept or after is None:
@@ -332,15 +221,15 @@ class RetentionCleanup:
     def _batch(
         self,
         conn: TargetConnection,
-        q: _Sql,
+        q: Statements,
         s: RetentionSettings,
-        cutoff: Any,
+        cutoff: Instant,
         n: int,
-        after: Any = None,
-    ) -> tuple[int, Any, Any]:
+        after: Instant | None = None,
+    ) -> tuple[int, Instant | None, Instant | None]:
         """Lock, archive (if asked) and delete up to ``n`` old rows after the keyset
         ``after``; return (deleted, newest deleted timestamp, the batch's last key)."""
-        binds: dict[str, Any] = {"cutoff": cutoff, "n": n}
+        binds: Binds = {"cutoff": cutoff, "n": n}
         if after is None:
             locked = conn.fetch_all(q.lock_batch, binds)
         else:
@@ -349,8 +238,8 @@ class RetentionCleanup:
             return 0, None, None
         ids = [r["id"] for r in locked]
         if s.archive_table:
-            columns = [r["name"] for r in conn.fetch_all(q.columns, {"table": s.table})]
-            copied = conn.execute(_archive_sql(conn, s, columns), {"ids": ids})
+            columns = [str(r["name"]) for r in conn.fetch_all(q.columns, {"table": s.table})]
+            copied = conn.execute(archive_sql(conn, s, columns), {"ids": ids})
             if copied != len(ids):
                 raise RemediationError(
                     f"archived {copied} of {len(ids)} rows into {s.archive_table}; rolled back",
@@ -368,13 +257,22 @@ class RetentionCleanup:
                     target=s.table,
                 )
             rows = [{"ts": r["ts"]} for r in locked]
-        return len(rows), max((r["ts"] for r in rows), default=None), locked[-1]["ts"]
+        newest: Instant | None = None
+        for r in rows:
+            ts = _stamp(r["ts"])
+            newest = ts if newest is None or _later(ts, newest) else newest
+        return len(rows), newest, _stamp(locked[-1]["ts"])
 
     def verify(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification:
-        s: RetentionSettings = settings
-        q = _statements(conn, s)
+        conn = need_target(conn)
+        s = RetentionSettings.of(settings)
+        q = statements_for(conn, s)
         d = outcome.details
         if d.get("skipped"):
             return Verification(True, str(d["skipped"]))
@@ -388,19 +286,21 @@ class RetentionCleanup:
         if old_left and not d.get("hit_max_rows"):
             problems.append(f"{old_left} rows older than the cutoff remain")
         newest = d.get("newest_deleted")
-        if newest is not None and _instant(newest) >= _instant(cutoff):
+        if newest is not None and not _later(_instant(cutoff), _instant(newest)):
             problems.append(f"a deleted row was not older than the cutoff ({newest})")
-        if newer_now < int(d.get("newer_rows_before", 0)):
+        if newer_now < as_int(d.get("newer_rows_before", 0)):
             problems.append(f"newer rows went from {d.get('newer_rows_before')} to {newer_now}")
         details = {"old_rows_left": old_left, "newer_rows": newer_now, "cutoff": cutoff}
         if problems:
-            return Verification(False, "; ".join(problems), json_safe(details))
+            return Verification(False, "; ".join(problems), json_row(details))
         tail = f"; {old_left} left for later runs (max_rows)" if old_left else ""
+        batches = d.get("batches", [])
+        n_batches = len(batches) if isinstance(batches, list) else 0
         return Verification(
             True,
-            f"deleted {outcome.rows_affected} rows in {len(d.get('batches', []))} batch(es)"
+            f"deleted {outcome.rows_affected} rows in {n_batches} batch(es)"
             f" (largest {d.get('max_batch', 0)}); no row older than the cutoff{tail}",
-            json_safe(details),
+            json_row(details),
         )
 
 

@@ -19,12 +19,20 @@ incident is over. This module sets it; :mod:`bot.pipeline.flags` reverts it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from psycopg import sql
 from pydantic import Field, field_validator
 
-from bot.actions.base import ActionSettings, Limits, Outcome, ParamValue, Preview, Verification
+from bot.actions.base import (
+    ActionSettings,
+    Limits,
+    Outcome,
+    ParamValue,
+    Preview,
+    Verification,
+    need_target,
+)
 from bot.actions.target import Ident, TargetConnection, ident, json_safe
 from bot.errors import RemediationError
 
@@ -151,9 +159,14 @@ class SetFlag:
     dialects: ClassVar[frozenset[str]] = frozenset({"postgresql"})
 
     def preview(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Preview:
-        s: SetFlagSettings = settings
+        conn = need_target(conn)
+        s = SetFlagSettings.of(settings)
         type_name, not_null = column_type(conn, s.table, s.value_column)
         if s.value is None and not_null:
             raise RemediationError(f"{s.table}.{s.value_column} is NOT NULL; value may not be null")
@@ -169,9 +182,14 @@ class SetFlag:
         )
 
     def execute(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], limits: Limits
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
     ) -> Outcome:
-        s: SetFlagSettings = settings
+        conn = need_target(conn)
+        s = SetFlagSettings.of(settings)
         type_name, not_null = column_type(conn, s.table, s.value_column)
         if s.value is None and not_null:
             raise RemediationError(f"{s.table}.{s.value_column} is NOT NULL; value may not be null")
@@ -191,9 +209,14 @@ class SetFlag:
         return Outcome(1, before_image=[image], details=image)
 
     def verify(
-        self, conn: TargetConnection, settings: Any, params: dict[str, ParamValue], outcome: Outcome
+        self,
+        conn: TargetConnection | None,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        outcome: Outcome,
     ) -> Verification:
-        s: SetFlagSettings = settings
+        conn = need_target(conn)
+        s = SetFlagSettings.of(settings)
         now = read_value(conn, s, lock=False)
         want = outcome.details.get("value", as_text(s.value))
         if outcome.details.get("unchanged"):

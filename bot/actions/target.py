@@ -33,7 +33,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, LiteralString, Protocol
+from typing import Annotated, LiteralString, Protocol
 from uuid import UUID
 
 from psycopg import sql
@@ -41,11 +41,13 @@ from pydantic import AfterValidator
 
 from bot.errors import RemediationError
 
+# The binds an action composes for one statement, by placeholder name.
+Binds = dict[str, object]
 # Values bound to a statement's named placeholders (``%(name)s``): plain Python values
 # the drivers adapt (str, int, float, bool, None, datetime, lists of these, JSON text).
 Params = Mapping[str, object]
 # One result row keyed by column name, values as the driver returns them.
-Row = dict[str, Any]
+Row = dict[str, object]
 
 # What actions may pass as SQL: reviewed literal text or psycopg.sql compositions.
 SqlQuery = LiteralString | sql.SQL | sql.Composed
@@ -81,13 +83,13 @@ def ident(name: str) -> sql.Identifier:
 _PLAIN = frozenset({type(None), bool, int, float, str})
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: object) -> object:
     """Turn a database value into something the journal can store as JSON."""
     # Exact-type fast path first: before-images can hold thousands of rows.
     kind = type(value)
     if kind in _PLAIN:
         return value
-    if kind is dict:
+    if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -97,21 +99,32 @@ def json_safe(value: Any) -> Any:
         return value
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
     return str(value)
 
 
+def json_row(row: Mapping[str, object]) -> dict[str, object]:
+    """:func:`json_safe` of one row (or any mapping): a dict the journal can store."""
+    return {str(k): json_safe(v) for k, v in row.items()}
+
+
+def as_int(value: object) -> int:
+    """A row value the query makes an integer (an int, or the Decimal/str some drivers
+    return for BIGINT and NUMERIC), as ``int``; anything else is a bug in the query."""
+    if isinstance(value, int | float | str | Decimal):
+        return int(value)
+    raise TypeError(f"expected an integer column value, got {type(value).__name__}")
+
+
 def scope_filter(
-    alias: str, scope: Mapping[str, str], params: Mapping[str, Any]
-) -> tuple[sql.Composable, dict[str, Any]]:
+    alias: str, scope: Mapping[str, str], params: Params
+) -> tuple[sql.Composable, Binds]:
     """``AND alias.col = %(scope_i)s`` for each ``column: param`` in ``scope``, plus binds.
 
     A scope parameter missing from ``params`` is an error, never a dropped filter: a
     missing filter would widen the remediation to the whole table.
     """
     parts: list[sql.Composable] = []
-    binds: dict[str, Any] = {}
+    binds: Binds = {}
     for i, (column, param) in enumerate(sorted(scope.items())):
         if param not in params:
             raise RemediationError(f"scope parameter {param!r} was not extracted", param=param)
@@ -203,10 +216,10 @@ def still_matching(
     conn: TargetConnection,
     table: str,
     id_column: str,
-    ids: list[Any],
+    ids: list[object],
     where: sql.Composable,
-    binds: Mapping[str, Any],
-) -> list[Any]:
+    binds: Params,
+) -> list[object]:
     """The ids among ``ids`` whose row (alias ``t``) still satisfies ``where``."""
     rows = conn.fetch_all(
         _STILL_MATCHING_SQL.format(

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from psycopg import sql
 
 from bot.actions.base import Limits, Outcome, Preview
 from bot.actions.dialect import Table, dialect_for, text_value
-from bot.actions.target import TargetConnection, ident, json_safe
+from bot.actions.target import Binds, Params, Row, TargetConnection, ident, json_safe
 from bot.actions.transition_spec import (
     DEAD_FLAG,
     Assign,
@@ -67,14 +66,14 @@ __all__ = [
 ]
 
 
-def statement(conn: TargetConnection, spec: TransitionSpec) -> tuple[sql.Composed, dict[str, Any]]:
+def statement(conn: TargetConnection, spec: TransitionSpec) -> tuple[sql.Composed, Binds]:
     """The per-batch statement :func:`execute` runs and its binds, all but ``limit``."""
     built = Composer(conn, spec).build()
     return built.query, built.binds
 
 
 def one_of(
-    alias: str, column: str, values: Sequence[Any], binds: dict[str, Any], prefix: str
+    alias: str, column: str, values: Sequence[object], binds: Binds, prefix: str
 ) -> sql.Composable:
     """``alias.column IN (<values as binds>)``, dialect-neutral (binds added)."""
     if not values:
@@ -87,12 +86,12 @@ def one_of(
 
 
 def optional_scope_filter(
-    alias: str, scope: Mapping[str, str], params: Mapping[str, Any]
-) -> tuple[sql.Composable, dict[str, Any]]:
+    alias: str, scope: Mapping[str, str], params: Params
+) -> tuple[sql.Composable, Binds]:
     """Like :func:`bot.actions.target.scope_filter`, but a parameter that was not
     extracted adds no filter (a pack's optional ``queue`` narrowing)."""
     parts: list[sql.Composable] = []
-    binds: dict[str, Any] = {}
+    binds: Binds = {}
     for i, (column, param) in enumerate(sorted(scope.items())):
         if param not in params:
             continue
@@ -106,16 +105,14 @@ def optional_scope_filter(
     return sql.Composed(parts), binds
 
 
-def outcome_keys(
-    conn: TargetConnection, spec: TransitionSpec, outcome: Outcome
-) -> list[dict[str, Any]]:
+def outcome_keys(conn: TargetConnection, spec: TransitionSpec, outcome: Outcome) -> list[Row]:
     """The primary keys an outcome changed. A journaled outcome (crash recovery) may
     carry only ``ids``: they name the key when it is the single ``id_column``."""
     keys = outcome.details.get("keys")
     if isinstance(keys, list):
         return [k for k in keys if isinstance(k, dict)]
-    ids = list(outcome.details.get("ids") or [])
-    if not ids:
+    ids = outcome.details.get("ids")
+    if not isinstance(ids, list) or not ids:
         return []
     pk = dialect_for(conn).table(conn, spec.table).primary_key
     if len(pk) == 1:
@@ -124,9 +121,9 @@ def outcome_keys(
     return [{k: b[k] for k in pk} for b in image]
 
 
-def _shape(row: dict[str, Any], built: Built, spec: TransitionSpec) -> dict[str, Any]:
+def _shape(row: Row, built: Built, spec: TransitionSpec) -> Row:
     """One returned row as its before-image entry: primary key, then old values."""
-    entry: dict[str, Any] = {}
+    entry: Row = {}
     for i, k in enumerate(built.table.primary_key):
         entry[k] = json_safe(row[key_alias(i)])
     for c in built.image_columns:
@@ -138,13 +135,13 @@ def _shape(row: dict[str, Any], built: Built, spec: TransitionSpec) -> dict[str,
 
 @dataclass
 class _Run:
-    before: list[dict[str, Any]]
+    before: list[Row]
     dead: int
-    companions: dict[str, list[Any]]
+    companions: dict[str, list[object]]
     table: Table
 
 
-def _refuse_repeats(before: list[dict[str, Any]], table: Table, spec: TransitionSpec) -> None:
+def _refuse_repeats(before: list[Row], table: Table, spec: TransitionSpec) -> None:
     """A row changed twice means ``set`` leaves it matching the condition: every batch
     would take it again. Refuse (the caller rolls back) with the reason, rather than
     looping until max_rows."""
@@ -162,9 +159,9 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
     if not composer.d.update_returning:
         return _run_portable(conn, spec, limits, composer.build_portable())
     built = composer.build()
-    before: list[dict[str, Any]] = []
+    before: list[Row] = []
     dead = 0
-    companions: dict[str, list[Any]] = {c.table: [] for c in spec.companions}
+    companions: dict[str, list[object]] = {c.table: [] for c in spec.companions}
     while True:
         # Ask for one row more than max_rows allows: if it exists, the total is over the
         # cap and we refuse; the caller's transaction rolls back, nothing changes.
@@ -176,7 +173,8 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
         _refuse_repeats(before, built.table, spec)
         if rows:
             for i, comp in enumerate(spec.companions):
-                companions[comp.table].extend(rows[0].get(f"companion:{i}") or [])
+                found = rows[0].get(f"companion:{i}")  # an array of the companion keys
+                companions[comp.table].extend(found if isinstance(found, list) else [])
         if len(before) > limits.max_rows:
             raise TooManyRows(
                 f"more than max_rows={limits.max_rows} rows to change in {spec.table}",
@@ -193,7 +191,7 @@ def _run_portable(
     """:func:`_run` for engines without ``UPDATE ... RETURNING`` (see ``build_portable``)."""
     pk = p.table.primary_key
     shape = Built(sql.Composed([]), p.binds, p.table, p.image_columns)
-    before: list[dict[str, Any]] = []
+    before: list[Row] = []
     dead = 0
     while True:
         limit = min(limits.batch_size, limits.max_rows + 1 - len(before))
@@ -275,28 +273,29 @@ def preview(
     refused = ""
     try:
         try:
-            outcome = execute(conn, spec, limits)
+            run: _Run | None = _run(conn, spec, limits)
         except TooManyRows as exc:
-            outcome, refused = None, str(exc)
+            run, refused = None, str(exc)
     finally:
         conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(sql.Identifier(_SAVEPOINT)))
         conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(_SAVEPOINT)))
-    if outcome is None:
+    if run is None:
         return Preview(summary=f"execute would refuse: {refused}; nothing would change")
+    outcome = _outcome(spec, run)
     details = outcome.details
     summary = f"would {verb} {details['changed']}"
     if spec.dead_when is not None:
         summary += f" and {dead_verb} {details['dead_lettered']}"
     summary += f" row(s) in {spec.table}"
-    for table, rows in details["companions"].items():
+    for table, rows in run.companions.items():
         summary += f", and update {len(rows)} row(s) of {table}"
     summary += " (statement executed and rolled back)"
     return Preview(summary=summary, rows=outcome.before_image)
 
 
 def still_matching(
-    conn: TargetConnection, spec: TransitionSpec, keys: Sequence[Mapping[str, Any]]
-) -> list[Any]:
+    conn: TargetConnection, spec: TransitionSpec, keys: Sequence[Params]
+) -> list[object]:
     """The keys among ``keys`` whose row still satisfies the transition's condition.
 
     Keys travel as text binds cast to each key column's own type (dialect-neutral); the
@@ -306,7 +305,7 @@ def still_matching(
     d = dialect_for(conn)
     table = d.table(conn, spec.table)
     pk = table.primary_key
-    binds: dict[str, Any] = dict(spec.binds)
+    binds: Binds = dict(spec.binds)
     matches: list[sql.Composable] = []
     for n, key in enumerate(keys):
         parts: list[sql.Composable] = []

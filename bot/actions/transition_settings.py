@@ -19,17 +19,20 @@ Every given condition must hold (they are ANDed).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 from psycopg import sql
 from pydantic import Field, model_validator
 
 from bot.actions.base import ActionSettings
 from bot.actions.dialect import SqlDialect
-from bot.actions.target import Ident, ident
+from bot.actions.target import Binds, Ident, ident
 from bot.actions.transition_spec import Assign, CallSpec, CompanionSpec, parse_assign, parse_set
+from bot.json_types import JsonArray, JsonObject
 
-SetValue = str | int | float | bool | None | dict[str, Any] | list[Any]
+# A playbook's ``set`` entry: a scalar, or a mapping/list of JSON (a ``{value: ...}``
+# for a json column, or a ``{now: true}`` / ``{increment: n}`` form parse_assign reads).
+SetValue = str | int | float | bool | None | JsonObject | JsonArray
 
 
 class OwnerHeartbeat(ActionSettings):
@@ -76,7 +79,7 @@ class Staleness(ActionSettings):
         return self
 
 
-def stale_condition(d: SqlDialect, stale: Staleness, binds: dict[str, Any]) -> list[sql.Composable]:
+def stale_condition(d: SqlDialect, stale: Staleness, binds: Binds) -> list[sql.Composable]:
     """The staleness conditions on alias ``t`` (binds added to ``binds``)."""
     parts: list[sql.Composable] = []
     hb = stale.owner_heartbeat
@@ -141,7 +144,7 @@ class Cap(ActionSettings):
         return self
 
 
-def cap_condition(cap: Cap, binds: dict[str, Any]) -> sql.Composable:
+def cap_condition(cap: Cap, binds: Binds) -> sql.Composable:
     """True (on alias ``t``) when the row is past its cap."""
     if cap.max_column is not None:
         return sql.SQL("COALESCE(t.{}, 0) >= t.{}").format(

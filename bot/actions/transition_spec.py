@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from psycopg import sql
 
-from bot.actions.target import check_identifier
+from bot.actions.target import Params, check_identifier
 
 AssignKind = Literal["value", "null", "now", "increment", "copy"]
 _FORMS = ("value", "now", "increment", "copy", "column")
@@ -23,10 +23,10 @@ class Assign:
     """One ``column: <what>`` of a ``set``; ``arg`` is the value, amount or column."""
 
     kind: AssignKind
-    arg: Any = None
+    arg: object = None
 
 
-def parse_assign(spec: Any, *, where: str) -> Assign:
+def parse_assign(spec: object, *, where: str) -> Assign:
     """Parse one playbook ``set`` entry; ``ValueError`` (a load error) if malformed."""
     if spec is None:
         return Assign("null")
@@ -53,7 +53,7 @@ def parse_assign(spec: Any, *, where: str) -> Assign:
     return Assign("value", spec)
 
 
-def parse_set(values: Mapping[str, Any], *, where: str) -> dict[str, Assign]:
+def parse_set(values: Mapping[str, object], *, where: str) -> dict[str, Assign]:
     """Parse a whole ``set`` mapping (column names checked as identifiers)."""
     return {
         check_identifier(col): parse_assign(spec, where=f"{where}.{col}")
@@ -90,7 +90,7 @@ class TransitionSpec:
     table: str
     id_column: str
     where: sql.Composable
-    binds: Mapping[str, Any]
+    binds: Params
     set: Mapping[str, Assign]
     # Dead-letter: rows where ``dead_when`` holds get ``dead_set`` instead of ``set``.
     dead_when: sql.Composable | None = None

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from psycopg import sql
 
 from bot.actions.dialect import SqlDialect, Table, dialect_for, text_value
-from bot.actions.target import TargetConnection, ident
+from bot.actions.target import Binds, TargetConnection, ident
 from bot.actions.transition_spec import (
     DEAD_FLAG,
     Assign,
@@ -30,7 +29,7 @@ from bot.errors import RemediationError
 @dataclass(frozen=True)
 class Built:
     query: sql.Composed
-    binds: dict[str, Any]
+    binds: Binds
     table: Table
     image_columns: tuple[str, ...]
 
@@ -39,7 +38,7 @@ class Built:
 class Portable:
     select: sql.Composable
     sets: Mapping[bool, sql.Composable]  # dead-letter flag -> SET list
-    binds: dict[str, Any]
+    binds: Binds
     table: Table
     image_columns: tuple[str, ...]
 
@@ -65,10 +64,10 @@ class Composer:
                 f"table {spec.table} has no primary key: rows could not be named exactly",
                 table=spec.table,
             )
-        self.binds: dict[str, Any] = dict(spec.binds)
+        self.binds: Binds = dict(spec.binds)
         self.refs: list[str] = []
 
-    def _bind(self, value: Any) -> sql.Placeholder:
+    def _bind(self, value: object) -> sql.Placeholder:
         name = f"v{len(self.binds)}"
         self.binds[name] = text_value(value)
         return sql.Placeholder(name)

@@ -28,11 +28,9 @@ Needs ``PROCESS`` (see every thread and InnoDB transactions), ``CONNECTION ADMIN
 
 from __future__ import annotations
 
-from typing import Any
-
 from psycopg import sql
 
-from bot.actions.target import TargetConnection
+from bot.actions.target import Row, TargetConnection, as_int
 
 # A lock name is a string up to 64 characters (MySQL 5.7.5+ limit; MariaDB allows more).
 MAX_NAME = 64
@@ -94,10 +92,11 @@ def _allowed_states(idle_states: tuple[str, ...]) -> set[bool]:
 
 def candidates(
     conn: TargetConnection, names: list[str], min_idle: float, idle_states: tuple[str, ...]
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """One entry per holder thread with the allowlisted names it holds."""
     allowed = _allowed_states(idle_states)
-    by_id: dict[int, dict[str, Any]] = {}
+    by_id: dict[int, Row] = {}
+    held: dict[int, list[str]] = {}
     query = CANDIDATE_SQL.format(
         query_id=_query_id(conn),
         in_trx=_IN_TRX,
@@ -109,25 +108,25 @@ def candidates(
         for row in conn.fetch_all(query, {"name": name, "min_idle": min_idle}):
             if bool(row["in_transaction"]) not in allowed:
                 continue
-            entry = by_id.setdefault(
-                int(row["id"]),
+            pid = as_int(row["id"])
+            by_id.setdefault(
+                pid,
                 {
-                    "pid": int(row["id"]),
+                    "pid": pid,
                     "user": row["user"],
                     "host": row["host"],
                     "db": row["db"],
                     "state": "idle in transaction" if row["in_transaction"] else "idle",
-                    "idle_seconds": int(row["idle_seconds"]),
+                    "idle_seconds": as_int(row["idle_seconds"]),
                     "query_id": row["query_id"],
-                    "keys": [],
                 },
             )
-            entry["keys"].append(name)
-    return list(by_id.values())
+            held.setdefault(pid, []).append(name)
+    return [entry | {"keys": held[pid]} for pid, entry in by_id.items()]
 
 
 def kill_if_unchanged(
-    conn: TargetConnection, cand: dict[str, Any], min_idle: float, idle_states: tuple[str, ...]
+    conn: TargetConnection, cand: Row, min_idle: float, idle_states: tuple[str, ...]
 ) -> bool:
     """``KILL CONNECTION`` the candidate only if its identity and idleness still hold."""
     same_query = (
@@ -144,9 +143,12 @@ def kill_if_unchanged(
         min_idle=sql.Placeholder("min_idle"),
         same_query=same_query,
     )
+    keys = cand["keys"]
+    if not isinstance(keys, list) or not keys:
+        raise TypeError("a candidate from candidates() names the locks it holds")
     binds = {
         "id": cand["pid"],
-        "name": cand["keys"][0],
+        "name": keys[0],
         "user": cand["user"],
         "host": cand["host"],
         "min_idle": min_idle,
@@ -159,12 +161,12 @@ def kill_if_unchanged(
     return True
 
 
-def still_held(conn: TargetConnection, names: list[str], ids: list[int]) -> list[dict[str, Any]]:
+def still_held(conn: TargetConnection, names: list[str], ids: list[object]) -> list[Row]:
     """The allowlisted names some killed thread still holds."""
-    held = []
+    held: list[Row] = []
     killed = set(ids)
     for name in names:
         holder = conn.fetch_all(HOLDER_SQL.format(name=sql.Placeholder("name")), {"name": name})
-        if holder and holder[0]["holder"] is not None and int(holder[0]["holder"]) in killed:
-            held.append({"pid": int(holder[0]["holder"]), "key": name})
+        if holder and holder[0]["holder"] is not None and as_int(holder[0]["holder"]) in killed:
+            held.append({"pid": as_int(holder[0]["holder"]), "key": name})
     return held

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
@@ -42,9 +42,12 @@ import pymysql.cursors
 from psycopg import sql
 from pymysql.constants import CLIENT
 
-from bot.actions.target import Dialect, SqlQuery
+from bot.actions.target import Dialect, Params, Row, SqlQuery
 from bot.adapters.targets.sqltext import ParamStyle, render
 from bot.errors import LockTimeout, RemediationError, TargetUnavailable
+
+# A PyMySQL connection as the adapter opens it (default cursor class).
+MyConn: TypeAlias = "pymysql.Connection[pymysql.cursors.Cursor]"  # subscriptable in the stubs only
 
 _LOCK_CODES = frozenset({1205, 3024, 1969, 1317})
 # CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_SERVER_GONE_ERROR, CR_SERVER_LOST,
@@ -119,12 +122,12 @@ class MySqlDsn:
 
 
 def _code(exc: BaseException) -> int | None:
-    args: tuple[Any, ...] = exc.args
+    args: tuple[object, ...] = exc.args
     return args[0] if args and isinstance(args[0], int) else None
 
 
 def _message(exc: BaseException, secret: str | None) -> str:
-    args: tuple[Any, ...] = exc.args
+    args: tuple[object, ...] = exc.args
     text = str(args[1]) if len(args) > 1 else (str(exc) or type(exc).__name__)
     text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return text.replace(secret, "***") if secret else text
@@ -146,9 +149,7 @@ def translate_mysql_error(
 class MySqlConnection:
     """:class:`~bot.actions.target.TargetConnection` over one PyMySQL connection."""
 
-    def __init__(
-        self, conn: pymysql.Connection[Any], dialect: Dialect, target: str, secret: str | None
-    ) -> None:
+    def __init__(self, conn: MyConn, dialect: Dialect, target: str, secret: str | None) -> None:
         self._conn = conn
         self._dialect = dialect
         self._target = target
@@ -159,13 +160,11 @@ class MySqlConnection:
         return self._dialect
 
     @property
-    def raw(self) -> pymysql.Connection[Any]:
+    def raw(self) -> MyConn:
         """The underlying PyMySQL connection (tests only)."""
         return self._conn
 
-    def fetch_all(
-        self, query: SqlQuery, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
+    def fetch_all(self, query: SqlQuery, params: Params | None = None) -> list[Row]:
         rendered = render(query, params, ParamStyle.PYFORMAT)
         try:
             with self._conn.cursor(pymysql.cursors.DictCursor) as cur:
@@ -174,7 +173,7 @@ class MySqlConnection:
         except pymysql.MySQLError as exc:
             raise translate_mysql_error(exc, target=self._target, secret=self._secret) from exc
 
-    def execute(self, query: SqlQuery, params: Mapping[str, Any] | None = None) -> int:
+    def execute(self, query: SqlQuery, params: Params | None = None) -> int:
         rendered = render(query, params, ParamStyle.PYFORMAT)
         try:
             with self._conn.cursor() as cur:
@@ -213,7 +212,7 @@ class MySqlTarget:
         where = f"{self._dsn.host}:{self._dsn.port}/{self._dsn.database}" if self._dsn else "?"
         return f"MySqlTarget(name={self._name!r}, at={where!r})"
 
-    def _connect(self, read_timeout_s: int) -> pymysql.Connection[Any]:
+    def _connect(self, read_timeout_s: int) -> MyConn:
         dsn = self._dsn
         if dsn is None:
             raise TargetUnavailable(

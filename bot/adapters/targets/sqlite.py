@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from psycopg import sql
 
-from bot.actions.target import Dialect, SqlQuery
+from bot.actions.target import Dialect, Params, Row, SqlQuery
 from bot.adapters.targets.sqltext import ParamStyle, render
 from bot.errors import LockTimeout, RemediationError, TargetUnavailable
 
@@ -92,7 +91,7 @@ class SqliteConnection:
         """The underlying sqlite3 connection (tests only)."""
         return self._conn
 
-    def _run(self, query: SqlQuery, params: Mapping[str, Any] | None) -> sqlite3.Cursor:
+    def _run(self, query: SqlQuery, params: Params | None) -> sqlite3.Cursor:
         rendered = render(query, params, ParamStyle.NAMED)
         self._arm()
         try:
@@ -100,9 +99,7 @@ class SqliteConnection:
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, target=self._target) from exc
 
-    def fetch_all(
-        self, query: SqlQuery, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
+    def fetch_all(self, query: SqlQuery, params: Params | None = None) -> list[Row]:
         cur = self._run(query, params)
         try:
             if cur.description is None:
@@ -114,7 +111,7 @@ class SqliteConnection:
         finally:
             cur.close()
 
-    def execute(self, query: SqlQuery, params: Mapping[str, Any] | None = None) -> int:
+    def execute(self, query: SqlQuery, params: Params | None = None) -> int:
         cur = self._run(query, params)
         try:
             if cur.description is not None:

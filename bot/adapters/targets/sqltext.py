@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
 from uuid import UUID
 
 from psycopg import sql
@@ -47,17 +46,19 @@ class Rendered:
 
     __slots__ = ("params", "text")
 
-    def __init__(self, text: str, params: dict[str, Any]) -> None:
+    def __init__(self, text: str, params: dict[str, object]) -> None:
         self.text = text
         self.params = params
 
 
 class _Renderer:
-    def __init__(self, style: ParamStyle, params: Mapping[str, Any], adapt: Any) -> None:
+    def __init__(
+        self, style: ParamStyle, params: Mapping[str, object], adapt: Callable[[object], object]
+    ) -> None:
         self.style = style
         self.params = params
         self.adapt = adapt
-        self.out: dict[str, Any] = {}
+        self.out: dict[str, object] = {}
 
     def slot(self, name: str) -> str:
         return f"%({name})s" if self.style is ParamStyle.PYFORMAT else f":{name}"
@@ -115,7 +116,7 @@ class _Renderer:
         raise TypeError(f"cannot render {type(part).__name__} as SQL")
 
 
-def plain_value(value: Any) -> Any:
+def plain_value(value: object) -> object:
     """A bind value every driver takes: UUIDs as text, enums by value, others as they are."""
     if isinstance(value, UUID):
         return str(value)
@@ -124,7 +125,7 @@ def plain_value(value: Any) -> Any:
     return value
 
 
-def sqlite_value(value: Any) -> Any:
+def sqlite_value(value: object) -> object:
     """A bind value for sqlite3: datetimes in the ``datetime('now')`` text form (UTC,
     seconds), decimals as text; never through sqlite3's deprecated default adapters."""
     value = plain_value(value)
@@ -138,7 +139,7 @@ def sqlite_value(value: Any) -> Any:
 
 
 def render(
-    query: sql.Composable | str, params: Mapping[str, Any] | None, style: ParamStyle
+    query: sql.Composable | str, params: Mapping[str, object] | None, style: ParamStyle
 ) -> Rendered:
     """Render ``query`` with ``params`` for a driver of ``style`` (see the module doc)."""
     renderer = _Renderer(
