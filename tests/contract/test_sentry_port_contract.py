@@ -18,8 +18,9 @@ broker, so the stub cannot drift from the real ones):
 Sentry itself is not reachable from here; the description (release 0.272.0,
 ``../shared/sentry-api/``) is the independent stand-in. Prism is stateless, so
 behaviours that need memory (a resolve visible on re-read, a refused duplicate comment,
-several pages) are checked on the fake only, each skip naming why and which
-getsentry/sentry source the fake follows there.
+several pages) are checked on the fake only: those tests are parametrized over the
+backends that can answer them (nothing is skipped), and each says why the others are
+absent and which getsentry/sentry source the fake follows there.
 """
 
 from __future__ import annotations
@@ -135,10 +136,9 @@ class Backend:
         self.fake.events_refusal = 403
         return self.client(), issue_id
 
-    def need_state(self, why: str) -> FakeSentry:
-        """The fake; on Prism (stateless) skip, saying why."""
-        if self.fake is None:
-            pytest.skip(f"prism mock is stateless: {why}")
+    def need_state(self) -> FakeSentry:
+        """The fake (tests that need memory are parametrized over stateful backends only)."""
+        assert self.fake is not None, "a stateful test was given a stateless backend"
         return self.fake
 
     def close(self) -> None:
@@ -221,22 +221,24 @@ def test_events_parse(backend: Backend) -> None:
     assert isinstance(latest, SentryEvent) and latest.id
 
 
+# The events table answers on the stateful backends only: the description's one example
+# of organizations/{org}/events/ is a transactions query whose rows have no ``issue.id``
+# (the row schema is free-form), so a count per issue cannot come from Prism's mock. The
+# fake follows getsentry/sentry src/sentry/api/endpoints/organization_events.py
+# (dataset=errors, field=issue.id, field=count()).
+@pytest.mark.parametrize("backend", ["fake", "fake-via-prism"], indirect=True)
 def test_event_counts_count_per_issue(backend: Backend) -> None:
     ids = backend.issue_ids()
-    client = backend.client()
-    if backend.fake is None:
-        # Prism accepted the request (else a 400: SentryBadRequest), but the only example
-        # of organizations/{org}/events/ is a transactions query whose rows have no
-        # ``issue.id``, and the row schema is free-form: a count per issue cannot come
-        # from the description. The client refuses such rows loudly.
-        with pytest.raises(SentryBadResponse, match="malformed row"):
-            client.event_counts(ids, stats_period="48h")
-        pytest.skip(
-            "prism mock: no example of a count-per-issue events table; the fake follows "
-            "getsentry/sentry src/sentry/api/endpoints/organization_events.py "
-            "(dataset=errors, field=issue.id, field=count())"
-        )
-    assert client.event_counts(ids, stats_period="48h") == dict.fromkeys(ids, 1)
+    assert backend.client().event_counts(ids, stats_period="48h") == dict.fromkeys(ids, 1)
+
+
+@pytest.mark.parametrize("backend", ["prism-mock"], indirect=True)
+def test_event_counts_refuse_rows_without_an_issue(backend: Backend) -> None:
+    """Prism accepts the request (else a 400: SentryBadRequest), and answers with its
+    transactions example; rows without ``issue.id`` are refused loudly, never counted 0."""
+    ids = backend.issue_ids()
+    with pytest.raises(SentryBadResponse, match="malformed row"):
+        backend.client().event_counts(ids, stats_period="48h")
 
 
 # -- writes ---------------------------------------------------------------------------
@@ -261,11 +263,11 @@ def test_resolve_requests_are_accepted(backend: Backend) -> None:
         assert updated.id == ids[-1] and updated.status == "resolved"
 
 
+# Prism keeps no state, so a resolve is not remembered there; the fake follows
+# update_groups in getsentry/sentry src/sentry/api/helpers/group_index/update.py.
+@pytest.mark.parametrize("backend", ["fake", "fake-via-prism"], indirect=True)
 def test_a_resolve_is_visible_on_reread(backend: Backend) -> None:
-    backend.need_state(
-        "a resolve is not remembered; the fake follows update_groups in getsentry/sentry "
-        "src/sentry/api/helpers/group_index/update.py"
-    )
+    backend.need_state()
     ids = backend.issue_ids()
     client = backend.client()
     client.bulk_update(ids[:2], {"status": "resolved"})
@@ -276,9 +278,10 @@ def test_a_resolve_is_visible_on_reread(backend: Backend) -> None:
     }
 
 
+# Not through the proxy: prism proxy answers an invalid request itself (422), never
+# forwarding it to the fake.
+@pytest.mark.parametrize("backend", ["fake", "prism-mock"], indirect=True)
 def test_an_invalid_status_is_a_bad_request(backend: Backend) -> None:
-    if backend.name == "fake-via-prism":
-        pytest.skip("prism proxy answers an invalid request itself (422), never forwarding it")
     ids = backend.issue_ids()
     client = backend.client()
     with pytest.raises(SentryBadRequest):
@@ -287,9 +290,11 @@ def test_an_invalid_status_is_a_bad_request(backend: Backend) -> None:
         client.bulk_update(ids[:1], {"status": "sleeping"})
 
 
+# The fake only: the comments route is absent from Sentry's description (Prism answers
+# 404 for it); see SENTRY_ABSENT for the getsentry/sentry source the fake follows.
+@pytest.mark.parametrize("backend", ["fake"], indirect=True)
 def test_a_duplicate_comment_is_refused(backend: Backend) -> None:
-    if backend.name != "fake":  # Prism answers 404 for a route the description lacks
-        pytest.skip(SENTRY_ABSENT[next(iter(SENTRY_ABSENT))])
+    assert any(path.endswith("/comments/") for path, _ in SENTRY_ABSENT)
     ids = backend.issue_ids()
     client = backend.client()
     client.add_comment(ids[0], "fixed by the bot")
