@@ -35,13 +35,11 @@ line) as attributes; messages never contain secrets.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class BotError(Exception):
     """The bot failed."""
 
-    def __init__(self, message: str | None = None, **context: Any) -> None:
+    def __init__(self, message: str | None = None, **context: object) -> None:
         self.context = context
         super().__init__(message or (self.__doc__ or "").strip())
 
@@ -57,7 +55,7 @@ class RetryLater(BotError):
     """A transient failure: the same call may succeed later."""
 
     def __init__(
-        self, message: str | None = None, *, retry_after: float | None = None, **context: Any
+        self, message: str | None = None, *, retry_after: float | None = None, **context: object
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, **context)

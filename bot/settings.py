@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from bot.errors import ConfigError
 from bot.failpoints import FAILPOINTS
+from bot.json_types import JsonObject
 from bot.safety.safe_yaml import BoundedYamlError, check_size, load_bounded
 
 DEFAULT_DB_URL = "sqlite:///.state/bot.db"
@@ -130,7 +131,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias="BOT_LOG_LEVEL"
     )
-    triage: dict[str, Any] = Field(default_factory=dict, validation_alias="BOT_TRIAGE")
+    triage: JsonObject = Field(default_factory=dict, validation_alias="BOT_TRIAGE")
     # Crash testing only (bot/failpoints.py): the process dies at this named point.
     failpoint: str | None = Field(None, validation_alias="BOT_FAILPOINT")
     targets: dict[str, SecretStr] = Field(
@@ -141,14 +142,14 @@ class Settings(BaseSettings):
         "sentry_projects", "sentry_environments", "github_repos", "approvers", mode="before"
     )
     @classmethod
-    def _split_csv(cls, value: Any) -> Any:
+    def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("log_level", mode="before")
     @classmethod
-    def _level(cls, value: Any) -> Any:
+    def _level(cls, value: object) -> object:
         # `BOT_LOG_LEVEL=debug` is what people type; logging's own names are upper case.
         return value.strip().upper() if isinstance(value, str) else value
 
@@ -243,7 +244,7 @@ def _targets_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path) -> JsonObject:
     try:
         check_size(path.stat().st_size)
         data = load_bounded(path.read_text(encoding="utf-8"))

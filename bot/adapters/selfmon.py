@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import sentry_sdk
@@ -30,7 +30,7 @@ from bot.safety.redact import redact, secret_pattern
 from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from sentry_sdk._types import MonitorConfig
+    from sentry_sdk._types import Breadcrumb, BreadcrumbHint, Event, Hint, MonitorConfig
     from sentry_sdk.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class SecretScrubber:
         """``text`` with every secret replaced by ``[redacted]``."""
         return redact(text, self._pattern, REDACTED)
 
-    def scrub(self, value: Any) -> Any:
+    def scrub(self, value: object) -> object:
         """A copy-free, in-place-where-possible scrub of nested dicts, lists and strings."""
         if isinstance(value, str):
             return self.scrub_text(value)
@@ -90,19 +90,29 @@ class SecretScrubber:
             return [self.scrub(v) for v in value]
         return value
 
-    def before_send(self, event: Any, hint: Any) -> Any:
+    def before_send(self, event: Event, hint: Hint) -> Event:
         """sentry-sdk ``before_send``: drop frame variables, then scrub everything."""
-        for exc in (event.get("exception") or {}).get("values") or []:
-            for frame in (exc.get("stacktrace") or {}).get("frames") or []:
-                frame.pop("vars", None)
-        for thread in (event.get("threads") or {}).get("values") or []:
-            for frame in (thread.get("stacktrace") or {}).get("frames") or []:
-                frame.pop("vars", None)
-        return self.scrub(event)
+        for key in ("exception", "threads"):
+            for entry in _dicts(_get(event, key, "values")):
+                for frame in _dicts(_get(entry, "stacktrace", "frames")):
+                    frame.pop("vars", None)
+        # The scrubbed copy has the same shape: only strings changed.
+        return cast("Event", self.scrub(event))
 
-    def before_breadcrumb(self, crumb: Any, hint: Any) -> Any:
+    def before_breadcrumb(self, crumb: Breadcrumb, hint: BreadcrumbHint) -> Breadcrumb:
         """sentry-sdk ``before_breadcrumb``: scrub the breadcrumb."""
-        return self.scrub(crumb)
+        return cast("Breadcrumb", self.scrub(crumb))
+
+
+def _get(container: Mapping[str, object], key: str, inner: str) -> object:
+    """``container[key][inner]`` when both are there (sentry-sdk events are nested dicts)."""
+    value = container.get(key)
+    return value.get(inner) if isinstance(value, dict) else None
+
+
+def _dicts(value: object) -> list[dict[str, object]]:
+    """The dict items of ``value`` when it is a list (else none)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def secrets_from_settings(settings: Settings) -> list[str]:

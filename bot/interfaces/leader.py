@@ -26,9 +26,8 @@ import os
 import socket
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import case, delete, or_, update
+from sqlalchemy import Update, case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -106,7 +105,7 @@ class LeaseElector:
         self._valid_until = expires if won else None
         return won
 
-    def _update(self, stmt: Any) -> bool:
+    def _update(self, stmt: Update) -> bool:
         with self.store.session() as session:
             return bool(session.connection().execute(stmt).rowcount == 1)
 

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, quote
 
 from jinja2 import Environment, FileSystemLoader
@@ -36,6 +35,7 @@ from bot.interfaces.http.console_auth import valid_user_name as _valid_user
 from bot.pipeline.approvals import Action, ApprovalOutcome, ApprovalService, Channel
 from bot.pipeline.guards import set_paused
 from bot.store.db import Store
+from bot.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Console:
     # --- plumbing -------------------------------------------------------------------
 
     def _render(
-        self, name: str, status: int = 200, principal: Principal | None = None, **ctx: Any
+        self, name: str, status: int = 200, principal: Principal | None = None, **ctx: object
     ) -> HTMLResponse:
         assert self.env is not None
         html = self.env.get_template(name).render(
@@ -275,7 +275,7 @@ class Console:
         return self._redirect("/pause", "paused" if pausing else "resumed")
 
     async def outbox(self, request: Request, principal: Principal) -> Response:
-        def read() -> list[Any]:
+        def read() -> list[OutboxMessage]:
             with self.store.session() as session:
                 return data.outbox_dead(session)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from sqlalchemy.orm import Mapped
 from sqlmodel import Session, col, func, select
 
 from bot.pipeline.approvals import decisions
@@ -35,7 +35,7 @@ class IssueList:
     total: int
 
 
-def _distinct(session: Session, column: Any) -> list[str]:
+def _distinct(session: Session, column: Mapped[str | None]) -> list[str]:
     rows = session.exec(select(column).where(column.is_not(None)).distinct()).all()
     return sorted(str(r) for r in rows if r)
 
@@ -74,9 +74,9 @@ class IssueDetail:
     runs: list[RemediationRun]
     fixes: list[FixLink]
     decisions: list[ApprovalDecision]
-    indicators: list[dict[str, Any]]
+    indicators: list[dict[str, object]]
     report: str
-    triage: dict[str, Any] = field(default_factory=dict)
+    triage: dict[str, object] = field(default_factory=dict)
 
 
 def find_issue(session: Session, key: str) -> TrackedIssue | None:
