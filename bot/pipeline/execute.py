@@ -25,7 +25,7 @@ from bot.actions.base import BatchedAction, ParamValue, Preview
 from bot.actions.registry import get_action
 from bot.actions.target import TargetConnection
 from bot.clock import Clock
-from bot.errors import BotError, RemediationError, RetryLater
+from bot.errors import BotError, RemediationError, RetryLater, RunNotFound
 from bot.pipeline import guards
 from bot.pipeline.approvals import (
     Action,
@@ -80,7 +80,7 @@ class Execution:
         with self.store.session() as session:
             run = session.get(RemediationRun, run_id)
             if run is None:
-                raise BotError(f"no run {run_id!r}")
+                raise RunNotFound(f"no run {run_id!r}")
             issue_short = session.get(TrackedIssue, run.issue_id)
         pb = self.playbooks.get(run.playbook_id)
         out = PlanOutcome(
