@@ -104,7 +104,7 @@ _DIRECT_INSERT = (
 
 
 def _stamp(value: str | None) -> str | None:
-    # The store's UTC text form (what bot.store.bulk.sqlite_utc_text writes).
+    # The store's UTC text form (what SQLAlchemy's SQLite DateTime bind processor writes).
     if not value:
         return None
     at = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)

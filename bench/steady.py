@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import sql
-from sqlalchemy import event, update
+from sqlalchemy import event, insert, update
 
 from bot.adapters.sentry.client import HttpSentryClient
 from bot.clock import FakeClock
@@ -51,7 +51,6 @@ from bot.interfaces.app import App
 from bot.interfaces.wiring import build_cycle
 from bot.pipeline.cycle import run_cycle
 from bot.settings import Settings
-from bot.store.bulk import insert_many
 from bot.store.db import Store
 from bot.store.models import TrackedIssue
 from bot.testing import FakeSentry
@@ -118,7 +117,7 @@ def _rows(n: int) -> list[list[Any]]:
                 i % 7,
                 first,
                 last,
-                json.dumps(raw),
+                raw,
                 "medium",
                 "code_bug",
                 last + timedelta(hours=1),
@@ -170,15 +169,13 @@ def populate(url: str, n: int) -> None:
     store.upgrade()
     with store.session() as session:
         rows = _rows(n)
-        table = TrackedIssue.__table__  # type: ignore[attr-defined]
         for start in range(0, n, 5_000):
-            insert_many(
-                session,
-                table,
-                _COLUMNS,
-                rows[start : start + 5_000],
-                constants={"requires_approval": False},
-                json_text=["raw"],
+            session.execute(
+                insert(TrackedIssue),
+                [
+                    {**dict(zip(_COLUMNS, row, strict=True)), "requires_approval": False}
+                    for row in rows[start : start + 5_000]
+                ],
             )
     store.dispose()
 

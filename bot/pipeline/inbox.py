@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bot.json_types import JsonObject
 from bot.sentry.webhook_envelope import Delivery
 from bot.store.db import Store
 from bot.store.models import DeliveryStatus, WebhookDelivery
@@ -38,7 +38,7 @@ class Claimed:
     issue_id: str | None
     actor_type: str | None
     actor_id: str | None
-    payload: dict[str, Any]
+    payload: JsonObject
     attempts: int
 
 
@@ -123,7 +123,7 @@ def retry_later(
     """A transient failure: due again after ``delay``; after MAX_ATTEMPTS it is failed
     (the poller still sees the issue). True when it will be retried."""
     again = claimed.attempts < MAX_ATTEMPTS
-    values: dict[str, Any] = {"result": error[:2000]}
+    values: dict[str, object] = {"result": error[:2000]}
     if again:
         values["claimed_until"] = now + delay
     else:

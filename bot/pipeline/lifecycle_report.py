@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -43,7 +42,7 @@ class QuietReport:
     resolved_ids: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """Plain data (JSON-ready) for the cycle report and ``status --json``."""
         return asdict(self)
 

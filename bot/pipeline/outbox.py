@@ -34,7 +34,6 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -73,7 +72,7 @@ def enqueue(
     """
     json.dumps(payload)
     at = ensure_utc(now)
-    values: dict[str, Any] = {
+    values: dict[str, object] = {
         "channel": channel,
         "dedupe_key": dedupe_key,
         "issue_id": issue_id,
@@ -273,7 +272,7 @@ class OutboxFlusher:
         log.error("outbox message %s is dead: %s", row.id, error)
         self._update(row, status=OutboxStatus.DEAD.value, last_error=error)
 
-    def _update(self, row: _Claimed, **values: Any) -> None:
+    def _update(self, row: _Claimed, **values: object) -> None:
         # Only while the row is still ours: if our lease expired and another
         # flusher reclaimed it (attempts moved on), its outcome wins.
         stmt = (

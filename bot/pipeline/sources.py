@@ -12,12 +12,13 @@ import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from bot.clock import Clock, ensure_utc
 from bot.errors import SentryBadResponse
+from bot.json_types import JsonValue
 from bot.sentry.models import QuarantinedItem, SentryEvent, SentryIssue
 from bot.sentry.port import SentryPort
 
@@ -159,7 +160,7 @@ class ReplaySource:
 
 def _load_replay(path: Path) -> tuple[list[SentryIssue], dict[str, list[SentryEvent]]]:
     try:
-        raw: Any = json.loads(path.read_text(encoding="utf-8"))
+        raw: JsonValue = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SentryBadResponse(f"cannot read replay file: {exc.strerror}", file=str(path)) from exc
     except json.JSONDecodeError as exc:
@@ -192,7 +193,7 @@ def _load_replay(path: Path) -> tuple[list[SentryIssue], dict[str, list[SentryEv
     return issues, events
 
 
-def _validate(model: type[M], item: Any, path: Path, where: str) -> M:
+def _validate(model: type[M], item: JsonValue, path: Path, where: str) -> M:
     try:
         return model.model_validate(item)
     except ValidationError as exc:

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from bot.clock import Clock, ensure_utc
 from bot.sentry.models import SentryIssue
-from bot.store.bulk import BackgroundWriter, insert_statements
 from bot.store.models import LifecycleState, TrackedIssue, Transition
 
 _MAX_TEXT = 8_192
@@ -85,7 +84,7 @@ _MIRRORED = (
 )
 
 
-def _mirror(issue: SentryIssue) -> tuple[Any, ...]:
+def _mirror(issue: SentryIssue) -> tuple[object, ...]:
     return (
         issue.short_id,
         issue.title[:_MAX_TEXT],
@@ -104,20 +103,11 @@ def _mirror(issue: SentryIssue) -> tuple[Any, ...]:
     )
 
 
-def _fields(issue: SentryIssue) -> dict[str, Any]:
+def _fields(issue: SentryIssue) -> dict[str, object]:
     """The tracked-issue columns that mirror Sentry's view of the issue."""
     fields = dict(zip(_MIRRORED, _mirror(issue), strict=True))
     fields["raw"] = issue.model_dump(mode="json", by_alias=True)
     return fields
-
-
-def _raw_json(issue: SentryIssue) -> str:
-    """``raw`` as JSON text: the same document as ``_fields(issue)["raw"]``, serialised by
-    pydantic in one native call instead of a Python dict that the JSON type re-dumps."""
-    return _ISSUE_SERIALIZER.to_json(issue, by_alias=True).decode()
-
-
-_ISSUE_SERIALIZER = SentryIssue.__pydantic_serializer__
 
 
 def _apply(row: TrackedIssue, issue: SentryIssue) -> None:
@@ -125,14 +115,13 @@ def _apply(row: TrackedIssue, issue: SentryIssue) -> None:
         setattr(row, key, value)
 
 
-# First-seen rows: these columns vary per issue (raw already JSON text), every other
-# column of the table gets the same value for the whole batch. Taking the column list
-# from the table means a column added later without a value here is inserted as NULL
-# and a NOT NULL one fails loudly.
-_NEW_VARYING = ("id", *_MIRRORED, "raw")
+# First-seen rows get every column of the table: the mirrored ones and ``raw`` from the
+# issue, the rest the same value for the whole batch. Taking the column list from the
+# table means a column added later without a value here is inserted as NULL and a NOT
+# NULL one fails loudly.
 _COLUMNS = tuple(TrackedIssue.__table__.columns.keys())  # type: ignore[attr-defined]
-_NEW_ROW_DEFAULTS: dict[str, Any] = {
-    **dict.fromkeys(c for c in _COLUMNS if c not in _NEW_VARYING),
+_NEW_ROW_DEFAULTS: dict[str, object] = {
+    **dict.fromkeys(c for c in _COLUMNS if c not in ("id", *_MIRRORED, "raw")),
     "triage": {},
     "state": LifecycleState.NEW.value,
     "resolved_by_bot": False,
@@ -155,32 +144,25 @@ def _moved(row: TrackedIssue, issue: SentryIssue) -> bool:
 def track(session: Session, issues: Iterable[SentryIssue], clock: Clock) -> TrackResult:
     """Upsert ``issues`` into the store; return what is new, changed or regressed.
 
-    Batches of first-seen issues are written by a background thread while ``issues``
-    is read further (with an HTTP source, the next pages); every write is finished
-    before this returns or raises, so the caller's commit or rollback covers them all.
+    Issues are handled in batches; every write is in the session's transaction, so the
+    caller's commit or rollback covers them all.
     """
     result = TrackResult()
-    with BackgroundWriter(session) as writer:
-        batch: list[SentryIssue] = []
-        for issue in issues:
-            batch.append(issue)
-            if len(batch) >= _BATCH:
-                result.merge(_track_batch(session, batch, clock, writer))
-                batch = []
-        if batch:
-            result.merge(_track_batch(session, batch, clock, writer))
+    batch: list[SentryIssue] = []
+    for issue in issues:
+        batch.append(issue)
+        if len(batch) >= _BATCH:
+            result.merge(_track_batch(session, batch, clock))
+            batch = []
+    if batch:
+        result.merge(_track_batch(session, batch, clock))
     return result
 
 
 _BATCH = 500
 
 
-def _track_batch(
-    session: Session, issues: list[SentryIssue], clock: Clock, writer: BackgroundWriter
-) -> TrackResult:
-    # The previous batch's rows must be in before the lookup, and the session's
-    # connection is ours again only once the writer is idle.
-    writer.wait()
+def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> TrackResult:
     result = TrackResult()
     now = clock.now()
     ids = [i.id for i in issues]
@@ -188,21 +170,31 @@ def _track_batch(
         row.id: row
         for row in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(ids)))
     }
-    # New issues are bulk-inserted below the ORM (bot/store/bulk.py): ORM objects, or even
-    # Core's per-row bind processing, for thousands of first-seen issues cost several
-    # times the HTTP time (bench/poll.py).
-    inserts: dict[str, tuple[Any, ...]] = {}
-    first_polled: list[tuple[str, str]] = []
+    # New issues go in as one executemany per table (SQLAlchemy's insertmanyvalues /
+    # DBAPI executemany), not as ORM objects: thousands of first-seen issues on a first
+    # poll. bench/bulk_insert.py compares this with a hand-written multi-row INSERT.
+    inserts: dict[str, dict[str, object]] = {}
+    first_polled: list[dict[str, object]] = []
     for issue in issues:
         row = existing.get(issue.id)
         if row is None:
+            fresh = {**_NEW_ROW_DEFAULTS, "created_at": now, "updated_at": now}
+            fresh.update(id=issue.id, **_fields(issue))
             if issue.id in inserts:  # listed twice in one poll: keep the later snapshot
-                inserts[issue.id] = (issue.id, *_mirror(issue), _raw_json(issue))
+                inserts[issue.id] = fresh
                 result.unchanged += 1
                 continue
-            inserts[issue.id] = (issue.id, *_mirror(issue), _raw_json(issue))
+            inserts[issue.id] = fresh
             reason = f"first polled ({issue.count} events, {issue.user_count} users)"
-            first_polled.append((issue.id, reason))
+            first_polled.append(
+                {
+                    "issue_id": issue.id,
+                    "from_state": None,
+                    "to_state": LifecycleState.NEW.value,
+                    "reason": reason,
+                    "at": now,
+                }
+            )
             result.new.append(issue.id)
             continue
         if not _moved(row, issue):
@@ -223,21 +215,7 @@ def _track_batch(
         ):
             result.regressed.append(issue.id)
     session.flush()
-    dialect = session.connection().dialect
-    statements = insert_statements(
-        dialect,
-        TrackedIssue.__table__,  # type: ignore[attr-defined]
-        _NEW_VARYING,
-        list(inserts.values()),
-        constants={**_NEW_ROW_DEFAULTS, "created_at": now, "updated_at": now},
-        json_text=("raw",),
-    )
-    statements += insert_statements(
-        dialect,
-        Transition.__table__,  # type: ignore[attr-defined]
-        ("issue_id", "reason"),
-        first_polled,
-        constants={"from_state": None, "to_state": LifecycleState.NEW.value, "at": now},
-    )
-    writer.submit(statements)
+    if inserts:
+        session.execute(insert(TrackedIssue), list(inserts.values()))
+        session.execute(insert(Transition), first_polled)
     return result

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from bot.clock import Clock, ensure_utc
+from bot.pipeline.execute import EventSink
 from bot.pipeline.track import record_transition
 from bot.sentry.models import SentryIssue
 from bot.store.models import FixLink, Incident, LifecycleState, RemediationRun, TrackedIssue
@@ -121,7 +121,7 @@ def _worst(values: list[str | None]) -> str | None:
     return max(known, key=lambda v: _RANK.get(v, 0)) if known else None
 
 
-def escalate_overdue(session: Session, clock: Clock, emit: Any) -> list[str]:
+def escalate_overdue(session: Session, clock: Clock, emit: EventSink) -> list[str]:
     """Escalate issues past their response deadline with no progress; return short ids.
 
     Only deadlines that pass while the bot tracks the issue count. No progress means:

@@ -19,17 +19,16 @@ import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
+from typing import Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from bot.actions import registry
+from bot.actions.base import Action
 from bot.errors import BotError, PlaybookError
 from bot.playbooks.models import Playbook, compile_regex, is_identifier
 from bot.safety.safe_yaml import BoundedYamlError, check_size, compose_bounded
-
-if TYPE_CHECKING:
-    from bot.actions.base import Action
 
 Loc = tuple[str | int, ...]
 
@@ -70,24 +69,18 @@ class PlaybookLoadFailed(PlaybookError):
         super().__init__(f"{len(self.errors)} playbook error(s):\n{lines}")
 
 
-class RegistryActions(Mapping[str, "Action"]):
+class RegistryActions(Mapping[str, Action]):
     """The built-in action registry as a lazy mapping: a module is imported on lookup."""
 
     def __getitem__(self, name: str) -> Action:
-        from bot.actions import registry
-
         if name not in registry.action_names():
             raise KeyError(name)
         return registry.get_action(name)
 
     def __iter__(self) -> Iterator[str]:
-        from bot.actions import registry
-
         return iter(registry.action_names())
 
     def __len__(self) -> int:
-        from bot.actions import registry
-
         return len(registry.action_names())
 
 
@@ -362,7 +355,7 @@ def _duplicate_keys(node: yaml.Node, path: Loc = ()) -> Iterator[tuple[int, str,
 
 def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
     """Valid keys of the mapping at ``loc`` inside ``model`` (for typo suggestions)."""
-    tp: Any = model
+    tp: object = model
     for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -382,7 +375,7 @@ def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
     return []
 
 
-def _unwrap(tp: Any) -> Any:
+def _unwrap(tp: object) -> object:
     """``X | None`` -> ``X`` (the first non-None member of a union)."""
     origin = get_origin(tp)
     if origin is Union or origin is types.UnionType:

@@ -11,7 +11,7 @@ loader validates them against the action's own ``settings_model`` (see
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -23,11 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from bot.actions.base import Limits
+from bot.actions.base import ActionSettings, Limits
+from bot.json_types import JsonObject
 from bot.safety.linear_regex import LinearRegex, RegexRefused, compile_linear
-
-if TYPE_CHECKING:
-    from bot.actions.base import ActionSettings
 
 IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 IDENTIFIER_MAX = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -82,7 +80,7 @@ class MatchRules(_Model):
 
     @field_validator("level", "environment", "project", mode="before")
     @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
+    def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
@@ -141,7 +139,7 @@ class ActionSpec(_Model):
     target: str | None = Field(
         default=None, description="target database name; DSN from BOT_TARGET_<NAME>_URL"
     )
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: JsonObject = Field(default_factory=dict)
     _parsed: ActionSettings | None = PrivateAttr(default=None)
 
     @field_validator("target")

@@ -11,15 +11,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
 
 from bot.errors import StoreError
 from bot.safety.redact import mask_dsn, scrub
+
+if TYPE_CHECKING:  # alembic is imported only when the schema is upgraded
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -47,7 +52,7 @@ def redact_url(url: str) -> str:
         return "<invalid url>"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
@@ -61,16 +66,19 @@ class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
+        connect_args: dict[str, object] = {}
         if self.is_sqlite:
             path = make_url(self.url).database
             if path and path != ":memory:":
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
+            connect_args["check_same_thread"] = False
         try:
-            self.engine: Engine = create_engine(self.url, **kwargs)
+            self.engine: Engine = create_engine(
+                self.url,
+                echo=echo,
+                connect_args=connect_args,
+                pool_pre_ping=not self.is_sqlite,
+            )
         except Exception as exc:  # a malformed port, an unknown driver option, …
             raise StoreError(f"invalid database URL: {scrub(str(exc), [self.url])}") from None
         if self.is_sqlite:
@@ -114,7 +122,7 @@ class Store:
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
-    def _alembic_config(self) -> Any:
+    def _alembic_config(self) -> Config:
         from alembic.config import Config
 
         cfg = Config()

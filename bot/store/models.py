@@ -23,7 +23,10 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
+
+from bot.json_types import JsonObject
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -36,19 +39,21 @@ class UtcDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value.isoformat()} given for a UTC column")
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# SQLModel's Field() is untyped so that a field's declared type wins; these helpers
+# keep that contract.
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:
     return Field(
         default=None,
@@ -136,13 +141,13 @@ class TrackedIssue(SQLModel, table=True):
     user_count: int = 0
     first_seen: datetime | None = _ts()
     last_seen: datetime | None = _ts(index=True)
-    raw: dict[str, Any] = _json()  # the issue JSON as last seen (incl. latest event)
+    raw: JsonObject = _json()  # the issue JSON as last seen (incl. latest event)
     # triage
     severity: str | None = Field(default=None, max_length=16, index=True)
     category: str | None = Field(default=None, max_length=32)
     team: str | None = Field(default=None, max_length=128, index=True)
     response_due_at: datetime | None = _ts()
-    triage: dict[str, Any] = _json()
+    triage: JsonObject = _json()
     incident_id: str | None = Field(default=None, max_length=64, index=True)
     # lifecycle
     state: str = Field(default=LifecycleState.NEW.value, max_length=32, index=True)
@@ -188,13 +193,13 @@ class RemediationRun(SQLModel, table=True):
     issue_id: str = Field(index=True, max_length=64)
     action: str = Field(max_length=64)
     target: str | None = Field(default=None, max_length=64)
-    params: dict[str, Any] = _json()
+    params: JsonObject = _json()
     mode: str = Field(max_length=16)
     status: str = Field(max_length=32, index=True)
     rows_affected: int | None = None
-    preview: dict[str, Any] = _json()
-    before_image: dict[str, Any] = _json()
-    verify: dict[str, Any] = _json()
+    preview: JsonObject = _json()
+    before_image: JsonObject = _json()
+    verify: JsonObject = _json()
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     approved_by: str | None = Field(default=None, max_length=128)
     # Where the approval (or denial) came from: "slack" | "console" | "cli".
@@ -239,7 +244,7 @@ class OutboxMessage(SQLModel, table=True):
     dedupe_key: str = Field(max_length=256, sa_column_kwargs={"unique": True})
     issue_id: str | None = Field(default=None, max_length=64, index=True)
     kind: str = Field(default="", max_length=32)
-    payload: dict[str, Any] = _json()
+    payload: JsonObject = _json()
     status: str = Field(default=OutboxStatus.PENDING.value, max_length=16)
     attempts: int = 0
     next_attempt_at: datetime | None = _ts(nullable=False)
@@ -323,7 +328,7 @@ class WebhookDelivery(SQLModel, table=True):
     issue_id: str | None = Field(default=None, max_length=64, index=True)
     actor_type: str | None = Field(default=None, max_length=32)
     actor_id: str | None = Field(default=None, max_length=128)
-    payload: dict[str, Any] = _json()  # the verified envelope, parsed
+    payload: JsonObject = _json()  # the verified envelope, parsed
     status: str = Field(default=DeliveryStatus.PENDING.value, max_length=16)
     attempts: int = 0
     result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

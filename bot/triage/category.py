@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
+from bot.json_types import JsonObject
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.triage.models import CATEGORY_PRECEDENCE, Category, Indicator, TriageConfig
 
@@ -141,7 +141,7 @@ _HTTP_5XX = re.compile(r"\b(50[0-4])\b")
 _CLIENT_4XX = {"400", "404", "405", "409", "413", "415", "422"}
 
 
-def _request(event: SentryEvent | None) -> dict[str, Any]:
+def _request(event: SentryEvent | None) -> JsonObject:
     if event is None:
         return {}
     for entry in event.entries:
@@ -201,7 +201,7 @@ def _text_indicators(sources: list[tuple[str, str]]) -> list[Indicator]:
     return found
 
 
-def _frame_label(frame: dict[str, Any]) -> str:
+def _frame_label(frame: JsonObject) -> str:
     where = frame.get("module") or frame.get("filename") or frame.get("absPath") or "?"
     func = frame.get("function") or "?"
     return f"{func} in {where}"
@@ -210,7 +210,7 @@ def _frame_label(frame: dict[str, Any]) -> str:
 _PY_STDLIB = re.compile(r"/lib/python3\.\d+/(?!site-packages/|dist-packages/)")
 
 
-def _is_stdlib(frame: dict[str, Any]) -> bool:
+def _is_stdlib(frame: JsonObject) -> bool:
     """A frame in the language's standard library (Go, Python, Node), not a dependency."""
     module = str(frame.get("module") or frame.get("package") or "")
     path = str(frame.get("abs_path") or frame.get("absPath") or frame.get("filename") or "")
@@ -224,7 +224,7 @@ def _is_stdlib(frame: dict[str, Any]) -> bool:
     return path.startswith("node:")
 
 
-def _in_app(frame: dict[str, Any]) -> bool:
+def _in_app(frame: JsonObject) -> bool:
     # The events API says inApp; raw SDK payloads (and replay files) say in_app.
     return bool(frame.get("in_app", frame.get("inApp", False)))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,7 +81,7 @@ def snippet(text: str, limit: int = EVIDENCE_LIMIT) -> str:
     return flat[: max(0, limit - 1)].rstrip() + "…"
 
 
-def _parse_duration(value: Any) -> Any:
+def _parse_duration(value: object) -> object:
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
@@ -153,7 +153,7 @@ class ResponseTargets(_Config):
 
     @field_validator("critical", "high", "medium", "low", mode="before")
     @classmethod
-    def _durations(cls, value: Any) -> Any:
+    def _durations(cls, value: object) -> object:
         return _parse_duration(value)
 
     def for_severity(self, severity: Severity) -> timedelta:
@@ -201,7 +201,7 @@ class Thresholds(_Config):
 
     @field_validator("new_window", mode="before")
     @classmethod
-    def _durations(cls, value: Any) -> Any:
+    def _durations(cls, value: object) -> object:
         return _parse_duration(value)
 
 

@@ -1,0 +1,304 @@
+"""First-seen issues into the store: a hand-written multi-row INSERT against SQLAlchemy's own.
+
+What is measured is the tracker's write of first-seen issues (``bot.pipeline.track``):
+from validated ``SentryIssue`` objects to committed ``tracked_issue`` rows plus one
+``transition`` ("first polled") per issue, in batches of 500 like the tracker. The
+tracker looks the ids up first and inserts only the unknown ones, so both ways are a
+plain INSERT (no ON CONFLICT) into tables that do not hold the ids yet, and both write
+the same values in every column (the other columns explicitly NULL or their constant).
+
+- ``hand``: the former ``bot/store/bulk.py`` (kept here so the comparison can be re-run):
+  constant columns encoded once, per-row values through SQLAlchemy's bind processors,
+  ``raw`` given as JSON text serialised by pydantic, multi-row ``INSERT … VALUES (…), (…)``
+  statements of at most 32,000 parameters, run with ``exec_driver_sql``.
+- ``orm``: ``session.execute(insert(TrackedIssue), rows)`` with dicts (``raw`` a dict the
+  JSON type serialises), SQLAlchemy's executemany / insertmanyvalues path; what the
+  tracker does now.
+- ``core``: the same rows through Core's ``insert(table)``, without the ORM bulk layer.
+
+Each (store, size, way) is timed ``REPS`` times on emptied tables (emptying not timed);
+the figure is the median. Stores: a SQLite file and a scratch PostgreSQL database on
+127.0.0.1:5432 (``BENCH_PG_ADMIN`` to change), dropped at the end.
+
+Run: ``.venv/bin/python bench/bulk_insert.py``; the last lines are the headline figures,
+``bulk_hand_vs_orm_<store>_<size>`` (and ``_core_``): the ORM (Core) way's median time
+over the hand way's (above 1 means the hand way is faster).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import Table, delete, insert
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from bot.clock import FakeClock
+from bot.sentry.models import SentryIssue
+from bot.store.db import Store
+from bot.store.models import LifecycleState, TrackedIssue, Transition, UtcDateTime
+from bot.testing import FakeSentry
+
+REPS = 5
+SIZES = (100, 1_000, 10_000)
+BATCH = 500  # bot.pipeline.track._BATCH
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+_MAX_PARAMS = 32_000
+
+_MIRRORED = (
+    "short_id",
+    "title",
+    "culprit",
+    "message",
+    "permalink",
+    "project",
+    "environment",
+    "level",
+    "status",
+    "substatus",
+    "count",
+    "user_count",
+    "first_seen",
+    "last_seen",
+)
+_VARYING = ("id", *_MIRRORED, "raw")
+_TABLE: Table = TrackedIssue.__table__  # type: ignore[attr-defined]
+_TRANSITIONS: Table = Transition.__table__  # type: ignore[attr-defined]
+_DEFAULTS: dict[str, object] = {
+    **dict.fromkeys(c.name for c in _TABLE.columns if c.name not in _VARYING),
+    "triage": {},
+    "state": LifecycleState.NEW.value,
+    "resolved_by_bot": False,
+    "requires_approval": False,
+    "created_at": NOW,
+    "updated_at": NOW,
+}
+_TRANSITION_CONSTANTS: dict[str, object] = {
+    "from_state": None,
+    "to_state": LifecycleState.NEW.value,
+    "at": NOW,
+}
+
+
+def issues(n: int) -> list[SentryIssue]:
+    """``n`` realistic issues (FakeSentry's list shape, ~1 KB of JSON each)."""
+    fake = FakeSentry(clock=FakeClock(NOW))
+    out = []
+    for i in range(n):
+        seen = NOW - timedelta(minutes=i % 2880)
+        raw = fake.add_issue(
+            project="api",
+            title=f"Error: failure number {i} in handler {i % 97}",
+            culprit=f"app.handlers.h{i % 97} in run",
+            lastSeen=seen,
+            firstSeen=seen - timedelta(days=i % 30),
+        )
+        out.append(SentryIssue.model_validate(raw))
+    return out
+
+
+def _mirror(issue: SentryIssue) -> tuple[object, ...]:
+    return (
+        issue.short_id,
+        issue.title,
+        issue.culprit or None,
+        issue.message,
+        issue.permalink,
+        issue.project.slug,
+        issue.environment,
+        issue.level,
+        issue.status,
+        issue.substatus,
+        issue.count,
+        issue.user_count,
+        issue.first_seen,
+        issue.last_seen,
+    )
+
+
+def _reason(issue: SentryIssue) -> str:
+    return f"first polled ({issue.count} events, {issue.user_count} users)"
+
+
+# --- the hand way (the former bot/store/bulk.py, reduced to what the tracker used) -------
+
+Processor = Callable[[object], object]
+
+
+def _sqlite_utc_text(value: object) -> object:
+    if not isinstance(value, datetime):
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _processor(conn: Connection, table: Table, name: str) -> Processor | None:
+    dialect = conn.dialect
+    column = table.columns[name]
+    if dialect.name == "sqlite" and isinstance(column.type, UtcDateTime):
+        return _sqlite_utc_text
+    proc: Processor | None = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return proc
+
+
+def _hand_insert(
+    conn: Connection,
+    table: Table,
+    varying: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    constants: Mapping[str, object],
+    json_text: Sequence[str] = (),
+) -> None:
+    if not rows:
+        return
+    placeholder = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    procs = [None if n in json_text else _processor(conn, table, n) for n in varying]
+    tail = []
+    for name, value in constants.items():
+        proc = _processor(conn, table, name)
+        tail.append(proc(value) if proc is not None else value)
+    names = [*varying, *constants]
+    quote = conn.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES "  # noqa: S608
+    group = f"({', '.join([placeholder] * len(names))})"
+    active = [(i, p) for i, p in enumerate(procs) if p is not None]
+    per_statement = max(1, _MAX_PARAMS // len(names))
+    for start in range(0, len(rows), per_statement):
+        part = rows[start : start + per_statement]
+        flat: list[object] = []
+        for row in part:
+            values = list(row)
+            for i, proc in active:
+                values[i] = proc(values[i])
+            flat += values
+            flat += tail
+        conn.exec_driver_sql(head + ", ".join([group] * len(part)), tuple(flat))
+
+
+_SERIALIZER = SentryIssue.__pydantic_serializer__
+
+
+def write_hand(session: Session, batch: list[SentryIssue]) -> None:
+    """The tracker's first-seen write as bot/store/bulk.py did it."""
+    conn = session.connection()
+    rows = [(i.id, *_mirror(i), _SERIALIZER.to_json(i, by_alias=True).decode()) for i in batch]
+    _hand_insert(conn, _TABLE, _VARYING, rows, _DEFAULTS, json_text=("raw",))
+    firsts = [(i.id, _reason(i)) for i in batch]
+    _hand_insert(conn, _TRANSITIONS, ("issue_id", "reason"), firsts, _TRANSITION_CONSTANTS)
+
+
+# --- SQLAlchemy's way -------------------------------------------------------------------
+
+
+def write_orm(session: Session, batch: list[SentryIssue]) -> None:
+    """The same rows through ``session.execute(insert(Model), rows)``."""
+    rows = [
+        {
+            **_DEFAULTS,
+            **dict(zip(_MIRRORED, _mirror(i), strict=True)),
+            "id": i.id,
+            "raw": i.model_dump(mode="json", by_alias=True),
+        }
+        for i in batch
+    ]
+    session.execute(insert(TrackedIssue), rows)
+    firsts = [{**_TRANSITION_CONSTANTS, "issue_id": i.id, "reason": _reason(i)} for i in batch]
+    session.execute(insert(Transition), firsts)
+
+
+def write_core(session: Session, batch: list[SentryIssue]) -> None:
+    """The same rows through Core's ``insert(table)`` (no ORM bulk layer)."""
+    rows = [
+        {
+            **_DEFAULTS,
+            **dict(zip(_MIRRORED, _mirror(i), strict=True)),
+            "id": i.id,
+            "raw": i.model_dump(mode="json", by_alias=True),
+        }
+        for i in batch
+    ]
+    session.execute(insert(_TABLE), rows)
+    firsts = [{**_TRANSITION_CONSTANTS, "issue_id": i.id, "reason": _reason(i)} for i in batch]
+    session.execute(insert(_TRANSITIONS), firsts)
+
+
+WAYS: dict[str, Callable[[Session, list[SentryIssue]], None]] = {
+    "hand": write_hand,
+    "orm": write_orm,
+    "core": write_core,
+}
+
+
+def time_way(store: Store, way: str, data: list[SentryIssue]) -> float:
+    """Median seconds of ``REPS`` writes of ``data`` (batches of BATCH, one commit)."""
+    write = WAYS[way]
+    times: list[float] = []
+    for _ in range(REPS):
+        with store.session() as session:
+            session.execute(delete(Transition))
+            session.execute(delete(TrackedIssue))
+        start = time.perf_counter()
+        with store.session() as session:
+            for at in range(0, len(data), BATCH):
+                write(session, data[at : at + BATCH])
+        times.append(time.perf_counter() - start)
+        with store.session() as session:
+            written = (
+                session.connection().exec_driver_sql("SELECT count(*) FROM tracked_issue").scalar()
+            )
+        assert written == len(data), (way, written, len(data))
+    return statistics.median(times)
+
+
+def _pg_db(name: str, *, drop: bool) -> str:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        if not drop:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+
+
+def main() -> None:
+    data = {n: issues(n) for n in SIZES}
+    pg_name = f"bench_bulk_{os.getpid()}"
+    headline: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = {
+            "sqlite": f"sqlite:///{Path(tmp) / 'bulk.db'}",
+            "pg": _pg_db(pg_name, drop=False),
+        }
+        try:
+            for store_name, url in urls.items():
+                store = Store(url)
+                store.upgrade()
+                for n in SIZES:
+                    hand = time_way(store, "hand", data[n])
+                    orm = time_way(store, "orm", data[n])
+                    core = time_way(store, "core", data[n])
+                    label = f"{n // 1000}k" if n >= 1000 else str(n)
+                    print(
+                        f"{store_name} {n:>6} rows: hand {hand * 1000:8.1f} ms, "
+                        f"orm {orm * 1000:8.1f} ms, core {core * 1000:8.1f} ms, "
+                        f"orm/hand {orm / hand:.2f}",
+                        flush=True,
+                    )
+                    headline.append(f"bulk_hand_vs_orm_{store_name}_{label}: {orm / hand:.2f}")
+                    headline.append(f"bulk_hand_vs_core_{store_name}_{label}: {core / hand:.2f}")
+                store.dispose()
+        finally:
+            _pg_db(pg_name, drop=True)
+    print("\n".join(headline))
+
+
+if __name__ == "__main__":
+    main()
