@@ -1,4 +1,5 @@
-"""The code host (GitHub): the port, the PyGithub adapter, fakes and the fix-link service."""
+"""The code host, the domain side: the port and the fix-link rules. The PyGithub adapter is
+:mod:`bot.adapters.github`, the fakes :mod:`bot.testing.github`."""
 
 from __future__ import annotations
 

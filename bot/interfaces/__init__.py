@@ -1,1 +1,2 @@
-"""The bot's interfaces: the HTTP server (``http/``); the CLI moves here later."""
+"""Entry points and the composition root: the CLI, the scheduler, the HTTP server, and the
+wiring that builds each tick's parts from settings (see docs/architecture.md)."""

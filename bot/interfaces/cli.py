@@ -60,7 +60,7 @@ def _root(
 def _commands() -> ModuleType:
     """The command bodies. Imported here, not at the top, to keep CLI start-up fast:
     they pull in SQLAlchemy, httpx and the whole pipeline, which ``--help`` never needs."""
-    from bot.interfaces import commands
+    from bot.interfaces import commands  # lazy on purpose: keeps `--help` fast
 
     return commands
 

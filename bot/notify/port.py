@@ -24,6 +24,9 @@ Payload = JsonObject
 """A Slack-style message (or an outbox channel's payload): JSON the receiver validates."""
 Sender = Callable[[Payload], None]
 
+SLACK_RESPONSE_CHANNEL = "slack_response"
+"""The outbox channel of posts to a Slack interaction's ``response_url``."""
+
 
 class NotifyPermanent(NotifyError):
     """The webhook refused the message for good; retrying the same payload cannot help."""

@@ -19,12 +19,11 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from bot.adapters.slack.response_url import SLACK_RESPONSE_CHANNEL
 from bot.clock import Clock, ensure_utc
 from bot.errors import BotError
 from bot.notify.approval_message import approval_request, outcome_message
 from bot.notify.messages import Link, Notification, NotificationKind, render, safe_id
-from bot.notify.port import Payload
+from bot.notify.port import SLACK_RESPONSE_CHANNEL, Payload
 from bot.pipeline.approvals import reply_urls
 from bot.pipeline.outbox import enqueue
 from bot.playbooks.models import Playbook

@@ -1,0 +1,2 @@
+"""Defences against hostile input and leaks: untrusted text, linear-time regexes, bounded
+YAML, secret redaction."""

@@ -1,0 +1,1 @@
+"""The code-host port over GitHub's REST API (PyGithub), and its store-kept rate-limit block."""

@@ -1,0 +1,1 @@
+"""The Sentry port over HTTP (httpx): transport, response validation, operations."""

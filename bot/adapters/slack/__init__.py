@@ -1,0 +1,1 @@
+"""Slack: the incoming-webhook notifier and interaction ``response_url`` posts (httpx)."""

@@ -15,9 +15,9 @@ import httpx
 
 from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.errors import NotifyError
-from bot.notify.port import Payload, Sender
+from bot.notify.port import SLACK_RESPONSE_CHANNEL, Payload, Sender
 
-SLACK_RESPONSE_CHANNEL = "slack_response"
+__all__ = ["SLACK_RESPONSE_CHANNEL", "response_url_sender"]
 
 
 def response_url_sender(client: httpx.Client | None = None) -> Sender:

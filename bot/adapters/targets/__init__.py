@@ -1,0 +1,1 @@
+"""Target databases by URL scheme: PostgreSQL (psycopg), MySQL/MariaDB (PyMySQL), SQLite."""
