@@ -20,7 +20,7 @@ from typing import ClassVar, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.actions.target import TargetConnection, TargetDatabase
+from bot.actions.port import TargetConnection, TargetDatabase
 from bot.clock import Clock
 from bot.errors import RemediationError
 

@@ -29,28 +29,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, LiteralString, Protocol
+from typing import Annotated
 from uuid import UUID
 
 from psycopg import sql
 from pydantic import AfterValidator
 
+from bot.actions.port import (
+    Binds,
+    Dialect,
+    Params,
+    Row,
+    SqlQuery,
+    TargetConnection,
+    TargetDatabase,
+)
 from bot.errors import RemediationError
 
-# The binds an action composes for one statement, by placeholder name.
-Binds = dict[str, object]
-# Values bound to a statement's named placeholders (``%(name)s``): plain Python values
-# the drivers adapt (str, int, float, bool, None, datetime, lists of these, JSON text).
-Params = Mapping[str, object]
-# One result row keyed by column name, values as the driver returns them.
-Row = dict[str, object]
-
-# What actions may pass as SQL: reviewed literal text or psycopg.sql compositions.
-SqlQuery = LiteralString | sql.SQL | sql.Composed
+__all__ = [  # the port's names, re-exported: actions and adapters import them from here
+    "Binds",
+    "Dialect",
+    "Params",
+    "Row",
+    "SqlQuery",
+    "TargetConnection",
+    "TargetDatabase",
+]
 
 _IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 _IDENT_RE = re.compile(rf"{_IDENT_PART}(?:\.{_IDENT_PART})?")
@@ -138,74 +144,14 @@ def scope_filter(
     return sql.Composed(parts), binds
 
 
-_ANY_ARRAY = sql.SQL("{} = ANY({})")
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """The engine-specific SQL fragments an action may use, named so each use is visible.
-
-    ``skip_locked`` is the row-locking clause for candidate selection: PostgreSQL's
-    ``FOR UPDATE SKIP LOCKED`` lets a live worker that holds a row keep it (the row is
-    skipped, not waited on). Engines without row locks (SQLite) get an empty clause and
-    rely on the compare-and-set re-check inside the UPDATE alone.
-    """
-
-    name: str
-    skip_locked: sql.SQL
-    now: sql.SQL
-    # "<timestamp column> is older than N seconds" with N a bind parameter named here.
-    seconds_ago: sql.SQL
-    supports_arrays: bool
-    # "<expression> is one of <list bound to a placeholder>": ``= ANY(array)`` where the
-    # driver binds arrays; ``IN (...)`` where the adapter expands the list (never empty
-    # text: an empty list renders as ``(NULL)``, which matches nothing).
-    in_list: sql.SQL = field(default_factory=lambda: _ANY_ARRAY)
-    # UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+; not MySQL or MariaDB 10.x/11.x).
-    update_returning: bool = True
-
-    def member(self, expr: sql.Composable, placeholder: str) -> sql.Composable:
-        """``expr`` is one of the values bound (as a list) to ``placeholder``."""
-        return self.in_list.format(expr, sql.Placeholder(placeholder))
-
-
 POSTGRESQL = Dialect(
     name="postgresql",
+    in_list=sql.SQL("{} = ANY({})"),
     skip_locked=sql.SQL("FOR UPDATE SKIP LOCKED"),
     now=sql.SQL("now()"),
     seconds_ago=sql.SQL("now() - make_interval(secs => {})"),
     supports_arrays=True,
 )
-
-
-class TargetConnection(Protocol):
-    """One open transaction on a target database, as handed to an action."""
-
-    @property
-    def dialect(self) -> Dialect: ...
-
-    def fetch_all(self, query: SqlQuery, params: Params | None = None) -> list[Row]:
-        """Run ``query`` and return every row as a dict keyed by column name."""
-        ...
-
-    def execute(self, query: SqlQuery, params: Params | None = None) -> int:
-        """Run ``query`` and return the number of rows it affected."""
-        ...
-
-
-class TargetDatabase(Protocol):
-    """A named database the bot may remediate."""
-
-    @property
-    def name(self) -> str: ...
-
-    def transaction(
-        self, statement_timeout_ms: int, lock_timeout_ms: int, *, read_only: bool = False
-    ) -> AbstractContextManager[TargetConnection]:
-        """A context manager yielding a :class:`TargetConnection` inside ONE transaction
-        with both timeouts applied. It commits when the block ends normally and rolls
-        back when it raises; errors come out translated (see module docstring)."""
-        ...
 
 
 # What every verify asks: which of the rows we changed still match the problem?

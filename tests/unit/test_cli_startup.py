@@ -19,9 +19,7 @@ SCRIPT = textwrap.dedent(
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
     assert "cycle" in result.output
-    # psycopg is not listed: bot.playbooks.models -> bot.actions.base -> bot.actions.target
-    # imports psycopg.sql for the action port's SQL type (to be cut there).
-    heavy = ("sqlalchemy", "sqlmodel", "httpx", "alembic", "uvicorn", "apscheduler")
+    heavy = ("sqlalchemy", "sqlmodel", "httpx", "psycopg", "alembic", "uvicorn", "apscheduler")
     print(" ".join(m for m in heavy if m in sys.modules))
     """
 )
