@@ -103,6 +103,7 @@ class OutboxStatus(StrEnum):
 
 _MOVED = "quiet_since IS NULL OR last_seen > quiet_since"
 _FIRING = "escalated_at IS NULL AND last_seen > response_due_at"
+_AWAITING = "awaiting_event_since IS NOT NULL"
 
 
 class TrackedIssue(SQLModel, table=True):
@@ -123,6 +124,14 @@ class TrackedIssue(SQLModel, table=True):
             "response_due_at",
             sqlite_where=text(_FIRING),
             postgresql_where=text(_FIRING),
+        ),
+        # Partial: issues waiting for their latest event (migration 0018).
+        Index(
+            "ix_tracked_issue_awaiting_event",
+            "awaiting_event_since",
+            "id",
+            sqlite_where=text(_AWAITING),
+            postgresql_where=text(_AWAITING),
         ),
     )
 
