@@ -22,17 +22,18 @@ from bot.adapters.slack.response_url import SLACK_RESPONSE_CHANNEL, response_url
 from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.adapters.targets.factory import open_target, url_dialect
 from bot.codehost.port import CodeHost
-from bot.errors import ConfigError, SentryDuplicateComment
+from bot.errors import BotError, ConfigError, SentryDuplicateComment
 from bot.interfaces.app import App
 from bot.notify.port import Payload, Sender
 from bot.pipeline.events import EventRecorder, NoticeConfig
 from bot.pipeline.execute import Executor
-from bot.pipeline.parts import CycleParts, DeliveryParts, UnconfiguredSource
+from bot.pipeline.parts import CycleParts, DeliveryParts, UnconfiguredSource, UnreadableSource
 from bot.pipeline.ports import TargetResolver
 from bot.pipeline.sources import IssueSource
 from bot.playbooks.matcher import Matcher
 from bot.playbooks.models import Playbook
 from bot.sentry.port import SentryPort
+from bot.triage import TriageConfig
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +169,35 @@ def _source(app: App) -> IssueSource:
     problems = app.settings.sentry_problems()
     if app.settings.replay_file is None and problems:
         return UnconfiguredSource(tuple(problems))
-    return app.source()
+    try:
+        return app.source()
+    except BotError as exc:
+        # A missing or malformed replay file: the poll fails with this error when it
+        # reads issues; the lifecycle step and webhook status changes need no source.
+        return UnreadableSource("unreadable", exc)
+
+
+def _triage(app: App) -> tuple[TriageConfig | None, tuple[str, ...]]:
+    # A malformed ``triage:`` block fails the stages that triage, when they do
+    # (CycleParts.require_triage), not every step built from these parts.
+    try:
+        return app.triage_config(), ()
+    except ConfigError as exc:
+        return None, (str(exc),)
 
 
 def build_cycle(app: App) -> CycleParts:
     """The poll, match, plan and lifecycle parts, playbooks parsed at most once.
 
-    Raises :class:`ConfigError` for a missing playbook folder or a malformed ``triage:``
-    block; a missing Sentry API is not raised here (``parts.sentry`` is None and the
-    source says why when polled), so webhook status changes need no API.
+    Raises :class:`ConfigError` for a missing playbook folder. A missing Sentry API, a
+    broken replay file and a malformed ``triage:`` block are not raised here: the stage
+    that needs the part raises (``parts.require_sentry()``, the source when polled,
+    ``parts.require_triage()``), so the steps that do not need it still run.
     """
     matcher, playbooks = load_matcher(app)
     executor, sink = build_executor(app, playbooks)
     problems = app.settings.sentry_problems()
+    triage, triage_problems = _triage(app)
     return CycleParts(
         store=app.store,
         clock=app.clock,
@@ -191,13 +208,14 @@ def build_cycle(app: App) -> CycleParts:
         targets=target_resolver(app),
         source=_source(app),
         sentry=None if problems else app.sentry(),
-        triage=app.triage_config(),
+        triage=triage,
         delivery=build_delivery(app),
         playbook_errors=tuple(app.playbook_errors),
         poll_overlap=timedelta(seconds=app.settings.poll_overlap_seconds),
         quiet_hours=app.settings.quiet_hours,
         replay=app.settings.replay_file is not None,
         sentry_problems=tuple(problems),
+        triage_problems=triage_problems,
     )
 
 
@@ -237,7 +255,12 @@ class PartsCache:
         key = playbooks_signature(self.app.settings.playbooks_dir)
         with self._lock:
             stale = self._parts is None or key != self._key or self._uses >= self.MAX_USES
-            if stale or self._parts is None or self._parts.sentry is None:
+            if (
+                stale
+                or self._parts is None
+                or self._parts.sentry is None
+                or isinstance(self._parts.source, UnreadableSource)
+            ):
                 self._parts, self._key, self._uses = build_cycle(self.app), key, 0
                 if self._parts.sentry is None:
                     # Status changes need no API; deliveries that need a fetch wait.

@@ -246,7 +246,7 @@ def poll_step(parts: CycleParts, *, shadow_only: bool = False) -> CycleReport:
         triage_issues(
             session,
             candidates + list(untriaged),
-            parts.triage,
+            parts.require_triage(),
             clock,
             regressed=frozenset(tracked.regressed),
         )

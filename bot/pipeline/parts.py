@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from bot.clock import Clock
 from bot.codehost.port import CodeHost
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 from bot.notify.port import Sender
 from bot.pipeline.execute import Executor
 from bot.pipeline.ports import EventSink, TargetResolver
@@ -51,19 +51,30 @@ class CycleParts:
     targets: TargetResolver
     source: IssueSource
     sentry: SentryPort | None  # None when SENTRY_AUTH_TOKEN / SENTRY_ORG are missing
-    triage: TriageConfig
+    triage: TriageConfig | None  # None when the ``triage:`` block is malformed
     delivery: DeliveryParts
     playbook_errors: tuple[str, ...] = ()
     poll_overlap: timedelta = timedelta(minutes=10)
     quiet_hours: float = 48
     replay: bool = False  # issues come from a replay file: no Sentry to resolve in
     sentry_problems: tuple[str, ...] = ()  # why ``sentry`` is None
+    triage_problems: tuple[str, ...] = ()  # why ``triage`` is None
 
     def require_sentry(self) -> SentryPort:
         """The Sentry API, or :class:`ConfigError` naming the settings it lacks."""
         if self.sentry is None:
             raise ConfigError("\n".join(self.sentry_problems) or "the Sentry API is not set up")
         return self.sentry
+
+    def require_triage(self) -> TriageConfig:
+        """The triage settings, or :class:`ConfigError` naming each malformed field.
+
+        Asked for only where issues are triaged: a bad ``triage:`` block fails that
+        stage, never the lifecycle step or the webhook status changes.
+        """
+        if self.triage is None:
+            raise ConfigError("\n".join(self.triage_problems) or "the triage block is invalid")
+        return self.triage
 
 
 class UnconfiguredSource:
@@ -89,6 +100,35 @@ class UnconfiguredSource:
 
     def latest_event(self, issue_id: str) -> SentryEvent | None:
         """Never fetches: raises the configuration problem."""
+        raise self._refuse()
+
+    def take_quarantined(self) -> list[QuarantinedItem]:
+        """Nothing was read, nothing set aside."""
+        return []
+
+
+class UnreadableSource:
+    """An :class:`IssueSource` standing in for one that could not be opened (a replay
+    file that is missing or malformed): it raises that error when asked for anything,
+    so only the stages that read issues fail, each with the specific error."""
+
+    def __init__(self, name: str, error: BotError) -> None:
+        self.name = name
+        self.error = error
+
+    def _refuse(self) -> BotError:
+        return self.error.with_traceback(None)
+
+    def poll(self, since: datetime | None) -> Iterator[SentryIssue]:
+        """Never polls: raises the error that opening the source raised."""
+        raise self._refuse()
+
+    def events(self, issue_id: str, *, stats_period: str) -> list[SentryEvent]:
+        """Never fetches: raises the error that opening the source raised."""
+        raise self._refuse()
+
+    def latest_event(self, issue_id: str) -> SentryEvent | None:
+        """Never fetches: raises the error that opening the source raised."""
         raise self._refuse()
 
     def take_quarantined(self) -> list[QuarantinedItem]:

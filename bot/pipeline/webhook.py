@@ -185,7 +185,7 @@ def _fetch_and_plan(parts: CycleParts, batch: list[Claimed], report: CycleReport
         triage_issues(
             session,
             candidates,
-            parts.triage,
+            parts.require_triage(),
             parts.clock,
             regressed=frozenset(tracked.regressed),
         )
