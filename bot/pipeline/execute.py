@@ -35,7 +35,7 @@ from bot.pipeline.approvals import (
     approved_waiting,
     expire_approvals,
 )
-from bot.pipeline.journal import claim, transition_issue
+from bot.pipeline.journal import claim_in
 from bot.pipeline.plan import Planner
 from bot.pipeline.ports import (
     EventSink,
@@ -77,34 +77,41 @@ class Execution:
     def execute_run(self, run_id: str) -> PlanOutcome:
         """Execute an approved run exactly once (compare-and-set claim), then verify."""
         now = self.clock.now()
+        # One store transaction reads the run, claims it (compare-and-set) and moves its
+        # issue to ``remediating``: nothing happens outside the store between the three,
+        # so merging them opens no crash window, and the claim still commits before the
+        # target transaction begins.
         with self.store.session() as session:
             run = session.get(RemediationRun, run_id)
             if run is None:
                 raise RunNotFound(f"no run {run_id!r}")
-            issue_short = session.get(TrackedIssue, run.issue_id)
-        pb = self.playbooks.get(run.playbook_id)
-        out = PlanOutcome(
-            run.issue_id,
-            issue_short.short_id if issue_short else run.issue_id,
-            run.playbook_id,
-            run.mode,
-            run.status,
-            run_id=run.id,
-            params=dict(run.params),
-        )
-        if pb is None:
-            out.note = f"playbook {run.playbook_id} is no longer loaded"
-            return out
-        if not claim(self.store, run_id, RunStatus.APPROVED.value, RunStatus.RUNNING.value, now):
-            out.note = "another worker claimed this run (no-op)"
-            return out
-        transition_issue(
-            self.store,
-            run.issue_id,
-            LifecycleState.REMEDIATING,
-            f"run {run_id[:8]} executing {pb.action.type}",
-            self.clock.now(),
-        )
+            issue = session.get(TrackedIssue, run.issue_id)
+            pb = self.playbooks.get(run.playbook_id)
+            out = PlanOutcome(
+                run.issue_id,
+                issue.short_id if issue else run.issue_id,
+                run.playbook_id,
+                run.mode,
+                run.status,
+                run_id=run.id,
+                params=dict(run.params),
+            )
+            if pb is None:
+                out.note = f"playbook {run.playbook_id} is no longer loaded"
+                return out
+            if not claim_in(
+                session, run_id, RunStatus.APPROVED.value, RunStatus.RUNNING.value, now
+            ):
+                out.note = "another worker claimed this run (no-op)"
+                return out
+            if issue is not None:
+                record_transition(
+                    session,
+                    issue,
+                    LifecycleState.REMEDIATING,
+                    f"run {run_id[:8]} executing {pb.action.type}",
+                    now,
+                )
         action = get_action(pb.action.type)
         g = pb.guards
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -65,13 +65,28 @@ def idempotency_key(
     return f"{playbook_id[:60]}:{hashlib.sha256(canonical.encode()).hexdigest()[:40]}"
 
 
-def journal_run(store: Store, run: RemediationRun) -> tuple[RemediationRun, bool]:
+# Work done in the journal's own transaction once the run row is in (see journal_run).
+JournalFollowUp = Callable[[Session, RemediationRun], None]
+
+
+def journal_run(
+    store: Store, run: RemediationRun, then: JournalFollowUp | None = None
+) -> tuple[RemediationRun, bool]:
     """Insert ``run``; return (row, True) if we inserted it, (existing row, False) if the
-    idempotency key was already journaled (by us earlier or by another replica)."""
+    idempotency key was already journaled (by us earlier or by another replica).
+
+    ``then(session, run)`` runs in the same transaction after the insert (the issue's
+    ``planned`` transition and its notification): they commit together with the run, or
+    not at all when the key was already journaled. Nothing happens outside the store
+    between the two, so merging them opens no crash window.
+    """
     run.id = run.id or str(uuid.uuid4())
     try:
         with store.session() as session:
             session.add(run)
+            if then is not None:
+                session.flush()  # a duplicate key fails here, before the follow-up
+                then(session, run)
         return run, True
     except Exception as exc:  # StoreError wrapping IntegrityError
         if not isinstance(exc.__cause__, IntegrityError):
@@ -89,6 +104,14 @@ def find_run(session: Session, key: str) -> RemediationRun | None:
 
 def claim(store: Store, run_id: str, from_status: str, to_status: str, now: datetime) -> bool:
     """Compare-and-set a run's status in one UPDATE; True if this caller won."""
+    with store.session() as session:
+        return claim_in(session, run_id, from_status, to_status, now)
+
+
+def claim_in(
+    session: Session, run_id: str, from_status: str, to_status: str, now: datetime
+) -> bool:
+    """:func:`claim` inside the caller's transaction (it commits with what follows)."""
     values: dict[str, object] = {"status": to_status}
     if to_status == RunStatus.RUNNING.value:
         values["started_at"] = now
@@ -101,9 +124,7 @@ def claim(store: Store, run_id: str, from_status: str, to_status: str, now: date
         .where(col(RemediationRun.id) == run_id, col(RemediationRun.status) == from_status)
         .values(**values)
     )
-    with store.session() as session:
-        result = session.exec(stmt)
-        return bool(result.rowcount == 1)
+    return bool(session.exec(stmt).rowcount == 1)
 
 
 def reclaim_stale_running(store: Store, run_id: str, started_at: datetime) -> bool:

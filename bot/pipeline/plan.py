@@ -16,7 +16,9 @@ execution stage at once. Before that:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlmodel import Session
 
 from bot import failpoints
 from bot.actions.base import ParamValue, Preview
@@ -181,35 +183,47 @@ class Planner:
                 else None
             ),
         )
-        run, inserted = journal_run(self.store, run)
+        run, inserted = journal_run(
+            self.store, run, lambda session, row: self._planned(session, row, pb, preview, now)
+        )
         out.run_id = run.id
         if not inserted:
             out.status, out.note = run.status, "already journaled for this window (no-op)"
             return out
         failpoints.hit("after-journal")
-        with self.store.session() as session:
-            issue = session.get(TrackedIssue, issue_id)
-            assert issue is not None
-            reason = f"run {run.id[:8]} journaled in {mode} mode"
-            if preview is not None:
-                reason += f": {preview.summary}"
-            record_transition(session, issue, LifecycleState.PLANNED, reason, now)
-            if mode == "approval":
-                self.on_event(session, "plan_awaiting_approval", issue, run, pb, {})
-            if mode == "shadow":
-                # Shadow logs the plan only; the issue is still tracked, its fix linked,
-                # and it resolves after its quiet hours like any watched issue.
-                record_transition(
-                    session,
-                    issue,
-                    LifecycleState.WATCHING,
-                    "shadow mode: nothing executed; watching for quiet hours",
-                    now,
-                )
-                issue.quiet_since = issue.last_seen or now
         out.status = status
         if mode == "auto":
             done = self.execute_run(run.id)
             done.preview = preview  # the cycle report shows what was intended, too
             return done
         return out
+
+    def _planned(
+        self,
+        session: Session,
+        run: RemediationRun,
+        pb: Playbook,
+        preview: Preview | None,
+        now: datetime,
+    ) -> None:
+        """The issue's ``planned`` step, committed in the transaction that journals
+        ``run`` (see :func:`~bot.pipeline.journal.journal_run`)."""
+        issue = session.get(TrackedIssue, run.issue_id)
+        assert issue is not None
+        reason = f"run {run.id[:8]} journaled in {run.mode} mode"
+        if preview is not None:
+            reason += f": {preview.summary}"
+        record_transition(session, issue, LifecycleState.PLANNED, reason, now)
+        if run.mode == "approval":
+            self.on_event(session, "plan_awaiting_approval", issue, run, pb, {})
+        if run.mode == "shadow":
+            # Shadow logs the plan only; the issue is still tracked, its fix linked,
+            # and it resolves after its quiet hours like any watched issue.
+            record_transition(
+                session,
+                issue,
+                LifecycleState.WATCHING,
+                "shadow mode: nothing executed; watching for quiet hours",
+                now,
+            )
+            issue.quiet_since = issue.last_seen or now

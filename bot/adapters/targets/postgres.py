@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -99,6 +99,12 @@ class PgConnection:
 _SET_TIMEOUTS = sql.SQL(
     "SELECT set_config('statement_timeout', {st}, true), set_config('lock_timeout', {lt}, true)"
 )
+# The transaction is opened by the bot's own BEGIN (the connection is in autocommit
+# mode), sent in the same round trip as the session reset and the timeouts: one round
+# trip before the first statement instead of three (BEGIN, SET TRANSACTION READ ONLY,
+# the settings). A multi-statement text without parameters goes out as one simple query.
+_BEGIN = sql.SQL("BEGIN; ")
+_BEGIN_READ_ONLY = sql.SQL("BEGIN READ ONLY; ")
 # A pooled connection starts each transaction clean: session settings back to the
 # connection's defaults and no session-level advisory lock kept (seed 001's bug was a
 # pooled connection holding one). No extra round trip: sent with the timeouts.
@@ -217,6 +223,8 @@ class PgTarget:
                 self._dsn,
                 connect_timeout=self._connect_timeout_s,
                 application_name=self._application_name,
+                # Transactions are opened by transaction()'s own BEGIN (see _BEGIN).
+                autocommit=True,
             )
         except psycopg.Error as exc:
             raise TargetUnavailable(
@@ -243,13 +251,22 @@ class PgTarget:
             st=sql.Literal(f"{int(statement_timeout_ms)}ms"),
             lt=sql.Literal(f"{int(lock_timeout_ms)}ms"),
         )
+        begin = [_BEGIN_READ_ONLY if read_only else _BEGIN]
+        if reused:
+            begin.append(_RESET_SESSION)
         clean = False
         try:
-            with _translated(self._name, self._secret), conn.transaction():
-                if read_only:
-                    wrapped.execute("SET TRANSACTION READ ONLY")
-                wrapped.execute(sql.Composed([_RESET_SESSION, timeouts]) if reused else timeouts)
-                yield wrapped
+            with _translated(self._name, self._secret):
+                try:
+                    wrapped.execute(sql.Composed([*begin, timeouts]))
+                    yield wrapped
+                except BaseException:
+                    # Rolled back at once (not left to the server noticing the closed
+                    # socket), so no lock of the failed transaction outlives it.
+                    with suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
             clean = True
         finally:
             if clean:
