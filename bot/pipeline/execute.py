@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sqlalchemy import update
+from sqlmodel import col
+
 from bot import failpoints
 from bot.actions.base import BatchedAction, ParamValue, Preview
 from bot.actions.registry import get_action
@@ -138,11 +141,17 @@ class Execution:
             return self._failed(out, run_id, pb, f"{type(exc).__name__}: {exc}")
         status = RunStatus.SUCCEEDED if outcome.rows_affected else RunStatus.NOOP
         with self.store.session() as session:
-            row = session.get(RemediationRun, run_id)
-            assert row is not None
-            row.status, row.rows_affected = status.value, outcome.rows_affected
-            row.before_image = {"rows": outcome.before_image, "details": outcome.details}
-            row.finished_at = self.clock.now()
+            # One UPDATE by key (no load of the row: this is once per remediation).
+            session.exec(
+                update(RemediationRun)
+                .where(col(RemediationRun.id) == run_id)
+                .values(
+                    status=status.value,
+                    rows_affected=outcome.rows_affected,
+                    before_image={"rows": outcome.before_image, "details": outcome.details},
+                    finished_at=self.clock.now(),
+                )
+            )
         failpoints.hit("after-succeeded")
         out.status, out.rows_affected = status.value, outcome.rows_affected
         if pb.verify.delay_seconds:
@@ -191,9 +200,11 @@ class Execution:
             return
         rows = conn.fetch_all("SELECT txid_current()::text AS xid")
         with self.store.session() as session:
-            row = session.get(RemediationRun, run_id)
-            if row is not None:
-                row.target_xid = str(rows[0]["xid"])
+            session.exec(
+                update(RemediationRun)
+                .where(col(RemediationRun.id) == run_id)
+                .values(target_xid=str(rows[0]["xid"]))
+            )
 
 
 class Executor:
