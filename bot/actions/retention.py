@@ -71,10 +71,16 @@ def _below_threshold(conn: TargetConnection, q: Statements, s: RetentionSettings
 Instant = date | str
 
 
-def _stamp(value: object) -> Instant:
+def _stamp(value: object, s: RetentionSettings) -> Instant:
     if isinstance(value, date | str):
         return value
-    raise TypeError(f"expected a timestamp column value, got {type(value).__name__}")
+    # SQLite keeps any type in any column: epoch numbers compare below the text cutoff,
+    # so every such row would look old. Refuse (the batch rolls back), never guess.
+    raise RemediationError(
+        f"{s.table}.{s.timestamp_column} holds {type(value).__name__} values, not"
+        " timestamps: refusing to judge their age",
+        target=s.table,
+    )
 
 
 def _later(a: Instant, b: Instant) -> bool:
@@ -83,11 +89,11 @@ def _later(a: Instant, b: Instant) -> bool:
         return a > b
     if isinstance(a, str) and isinstance(b, str):
         return a > b
-    raise TypeError(f"cannot compare {type(a).__name__} with {type(b).__name__}")
+    raise RemediationError(f"cannot compare timestamps {a!r} and {b!r} (date against text)")
 
 
 def _cutoff(conn: TargetConnection, q: Statements, s: RetentionSettings) -> Instant:
-    return _stamp(conn.fetch_all(q.cutoff, {"days": s.older_than_days})[0]["cutoff"])
+    return _stamp(conn.fetch_all(q.cutoff, {"days": s.older_than_days})[0]["cutoff"], s)
 
 
 def _instant(value: object) -> Instant:
@@ -259,9 +265,9 @@ class RetentionCleanup:
             rows = [{"ts": r["ts"]} for r in locked]
         newest: Instant | None = None
         for r in rows:
-            ts = _stamp(r["ts"])
+            ts = _stamp(r["ts"], s)
             newest = ts if newest is None or _later(ts, newest) else newest
-        return len(rows), newest, _stamp(locked[-1]["ts"])
+        return len(rows), newest, _stamp(locked[-1]["ts"], s)
 
     def verify(
         self,
