@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from bot.json_types import JsonObject, JsonValue
 
@@ -58,8 +58,10 @@ class SentryIssue(_SentryModel):
     metadata: JsonObject = Field(default_factory=dict)
     count: int = 0
     user_count: int = Field(default=0, alias="userCount")
-    first_seen: datetime | None = Field(default=None, alias="firstSeen")
-    last_seen: datetime | None = Field(default=None, alias="lastSeen")
+    # Sentry's timestamps always carry their zone ("Z"); one without is a malformed
+    # answer (quarantined with the reason), never guessed to be UTC or local time.
+    first_seen: AwareDatetime | None = Field(default=None, alias="firstSeen")
+    last_seen: AwareDatetime | None = Field(default=None, alias="lastSeen")
     is_unhandled: bool = Field(default=False, alias="isUnhandled")
     # Not part of the list response: a replay file (or the bot) may attach tags and the
     # latest event so a cycle can match on them offline.
@@ -116,7 +118,7 @@ class SentryEvent(_SentryModel):
     id: str = Field(alias="eventID")
     title: str = ""
     message: str = ""
-    date_created: datetime | None = Field(default=None, alias="dateCreated")
+    date_created: AwareDatetime | None = Field(default=None, alias="dateCreated")
     platform: str | None = None
     tags: list[JsonObject] = Field(default_factory=list)
     entries: list[JsonObject] = Field(default_factory=list)

@@ -59,3 +59,27 @@ def test_hostile_issues_do_not_stop_the_ordinary_one(world: World) -> None:
     with world.app.store.session() as session:
         [q] = session.exec(select(QuarantinedIssue)).all()
         assert q.times >= 2  # seen again, still one row
+
+
+def test_a_timestamp_without_its_zone_is_quarantined_not_guessed(world: World) -> None:
+    """Sentry writes every timestamp with its zone ("...Z"); one without is a malformed
+    answer. It used to reach the store's UTC column and stop the poll with a bare
+    ValueError ("naive datetime"); now that issue is quarantined with the reason, and
+    the ordinary issue in the same poll is remedied."""
+    naive = world.sentry.add_issue(title="Error: zoneless", project="web")
+    world.sentry.add_event(naive["id"], at=world.clock.now())
+    stamp = world.clock.now().replace(tzinfo=None).isoformat()  # no "Z", no offset
+    world.sentry.issues[naive["id"]].data["lastSeen"] = stamp
+
+    report = world.cycle()  # asserts report.errors == []
+
+    [plan] = report.plans
+    assert (plan.status, plan.rows_affected) == ("succeeded", 3)
+    assert report.poll is not None and report.poll.quarantined == [naive["id"]]
+    with world.app.store.session() as session:
+        assert session.get(TrackedIssue, naive["id"]) is None
+        [q] = session.exec(select(QuarantinedIssue)).all()
+        assert q.issue_id == naive["id"] and "lastSeen" in q.reason
+        assert "timezone" in q.reason
+    world.clock.advance(minutes=30)
+    world.cycle()  # and the next cycle works too
