@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from bot.actions.target import TargetDatabase
 from bot.adapters.sentry.client import HttpSentryClient
+from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.clock import Clock, SystemClock
 from bot.errors import ConfigError
 from bot.pipeline.sources import IssueSource, ReplaySource, SentryApiSource
@@ -53,6 +54,9 @@ class App:
     # Playbooks parsed once per process, re-parsed when their files change.
     playbook_cache: PlaybookCache = field(default_factory=PlaybookCache)
     matcher: tuple[Matcher, dict[str, Playbook]] | None = None
+    # The Slack webhook notifier, one per process: its HTTP client keeps the connection
+    # to Slack alive between outbox flushes and is closed with the app.
+    _slack: SlackWebhookNotifier | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> App:
@@ -113,10 +117,20 @@ class App:
             ]
             raise ConfigError("\n".join(lines)) from None
 
+    def slack(self) -> SlackWebhookNotifier | None:
+        """The Slack webhook notifier, when ``BOT_SLACK_WEBHOOK_URL`` is set."""
+        url = self.settings.slack_webhook_url
+        if url is not None and self._slack is None:
+            self._slack = SlackWebhookNotifier(url.get_secret_value())
+        return self._slack
+
     def close(self) -> None:
-        """Close the Sentry client, the target pools and the store's engine."""
+        """Close the Sentry and Slack clients, the target pools and the store's engine."""
         if isinstance(self._sentry, HttpSentryClient):
             self._sentry.close()
+        if self._slack is not None:
+            self._slack.close()
+            self._slack = None
         for target in self.targets.values():
             if isinstance(target, Closeable):
                 target.close()

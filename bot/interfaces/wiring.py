@@ -19,7 +19,6 @@ from bot.actions.target import TargetDatabase
 from bot.adapters.github.blocks import StoreBlocks
 from bot.adapters.github.client import GitHubCodeHost
 from bot.adapters.slack.response_url import SLACK_RESPONSE_CHANNEL, response_url_sender
-from bot.adapters.slack.webhook import SlackWebhookNotifier
 from bot.adapters.targets.factory import open_target, url_dialect
 from bot.codehost.port import CodeHost
 from bot.errors import BotError, ConfigError, SentryDuplicateComment
@@ -145,8 +144,9 @@ def senders(app: App) -> dict[str, Sender]:
     """The outbox's channels: Slack webhook, Sentry notes, Slack ``response_url`` replies."""
     settings = app.settings
     out: dict[str, Sender] = {}
-    if settings.slack_webhook_url is not None:
-        out["slack"] = SlackWebhookNotifier(settings.slack_webhook_url.get_secret_value()).send
+    slack = app.slack()
+    if slack is not None:
+        out["slack"] = slack.send
     if settings.replay_file is None and not settings.sentry_problems():
         out["sentry_comment"] = _sentry_comment_sender(app.sentry())
     if settings.slack_signing_secret is not None:
