@@ -118,3 +118,22 @@ def test_close_and_garbage_collection_close_idle_connections(pg_dsn: str) -> Non
     del target
     gc.collect()  # no ResourceWarning (the suite turns warnings into errors)
     assert settles_at(0)
+
+
+def test_a_transaction_the_server_rolled_back_is_never_reported_committed(
+    target: PgTarget,
+) -> None:
+    # PostgreSQL answers COMMIT with ROLLBACK (no error) when a statement inside the
+    # transaction failed; psycopg passes that on silently. If the failure was handled
+    # inside (caught, no savepoint), the write did NOT happen: say so, loudly.
+    with target.transaction(5_000, 500) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS commit_check (x integer)")
+    with (
+        pytest.raises(RemediationError, match="rolled back"),
+        target.transaction(5_000, 500) as conn,
+    ):
+        conn.execute("INSERT INTO commit_check VALUES (1)")
+        with pytest.raises(RemediationError):
+            conn.execute("SELECT 1 / 0")
+    with target.transaction(5_000, 500, read_only=True) as conn:
+        assert conn.fetch_all("SELECT count(*) AS n FROM commit_check")[0]["n"] == 0

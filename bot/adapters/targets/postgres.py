@@ -266,7 +266,15 @@ class PgTarget:
                     with suppress(psycopg.Error):
                         conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
+                done = conn.execute("COMMIT").statusmessage
+                if done != "COMMIT":
+                    # A statement failed inside the transaction and its error was
+                    # handled: PostgreSQL answers COMMIT with ROLLBACK, silently.
+                    raise RemediationError(
+                        f"target {self._name}: the transaction was rolled back by the"
+                        f" server ({done}), not committed: a statement inside it failed",
+                        target=self._name,
+                    )
             clean = True
         finally:
             if clean:
