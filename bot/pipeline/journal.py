@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from bot.actions.base import ParamValue
 from bot.clock import ensure_utc
+from bot.errors import StoreError
 from bot.pipeline.track import record_transition
 from bot.store.db import Store
 from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
@@ -88,12 +89,14 @@ def journal_run(
                 session.flush()  # a duplicate key fails here, before the follow-up
                 then(session, run)
         return run, True
-    except Exception as exc:  # StoreError wrapping IntegrityError
+    except StoreError as exc:  # the store wraps the driver's IntegrityError
         if not isinstance(exc.__cause__, IntegrityError):
             raise
-    with store.session() as session:
-        existing = find_run(session, run.idempotency_key)
-    assert existing is not None  # the unique key said it exists, and runs are never deleted
+        with store.session() as session:
+            existing = find_run(session, run.idempotency_key)
+        if existing is None:
+            # Not our key: another constraint refused the run or its follow-up.
+            raise
     return existing, False
 
 

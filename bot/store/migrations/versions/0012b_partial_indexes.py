@@ -10,7 +10,7 @@ SQLite's planner preferred it to the partial one.
 
 Both stay small whatever the number of tracked issues, so the lifecycle and overdue
 queries cost what changed instead of scanning every watched or past-deadline issue.
-The WHERE texts must match the queries' terms (bot/pipeline/lifecycle.py,
+The WHERE texts must match the queries' terms (bot/pipeline/lifecycle_due.py,
 bot/pipeline/triage.py) for SQLite's planner to pick them.
 
 Revision ID: 0012b
