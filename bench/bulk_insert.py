@@ -49,6 +49,9 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlmodel import Session
 
 from bot.clock import FakeClock
+from bot.pipeline.track import _BATCH as BATCH
+from bot.pipeline.track import _MIRRORED, _NEW_ROW_DEFAULTS, _mirror
+from bot.pipeline.track import _NEW_VARYING as _VARYING
 from bot.sentry.models import SentryIssue
 from bot.store.bulk import insert_many
 from bot.store.db import Store
@@ -57,39 +60,14 @@ from bot.testing import FakeSentry
 
 REPS = 7
 SIZES = (100, 1_000, 10_000)
-BATCH = 500  # bot.pipeline.track._BATCH
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _MAX_PARAMS = 32_000
 
-_MIRRORED = (
-    "short_id",
-    "title",
-    "culprit",
-    "message",
-    "permalink",
-    "project",
-    "environment",
-    "level",
-    "status",
-    "substatus",
-    "count",
-    "user_count",
-    "first_seen",
-    "last_seen",
-)
-_VARYING = ("id", *_MIRRORED, "raw")
 _TABLE: Table = TrackedIssue.__table__  # type: ignore[attr-defined]
 _TRANSITIONS: Table = Transition.__table__  # type: ignore[attr-defined]
-_DEFAULTS: dict[str, object] = {
-    **dict.fromkeys(c.name for c in _TABLE.columns if c.name not in _VARYING),
-    "triage": {},
-    "state": LifecycleState.NEW.value,
-    "resolved_by_bot": False,
-    "requires_approval": False,
-    "created_at": NOW,
-    "updated_at": NOW,
-}
+# The tracker's own row shape: the same columns, constants and text bounds it writes.
+_DEFAULTS: dict[str, object] = {**_NEW_ROW_DEFAULTS, "created_at": NOW, "updated_at": NOW}
 _TRANSITION_CONSTANTS: dict[str, object] = {
     "from_state": None,
     "to_state": LifecycleState.NEW.value,
@@ -112,25 +90,6 @@ def issues(n: int) -> list[SentryIssue]:
         )
         out.append(SentryIssue.model_validate(raw))
     return out
-
-
-def _mirror(issue: SentryIssue) -> tuple[object, ...]:
-    return (
-        issue.short_id,
-        issue.title,
-        issue.culprit or None,
-        issue.message,
-        issue.permalink,
-        issue.project.slug,
-        issue.environment,
-        issue.level,
-        issue.status,
-        issue.substatus,
-        issue.count,
-        issue.user_count,
-        issue.first_seen,
-        issue.last_seen,
-    )
 
 
 def _reason(issue: SentryIssue) -> str:

@@ -123,8 +123,9 @@ def _apply(row: TrackedIssue, issue: SentryIssue) -> None:
 _TRACKED: Table = TrackedIssue.__table__  # type: ignore[attr-defined]
 _TRANSITIONS: Table = Transition.__table__  # type: ignore[attr-defined]
 _COLUMNS = tuple(_TRACKED.columns.keys())
+_NEW_VARYING = ("id", *_MIRRORED, "raw")  # per issue; every other column is a constant
 _NEW_ROW_DEFAULTS: dict[str, object] = {
-    **dict.fromkeys(c for c in _COLUMNS if c not in ("id", *_MIRRORED, "raw")),
+    **dict.fromkeys(c for c in _COLUMNS if c not in _NEW_VARYING),
     "triage": {},
     "state": LifecycleState.NEW.value,
     "resolved_by_bot": False,
@@ -210,7 +211,6 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
     return result
 
 
-_NEW_VARYING = ("id", *_MIRRORED, "raw")
 _ISSUE_SERIALIZER = SentryIssue.__pydantic_serializer__
 
 
