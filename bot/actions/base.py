@@ -141,6 +141,23 @@ class BatchedAction(Protocol):
     ) -> Outcome: ...
 
 
+@runtime_checkable
+class SharesTransaction(Protocol):
+    """An action whose runs may share ONE target transaction (storm mode, see
+    :mod:`bot.pipeline.storm`): ``execute`` changes only what its own statements touch,
+    and ``preview_in`` runs exactly those statements in the caller's transaction without
+    undoing them (the caller holds a savepoint over the whole batch and rolls it back),
+    so a batch's previews are proved by the database on the batch's own statements."""
+
+    def preview_in(
+        self,
+        conn: TargetConnection,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
+    ) -> Preview: ...
+
+
 def params_used(action: Action, settings: ActionSettings) -> frozenset[str]:
     """Every extracted parameter this configured action binds: its fixed
     ``accepted_params`` plus the parameter names a ``scope`` setting maps columns to

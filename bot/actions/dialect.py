@@ -222,6 +222,19 @@ def register_dialect(dialect: SqlDialect) -> None:
     _DIALECTS[dialect.name] = dialect
 
 
+def table_of(conn: TargetConnection, table: str) -> Table:
+    """``table``'s catalog entry, read once per transaction (``conn.memo``). Inside one
+    transaction the entry stays true once a statement has touched the table (its lock
+    blocks DDL until the end); the next transaction reads the catalog again."""
+    key = ("catalog", table)
+    found = conn.memo.get(key)
+    if isinstance(found, Table):
+        return found
+    entry = dialect_for(conn).table(conn, table)
+    conn.memo[key] = entry
+    return entry
+
+
 def dialect_for(conn: TargetConnection) -> SqlDialect:
     """The transition dialect for ``conn``; a clear error for an engine without one."""
     found = _DIALECTS.get(conn.dialect.name)

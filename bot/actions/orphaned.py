@@ -105,6 +105,18 @@ class FailOrphanedTasks:
         spec = spec_for(conn, OrphanedSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="fail", dead_verb="")
 
+    def preview_in(
+        self,
+        conn: TargetConnection,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
+    ) -> Preview:
+        """:meth:`preview` without its savepoint: the caller undoes the statements
+        (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
+        spec = spec_for(conn, OrphanedSettings.of(settings), params)
+        return transition.preview_in(conn, spec, limits, verb="fail", dead_verb="")
+
     def execute(
         self,
         conn: TargetConnection | None,

@@ -73,6 +73,13 @@ class TargetConnection(Protocol):
     @property
     def dialect(self) -> Dialect: ...
 
+    @property
+    def memo(self) -> dict[object, object]:
+        """A cache that lives exactly as long as this transaction: what actions learned
+        inside it (a table's catalog entry, a composed statement). Never carried into the
+        next transaction, so a schema change between two transactions is always seen."""
+        ...
+
     def fetch_all(self, query: SqlQuery, params: Params | None = None) -> list[Row]:
         """Run ``query`` and return every row as a dict keyed by column name."""
         ...

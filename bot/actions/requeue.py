@@ -270,6 +270,18 @@ class RequeueStuckTasks:
         spec = spec_for(conn, RequeueSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="requeue", dead_verb="dead-letter")
 
+    def preview_in(
+        self,
+        conn: TargetConnection,
+        settings: ActionSettings,
+        params: dict[str, ParamValue],
+        limits: Limits,
+    ) -> Preview:
+        """:meth:`preview` without its savepoint: the caller undoes the statements
+        (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
+        spec = spec_for(conn, RequeueSettings.of(settings), params)
+        return transition.preview_in(conn, spec, limits, verb="requeue", dead_verb="dead-letter")
+
     def execute(
         self,
         conn: TargetConnection | None,

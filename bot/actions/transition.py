@@ -29,12 +29,12 @@ The engine-specific parts go through :class:`bot.actions.dialect.SqlDialect`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from psycopg import sql
 
 from bot.actions.base import Limits, Outcome, Preview
-from bot.actions.dialect import Table, dialect_for, text_value
+from bot.actions.dialect import Table, dialect_for, table_of, text_value
 from bot.actions.target import Binds, Params, Row, TargetConnection, ident, json_safe
 from bot.actions.transition_spec import (
     DEAD_FLAG,
@@ -61,6 +61,7 @@ __all__ = [
     "parse_assign",
     "parse_set",
     "preview",
+    "preview_in",
     "statement",
     "still_matching",
 ]
@@ -114,7 +115,7 @@ def outcome_keys(conn: TargetConnection, spec: TransitionSpec, outcome: Outcome)
     ids = outcome.details.get("ids")
     if not isinstance(ids, list) or not ids:
         return []
-    pk = dialect_for(conn).table(conn, spec.table).primary_key
+    pk = table_of(conn, spec.table).primary_key
     if len(pk) == 1:
         return [{pk[0]: i} for i in ids]
     image = [b for b in outcome.before_image if all(k in b for k in pk)]
@@ -158,7 +159,7 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
     composer = Composer(conn, spec)
     if not composer.d.update_returning:
         return _run_portable(conn, spec, limits, composer.build_portable())
-    built = composer.build()
+    built = _built(conn, spec, composer)
     before: list[Row] = []
     dead = 0
     companions: dict[str, list[object]] = {c.table: [] for c in spec.companions}
@@ -183,6 +184,21 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
         if len(rows) < limit:
             break
     return _Run(before, dead, companions, built.table)
+
+
+def _built(conn: TargetConnection, spec: TransitionSpec, composer: Composer) -> Built:
+    """``composer.build()``, once per statement shape and transaction (``conn.memo``).
+
+    Bind VALUES never reach the statement's text (they travel as binds), so two specs
+    equal but for their bind values compose the same statement: a storm's runs of one
+    playbook (:mod:`bot.pipeline.storm`) compose it once, each run with its own binds."""
+    key = ("transition", repr(replace(spec, binds=dict.fromkeys(sorted(spec.binds)))))
+    found = conn.memo.get(key)
+    if isinstance(found, Built):
+        return replace(found, binds={**found.binds, **spec.binds})
+    built = composer.build()
+    conn.memo[key] = built
+    return built
 
 
 def _run_portable(
@@ -281,6 +297,21 @@ def preview(
         conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(sql.Identifier(_SAVEPOINT)))
     if run is None:
         return Preview(summary=f"execute would refuse: {refused}; nothing would change")
+    return _previewed(spec, run, verb=verb, dead_verb=dead_verb)
+
+
+def preview_in(
+    conn: TargetConnection, spec: TransitionSpec, limits: Limits, *, verb: str, dead_verb: str
+) -> Preview:
+    """Run exactly :func:`execute`'s statements in the caller's transaction and report
+    what they did, WITHOUT undoing them: the caller holds one savepoint over several runs
+    (storm mode, :mod:`bot.pipeline.storm`) and rolls all of them back at once, so each
+    run's preview is what it does after the runs before it, exactly as the batch will
+    execute. :class:`TooManyRows` and the database's own errors propagate."""
+    return _previewed(spec, _run(conn, spec, limits), verb=verb, dead_verb=dead_verb)
+
+
+def _previewed(spec: TransitionSpec, run: _Run, *, verb: str, dead_verb: str) -> Preview:
     outcome = _outcome(spec, run)
     details = outcome.details
     summary = f"would {verb} {details['changed']}"
@@ -303,7 +334,7 @@ def still_matching(
     if not keys:
         return []
     d = dialect_for(conn)
-    table = d.table(conn, spec.table)
+    table = table_of(conn, spec.table)
     pk = table.primary_key
     binds: Binds = dict(spec.binds)
     matches: list[sql.Composable] = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from bot.actions.dialect import SqlDialect, Table, dialect_for, text_value
+from bot.actions.dialect import SqlDialect, Table, dialect_for, table_of, text_value
 from bot.actions.target import Binds, TargetConnection, ident
 from bot.actions.transition_spec import (
     DEAD_FLAG,
@@ -58,7 +58,7 @@ class Composer:
         self.conn = conn
         self.spec = spec
         self.d: SqlDialect = dialect_for(conn)
-        self.table = self.d.table(conn, spec.table)
+        self.table = table_of(conn, spec.table)
         if not self.table.primary_key:
             raise RemediationError(
                 f"table {spec.table} has no primary key: rows could not be named exactly",
@@ -247,7 +247,7 @@ class Composer:
         )
 
     def _companion(self, i: int, comp: CompanionSpec) -> tuple[sql.Composable, sql.Composable]:
-        other = self.d.table(self.conn, comp.table)
+        other = table_of(self.conn, comp.table)
         if other.primary_key != (comp.key_column,):
             raise RemediationError(
                 f"companion {comp.table}: key_column {comp.key_column!r} must be its primary "

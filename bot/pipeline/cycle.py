@@ -21,8 +21,10 @@ from bot.pipeline.parts import CycleParts
 from bot.pipeline.poll import poll_and_track
 from bot.pipeline.ports import EventSink
 from bot.pipeline.steps import fixlinks_step, lifecycle_step, outbox_step
+from bot.pipeline.storm import STORM_MIN, storms
 from bot.pipeline.track import record_transition
 from bot.pipeline.triage import escalate_overdue, group_incidents, triage_issues
+from bot.playbooks.matcher import MatchResult
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.store.db import Store
 from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
@@ -91,15 +93,27 @@ def match_and_plan(
     """
     fetches = 0
     store, matcher = parts.store, parts.matcher
-    for issue_id in issue_ids:
+    matched: list[tuple[str, str, MatchResult]] = []
+    loaded: dict[str, tuple[str, SentryIssue, bool] | None] = {}
+    for start in range(0, len(issue_ids), 500):
         with store.session() as session:
-            row = session.get(TrackedIssue, issue_id)
-            if row is None or row.state in _SKIP_STATES:
-                continue
-            if row.state == LifecycleState.ESCALATED.value and not row.requires_approval:
-                continue  # a human owns it now
-            issue = _issue_from_row(row)
-            was_waiting = row.awaiting_event_since is not None
+            for row in session.exec(
+                select(TrackedIssue).where(col(TrackedIssue.id).in_(issue_ids[start : start + 500]))
+            ):
+                if row.state in _SKIP_STATES:
+                    continue
+                if row.state == LifecycleState.ESCALATED.value and not row.requires_approval:
+                    continue  # a human owns it now
+                loaded[row.id] = (
+                    row.id,
+                    _issue_from_row(row),
+                    row.awaiting_event_since is not None,
+                )
+    for issue_id in issue_ids:
+        found = loaded.pop(issue_id, None)  # once, even when listed twice
+        if found is None:
+            continue
+        _, issue, was_waiting = found
         event: SentryEvent | None = issue.latest_event
         result = matcher.match(issue, event)
         if result is None and event is None and matcher.wants_event(issue):
@@ -122,11 +136,47 @@ def match_and_plan(
             report.unmatched.append(issue.short_id)
             _no_playbook(parts, issue_id)
             continue
+        matched.append((issue_id, issue.short_id, result))
+    plan_matches(parts, matched, report, shadow_only=shadow_only)
+
+
+def plan_matches(
+    parts: CycleParts,
+    matched: list[tuple[str, str, MatchResult]],
+    report: CycleReport,
+    *,
+    shadow_only: bool,
+) -> None:
+    """Plan every match, in order. The ``auto`` matches of one playbook whose action may
+    share a transaction are remedied together (storm mode, :mod:`bot.pipeline.storm`);
+    what the storm hands back, and everything else, is planned one issue at a time."""
+    single = matched
+    if not shadow_only:
+        groups: dict[str, list[tuple[str, str, MatchResult]]] = {}
+        for m in matched:
+            groups.setdefault(m[2].playbook.id, []).append(m)
+        back: set[str] = set()
+        for group in groups.values():
+            pb = group[0][2].playbook
+            if len(group) < STORM_MIN or not storms(pb):
+                back.update(m[0] for m in group)
+                continue
+            try:
+                stormed = parts.executor.storm(pb, [(m[0], m[2]) for m in group])
+            except BotError as exc:
+                # What the batch journaled is finished by recovery in the next cycle.
+                log.warning("storm of %d issues (%s) failed: %s", len(group), pb.id, exc)
+                report.errors.append(f"storm of {len(group)} issues ({pb.id}): {exc}")
+                continue
+            report.plans.extend(stormed.outcomes)
+            back.update(issue_id for issue_id, _ in stormed.single)
+        single = [m for m in matched if m[0] in back]
+    for issue_id, short_id, result in single:
         try:
             report.plans.append(parts.executor.plan(issue_id, result, shadow_only=shadow_only))
         except BotError as exc:
-            log.warning("planning %s failed: %s", issue.short_id, exc)
-            report.errors.append(f"{issue.short_id}: {exc}")
+            log.warning("planning %s failed: %s", short_id, exc)
+            report.errors.append(f"{short_id}: {exc}")
 
 
 def _set_awaiting(parts: CycleParts, issue_id: str, *, waiting: bool) -> None:

@@ -275,9 +275,10 @@ class EventRecorder:
                 else render(note)
             )
             enqueue(session, "slack", f"slack:{kind}:{subject}", payload, issue.id, kind, now)
-        if run is not None and kind in _RUN_OUTCOME_KINDS:
+        if run is not None and run.mode == "approval" and kind in _RUN_OUTCOME_KINDS:
             # The run was approved from a Slack button: replace that message with the
             # outcome through the click's response_url (same transaction as the outcome).
+            # Only a run that waited for approval can have been clicked.
             body = outcome_update(run, note.verify_result)
             for n, url in enumerate(reply_urls(session, run.id)[:1]):
                 enqueue(

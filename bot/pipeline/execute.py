@@ -18,7 +18,7 @@ The remediation stages, in the order of the flow (match → plan → execute →
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import update
 from sqlmodel import col
@@ -48,6 +48,7 @@ from bot.pipeline.ports import (
     no_events,
 )
 from bot.pipeline.recover import Recovery
+from bot.pipeline.storm import Storm, StormResult
 from bot.pipeline.track import record_transition
 from bot.pipeline.verify import Verifier
 from bot.playbooks.matcher import MatchResult
@@ -245,6 +246,16 @@ class Executor:
             hidden_debt_hours=hidden_debt_hours,
         )
         self._recovery = Recovery(store, playbooks, targets, clock, self.execute_run, verifier)
+        self._storm = Storm(
+            store,
+            targets,
+            clock,
+            self._planner,
+            verifier,
+            self.execute_run,
+            hidden_debt_runs=hidden_debt_runs,
+            hidden_debt_hours=hidden_debt_hours,
+        )
 
     def preview(
         self, playbook: Playbook, params: Mapping[str, ParamValue]
@@ -255,6 +266,11 @@ class Executor:
     def plan(self, issue_id: str, match: MatchResult, *, shadow_only: bool = False) -> PlanOutcome:
         """Journal a run for ``match`` on the tracked issue and act per its mode."""
         return self._planner.plan(issue_id, match, shadow_only=shadow_only)
+
+    def storm(self, playbook: Playbook, batch: Sequence[tuple[str, MatchResult]]) -> StormResult:
+        """Remedy the issues ``playbook`` matched in one cycle together (storm mode, see
+        :mod:`bot.pipeline.storm`); the result names the issues to :meth:`plan` singly."""
+        return self._storm.run(playbook, batch)
 
     def approve(self, run_id: str, approver: str, *, channel: Channel = Channel.CLI) -> PlanOutcome:
         """Approve a waiting run (not expired) as the trusted local operator, and execute

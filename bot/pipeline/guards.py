@@ -77,22 +77,33 @@ def _ensure_state_row(session: Session, playbook_id: str, now: datetime) -> None
 
 def record_verification(session: Session, playbook: Playbook, ok: bool, now: datetime) -> bool:
     """Count a verification; return True if this failure opened the breaker."""
+    return record_verifications(session, playbook, [ok], now)[0]
+
+
+def record_verifications(
+    session: Session, playbook: Playbook, oks: list[bool], now: datetime
+) -> list[bool]:
+    """Count verifications in order (a storm's, see :mod:`bot.pipeline.storm`); for
+    each, True if that failure opened the breaker."""
     _ensure_state_row(session, playbook.id, now)
     # Locked to the end of the transaction: two verifications of one playbook at once
     # (two replicas, webhook workers) must not lose each other's count.
     row = session.get(PlaybookState, playbook.id, with_for_update=True)
     assert row is not None
-    opened = False
-    if ok:
-        row.consecutive_failures = 0
-    else:
-        row.consecutive_failures += 1
-        if row.consecutive_failures >= playbook.guards.breaker_failures:
-            row.breaker_open_until = now + timedelta(
-                minutes=playbook.guards.breaker_cooldown_minutes
-            )
+    opened: list[bool] = []
+    for ok in oks:
+        opens = False
+        if ok:
             row.consecutive_failures = 0
-            opened = True
+        else:
+            row.consecutive_failures += 1
+            if row.consecutive_failures >= playbook.guards.breaker_failures:
+                row.breaker_open_until = now + timedelta(
+                    minutes=playbook.guards.breaker_cooldown_minutes
+                )
+                row.consecutive_failures = 0
+                opens = True
+        opened.append(opens)
     row.updated_at = now
     session.add(row)
     return opened

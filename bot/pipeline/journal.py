@@ -208,12 +208,12 @@ def count_runs(
     ).one()
     return RunCounts(
         issue_runs_after=int(debt or 0),
-        issue_last_start=_as_utc(last),
+        issue_last_start=as_utc(last),
         playbook_runs=int(hourly or 0),
     )
 
 
-def _as_utc(value: datetime | str | None) -> datetime | None:
+def as_utc(value: datetime | str | None) -> datetime | None:
     # max() over a SQLite text column comes back as text (no column type to decode it).
     if value is None:
         return None

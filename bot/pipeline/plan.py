@@ -184,7 +184,9 @@ class Planner:
             ),
         )
         run, inserted = journal_run(
-            self.store, run, lambda session, row: self._planned(session, row, pb, preview, now)
+            self.store,
+            run,
+            lambda session, row: self.record_planned(session, row, pb, preview, now),
         )
         out.run_id = run.id
         if not inserted:
@@ -198,7 +200,7 @@ class Planner:
             return done
         return out
 
-    def _planned(
+    def record_planned(
         self,
         session: Session,
         run: RemediationRun,

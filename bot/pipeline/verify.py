@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from bot import failpoints
 from bot.actions.base import Outcome, ParamValue
@@ -54,64 +55,81 @@ class Verifier:
         """Verify ``outcome`` of run ``run_id`` and return ``out`` with the verdict
         (``status`` becomes ``verify_failed`` when the remedy did not take effect)."""
         failpoints.hit("before-verify")
-        verdict = self._action_verdict(pb, out.params, outcome)
-        if pb.verify.checks:
-            verdict = self._checks(pb, out.params, verdict)
+        verdict = self.judge(pb, out.params, outcome)
         now = self.clock.now()
         with self.store.session() as session:
             row = session.get(RemediationRun, run_id)
             issue = session.get(TrackedIssue, out.issue_id)
             assert row is not None and issue is not None
-            ok, summary = verdict.ok, verdict.summary
-            row.verify = {"ok": ok, "summary": summary, "details": verdict.details}
-            opened = guards.record_verification(session, pb, ok, now)
-            if ok:
-                record_transition(
-                    session,
-                    issue,
-                    LifecycleState.REMEDIATED,
-                    f"run {run_id[:8]} changed {out.rows_affected} rows; verified: {summary}",
-                    now,
-                )
-                record_transition(
-                    session, issue, LifecycleState.WATCHING, "watching for quiet hours", now
-                )
-                issue.quiet_since = ensure_utc(issue.last_seen) if issue.last_seen else now
-                # A re-run that found nothing to change is not news for the channel; the
-                # first run is (for notify_only, it is the one message saying "tracked").
-                earlier = session.exec(
-                    select(RemediationRun.id).where(
-                        RemediationRun.issue_id == issue.id,
-                        RemediationRun.id != run_id,
-                        col(RemediationRun.status).in_(EXECUTED_OK),
-                    )
-                ).first()
-                if row.rows_affected or earlier is None:
-                    self.on_event(session, "remediated", issue, row, pb, {"verify": summary})
-            else:
-                row.status = RunStatus.VERIFY_FAILED.value
-                out.status = row.status
-                record_transition(
-                    session,
-                    issue,
-                    LifecycleState.FAILED,
-                    f"run {run_id[:8]} verification failed: {summary}",
-                    now,
-                )
-                record_transition(
-                    session,
-                    issue,
-                    LifecycleState.ESCALATED,
-                    "remedy did not take effect; a human must look",
-                    now,
-                )
-                issue.escalated_at = now
-                self.on_event(
-                    session, "failed", issue, row, pb, {"verify": summary, "breaker_opened": opened}
-                )
+            opened = guards.record_verification(session, pb, verdict.ok, now)
+            self.journal_verdict(session, out, row, issue, pb, verdict, now, opened=opened)
         failpoints.hit("after-verify")
-        out.verify = verdict.summary
         return out
+
+    def judge(self, pb: Playbook, params: dict[str, ParamValue], outcome: Outcome) -> Verdict:
+        """The verdict on ``outcome``: the action's verify, then the playbook's checks."""
+        verdict = self._action_verdict(pb, params, outcome)
+        if pb.verify.checks:
+            verdict = self._checks(pb, params, verdict)
+        return verdict
+
+    def journal_verdict(
+        self,
+        session: Session,
+        out: PlanOutcome,
+        row: RemediationRun,
+        issue: TrackedIssue,
+        pb: Playbook,
+        verdict: Verdict,
+        now: datetime,
+        *,
+        opened: bool,
+    ) -> None:
+        """Journal ``verdict`` on ``row`` in the caller's transaction (which counted it
+        for the breaker: ``opened`` says this failure opened it), move the issue
+        (watching, or failed → escalated), announce it. Sets ``out.status``
+        (``verify_failed``) and ``out.verify``."""
+        ok, summary = verdict.ok, verdict.summary
+        run_id = row.id
+        row.verify = {"ok": ok, "summary": summary, "details": verdict.details}
+        out.verify = summary
+        if ok:
+            record_transition(
+                session,
+                issue,
+                LifecycleState.REMEDIATED,
+                f"run {run_id[:8]} changed {out.rows_affected} rows; verified: {summary}",
+                now,
+            )
+            record_transition(
+                session, issue, LifecycleState.WATCHING, "watching for quiet hours", now
+            )
+            issue.quiet_since = ensure_utc(issue.last_seen) if issue.last_seen else now
+            # A re-run that found nothing to change is not news for the channel; the
+            # first run is (for notify_only, it is the one message saying "tracked").
+            if row.rows_affected or not _ran_before(session, issue.id, run_id):
+                self.on_event(session, "remediated", issue, row, pb, {"verify": summary})
+            return
+        row.status = RunStatus.VERIFY_FAILED.value
+        out.status = row.status
+        record_transition(
+            session,
+            issue,
+            LifecycleState.FAILED,
+            f"run {run_id[:8]} verification failed: {summary}",
+            now,
+        )
+        record_transition(
+            session,
+            issue,
+            LifecycleState.ESCALATED,
+            "remedy did not take effect; a human must look",
+            now,
+        )
+        issue.escalated_at = now
+        self.on_event(
+            session, "failed", issue, row, pb, {"verify": summary, "breaker_opened": opened}
+        )
 
     def _action_verdict(
         self, pb: Playbook, params: dict[str, ParamValue], outcome: Outcome
@@ -150,3 +168,15 @@ class Verifier:
             summary = "; ".join(r.summary for r in failed) + f" (remedy: {verdict.summary})"
             return Verdict(False, summary, details)
         return Verdict(verdict.ok, f"{verdict.summary}; {len(results)} checks ok", details)
+
+
+def _ran_before(session: Session, issue_id: str, run_id: str) -> bool:
+    """Did another run of the issue execute successfully before ``run_id``?"""
+    earlier = session.exec(
+        select(RemediationRun.id).where(
+            RemediationRun.issue_id == issue_id,
+            RemediationRun.id != run_id,
+            col(RemediationRun.status).in_(EXECUTED_OK),
+        )
+    ).first()
+    return earlier is not None

@@ -388,6 +388,10 @@ class _PortableConnection:
     def dialect(self) -> Dialect:
         return replace(POSTGRESQL, name="postgresql-portable")
 
+    @property
+    def memo(self) -> dict[object, object]:
+        return self._conn.memo
+
     def fetch_all(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
         return self._conn.fetch_all(query, params)
 

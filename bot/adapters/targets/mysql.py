@@ -154,10 +154,15 @@ class MySqlConnection:
         self._dialect = dialect
         self._target = target
         self._secret = secret
+        self._memo: dict[object, object] = {}
 
     @property
     def dialect(self) -> Dialect:
         return self._dialect
+
+    @property
+    def memo(self) -> dict[object, object]:
+        return self._memo
 
     @property
     def raw(self) -> MyConn:

@@ -72,27 +72,45 @@ class PgConnection:
         self._conn = conn
         self._target = target
         self._secret = secret
+        self._memo: dict[object, object] = {}
+        self._rendered: dict[int, tuple[sql.Composable, bytes]] = {}
 
     @property
     def dialect(self) -> Dialect:
         return POSTGRESQL
 
     @property
+    def memo(self) -> dict[object, object]:
+        return self._memo
+
+    @property
     def raw(self) -> PgConn:
         """The underlying psycopg connection (tests and benchmarks only)."""
         return self._conn
+
+    def _text(self, query: SqlQuery) -> SqlQuery | bytes:
+        """A composed query rendered once per transaction: a storm runs one composed
+        statement a thousand times, each with its own binds."""
+        if not isinstance(query, sql.Composable):
+            return query
+        found = self._rendered.get(id(query))
+        if found is not None and found[0] is query:
+            return found[1]
+        text = query.as_bytes(self._conn)
+        self._rendered[id(query)] = (query, text)  # the query kept alive: its id stays its own
+        return text
 
     def fetch_all(self, query: SqlQuery, params: Params | None = None) -> list[Row]:
         with (
             _translated(self._target, self._secret),
             self._conn.cursor(row_factory=dict_row) as cur,
         ):
-            cur.execute(query, params)
+            cur.execute(self._text(query), params)
             return cur.fetchall() if cur.description is not None else []
 
     def execute(self, query: SqlQuery, params: Params | None = None) -> int:
         with _translated(self._target, self._secret), self._conn.cursor() as cur:
-            cur.execute(query, params)
+            cur.execute(self._text(query), params)
             return cur.rowcount
 
 

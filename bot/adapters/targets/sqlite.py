@@ -81,10 +81,15 @@ class SqliteConnection:
         self._conn = conn
         self._target = target
         self._arm = arm
+        self._memo: dict[object, object] = {}
 
     @property
     def dialect(self) -> Dialect:
         return SQLITE
+
+    @property
+    def memo(self) -> dict[object, object]:
+        return self._memo
 
     @property
     def raw(self) -> sqlite3.Connection:
