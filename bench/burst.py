@@ -15,7 +15,11 @@ guards unchanged (each issue runs once). ``max_rows: 5``.
 Measured in the same run, several repetitions, the target reset between them:
 
 (a) the bot: ``poll_step`` (poll 10 pages, track, triage, group, match, plan, preview,
-    journal, execute, verify, notify) for the 1,000 issues;
+    journal, execute, verify, notify) for the 1,000 issues. The 1,000 matches of one
+    auto playbook storm together (``bot/pipeline/storm.py``): every run still has its
+    own journal row, preview (its exact statement, run and rolled back), claim, verify
+    and notifications, but the previews share one target transaction, the executions
+    another (one ``UPDATE`` per run, as by hand) and the verifications a third;
 (b) by hand, the best direct way to do the same 1,000 remediations: one psycopg
     connection, for each job the same compare-and-set UPDATE (running → pending,
     requeue counter + 1, ``updated_at = now()``, only when the owner's heartbeat is

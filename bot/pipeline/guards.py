@@ -9,9 +9,12 @@ approval whatever the playbook says.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -19,6 +22,7 @@ from sqlmodel import Session
 from bot.clock import ensure_utc
 from bot.pipeline.journal import count_runs
 from bot.playbooks.models import Playbook
+from bot.store.db import Store
 from bot.store.models import PlaybookState, Setting, TrackedIssue
 
 PAUSE_KEY = "paused"
@@ -53,6 +57,32 @@ def effective_mode(playbook: Playbook, issue: TrackedIssue, *, shadow_only: bool
     if issue.requires_approval:
         return "approval"
     return playbook.guards.mode
+
+
+@contextmanager
+def plan_lock(store: Store, playbook_id: str) -> Iterator[None]:
+    """Serialise the planning of one playbook's runs across processes sharing a
+    PostgreSQL store (two replicas, a webhook worker beside the poller).
+
+    Without it, two processes planning the same match at once both preview it, and one's
+    preview (the real statements, holding their row locks until rolled back) can make
+    the other's execution skip those rows as if a live worker held them: a run journaled
+    ``noop`` while the rows stay stuck. Held from the idempotency check to the verdict,
+    the loser then finds the run journaled. A session advisory lock on a connection of
+    its own, released at the end (or by the server when the process dies). A SQLite
+    store belongs to one process: nothing to serialise."""
+    if store.engine.dialect.name != "postgresql":
+        yield
+        return
+    key = {"key": f"sentry-bot:plan:{playbook_id}"}
+    with store.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), key)
+            conn.commit()
 
 
 def breaker_open(session: Session, playbook_id: str, now: datetime) -> datetime | None:

@@ -92,6 +92,10 @@ class Planner:
 
     def plan(self, issue_id: str, match: MatchResult, *, shadow_only: bool = False) -> PlanOutcome:
         """Journal a run for ``match`` on the tracked issue and act per its mode."""
+        with guards.plan_lock(self.store, match.playbook.id):
+            return self._plan(issue_id, match, shadow_only=shadow_only)
+
+    def _plan(self, issue_id: str, match: MatchResult, *, shadow_only: bool) -> PlanOutcome:
         pb = match.playbook
         now = self.clock.now()
         with self.store.session() as session:

@@ -36,21 +36,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from psycopg import sql
-from sqlalchemy import case, func, update
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from bot import failpoints
-from bot.actions.base import Action, Outcome, Preview, SharesTransaction
+from bot.actions.base import Action, Outcome, SharesTransaction
 from bot.actions.registry import get_action
 from bot.clock import Clock
 from bot.errors import BotError, RemediationError, RetryLater
 from bot.pipeline import guards
-from bot.pipeline.journal import EXECUTED, as_utc, idempotency_key, window_start
 from bot.pipeline.plan import Planner
 from bot.pipeline.ports import PlanOutcome, RunExecutor, TargetResolver
+from bot.pipeline.storm_admit import StormItem, admit, chunks
 from bot.pipeline.track import record_transition
 from bot.pipeline.verify import Verdict, Verifier
 from bot.playbooks.matcher import MatchResult
@@ -62,22 +61,8 @@ from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedI
 STORM_MIN = 2
 # A preview restarts without each refused run; after this many, the rest go one by one.
 MAX_PREVIEW_RESTARTS = 3
-_SAVEPOINT = sql.SQL("SAVEPOINT bot_storm")
-_UNDO = sql.SQL("ROLLBACK TO SAVEPOINT bot_storm")
-_CHUNK = 500  # ids per IN list
-
-
-@dataclass
-class _Item:
-    """One admitted issue of the batch."""
-
-    issue_id: str
-    short_id: str
-    match: MatchResult
-    key: str
-    preview: Preview | None = None
-    run_id: str = ""
-    outcome: Outcome | None = None
+_SAVEPOINT = "SAVEPOINT bot_storm"
+_UNDO = "ROLLBACK TO SAVEPOINT bot_storm"
 
 
 @dataclass
@@ -125,13 +110,25 @@ class Storm:
     def run(self, pb: Playbook, batch: Sequence[tuple[str, MatchResult]]) -> StormResult:
         """Remedy ``batch`` (issues matched to ``pb``) together; return the outcomes and
         the issues the caller must plan one by one."""
+        with guards.plan_lock(self.store, pb.id):
+            return self._run(pb, batch)
+
+    def _run(self, pb: Playbook, batch: Sequence[tuple[str, MatchResult]]) -> StormResult:
         result = StormResult()
         target = self.targets(pb.action.target or "")
         action = get_action(pb.action.type)
         if target is None or not isinstance(action, SharesTransaction) or not storms(pb):
             result.single.extend(batch)
             return result
-        items = self._admit(pb, batch, result)
+        items = admit(
+            self.store,
+            self.clock,
+            pb,
+            batch,
+            result.single,
+            hidden_debt_runs=self.hidden_debt_runs,
+            hidden_debt_hours=self.hidden_debt_hours,
+        )
         if len(items) < STORM_MIN:
             result.single.extend((i.issue_id, i.match) for i in items)
             return result
@@ -171,112 +168,11 @@ class Storm:
         result.outcomes.extend(self._finish(pb, action, items))
         return result
 
-    # -- decide ------------------------------------------------------------------------
-
-    def _admit(
-        self, pb: Playbook, batch: Sequence[tuple[str, MatchResult]], result: StormResult
-    ) -> list[_Item]:
-        """The issues the guards let run now, moved to ``matched``; the others go to the
-        single-run planner, which refuses (or journals) them as it always does."""
-        now = self.clock.now()
-        g = pb.guards
-        by_id = dict(batch)
-        admitted: list[_Item] = []
-        with self.store.session() as session:
-            if guards.is_paused(session) or guards.breaker_open(session, pb.id, now):
-                result.single.extend(batch)
-                return []
-            rows = {
-                r.id: r
-                for ids in _chunks(list(by_id))
-                for r in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(ids)))
-            }
-            keyed: dict[str, _Item] = {}
-            for issue_id, match in batch:
-                row = rows.get(issue_id)
-                if row is None or guards.effective_mode(pb, row, shadow_only=False) != "auto":
-                    result.single.append((issue_id, match))
-                    continue
-                window = window_start(row.last_seen, g.cooldown_minutes, now)
-                key = idempotency_key(pb.id, issue_id, match.params, window)
-                keyed[key] = _Item(issue_id, row.short_id, match, key)
-            journaled = {
-                k
-                for keys in _chunks(list(keyed))
-                for k in session.exec(
-                    select(RemediationRun.idempotency_key).where(
-                        col(RemediationRun.idempotency_key).in_(keys)
-                    )
-                )
-            }
-            counts = self._recent(session, pb, [i.issue_id for i in keyed.values()], now)
-            allowance = g.max_runs_per_hour - counts.pop("", (0, None))[0]
-            cooldown = timedelta(minutes=g.cooldown_minutes)
-            for key, item in keyed.items():
-                debt, last = counts.get(item.issue_id, (0, None))
-                refused = (
-                    key in journaled  # the planner reports the no-op
-                    or debt >= self.hidden_debt_runs
-                    or (cooldown and last is not None and last > now - cooldown)
-                    or allowance <= 0
-                )
-                if refused:
-                    result.single.append((item.issue_id, item.match))
-                    continue
-                allowance -= 1
-                row = rows[item.issue_id]
-                row.playbook_id = pb.id
-                record_transition(
-                    session,
-                    row,
-                    LifecycleState.MATCHED,
-                    f"matched playbook {pb.id} (priority {pb.priority})",
-                    now,
-                )
-                admitted.append(item)
-        return admitted
-
-    def _recent(
-        self, session: Session, pb: Playbook, issue_ids: list[str], now: datetime
-    ) -> dict[str, tuple[int, datetime | None]]:
-        """Per issue: runs in the hidden-debt window and the latest start in the cooldown
-        window; under ``""`` the playbook's runs in the last hour (see
-        :func:`~bot.pipeline.journal.count_runs`, the same counts for one issue)."""
-        debt_window = timedelta(hours=self.hidden_debt_hours)
-        since = now - max(debt_window, timedelta(minutes=pb.guards.cooldown_minutes))
-        after = now - debt_window
-        executed = col(RemediationRun.status).in_(EXECUTED)
-        started = col(RemediationRun.started_at)
-        out: dict[str, tuple[int, datetime | None]] = {}
-        for ids in _chunks(issue_ids):
-            for issue_id, debt, last in session.exec(
-                select(
-                    RemediationRun.issue_id,
-                    func.count(case((started > after, 1))),
-                    func.max(started),
-                )
-                .where(
-                    col(RemediationRun.issue_id).in_(ids),
-                    RemediationRun.playbook_id == pb.id,
-                    executed,
-                    started >= since,
-                )
-                .group_by(RemediationRun.issue_id)
-            ):
-                out[issue_id] = (int(debt or 0), as_utc(last))
-        hourly = session.exec(
-            select(func.count()).where(
-                RemediationRun.playbook_id == pb.id, executed, started >= now - timedelta(hours=1)
-            )
-        ).one()
-        out[""] = (int(hourly or 0), None)
-        return out
-
     # -- preview -----------------------------------------------------------------------
 
     def _preview(
-        self, pb: Playbook, action: SharesTransaction, items: list[_Item], result: StormResult
-    ) -> list[_Item]:
+        self, pb: Playbook, action: SharesTransaction, items: list[StormItem], result: StormResult
+    ) -> list[StormItem]:
         """Preview the batch on its own statements (one savepoint, rolled back). A run
         the database refuses goes to the single-run planner and the preview restarts."""
         target = self.targets(pb.action.target or "")
@@ -284,7 +180,7 @@ class Storm:
         g = pb.guards
         settings, limits = pb.action.parsed_settings, g.limits()
         for _attempt in range(MAX_PREVIEW_RESTARTS + 1):
-            refused: _Item | None = None
+            refused: StormItem | None = None
             try:
                 with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
                     conn.execute(_SAVEPOINT)
@@ -311,7 +207,7 @@ class Storm:
 
     # -- journal, claim ----------------------------------------------------------------
 
-    def _journal(self, pb: Playbook, items: list[_Item], result: StormResult) -> bool:
+    def _journal(self, pb: Playbook, items: list[StormItem], result: StormResult) -> bool:
         """Journal every run (``approved``) with its ``planned`` step in ONE store
         transaction. A key another replica journaled meanwhile refuses the insert: then
         every issue goes to the single-run planner (which finds the journaled ones)."""
@@ -351,18 +247,18 @@ class Storm:
     def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
         return {
             r.id: r
-            for chunk in _chunks(ids)
+            for chunk in chunks(ids)
             for r in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(chunk)))
         }
 
-    def _claim(self, pb: Playbook, items: list[_Item]) -> tuple[list[_Item], datetime]:
+    def _claim(self, pb: Playbook, items: list[StormItem]) -> tuple[list[StormItem], datetime]:
         """Claim every run (``approved`` → ``running``, compare-and-set) and move the
         issues to ``remediating``, in one store transaction before the target's. Returns
         the runs this process won (another replica's recovery may have taken one)."""
         now = self.clock.now()
         won: set[str] = set()
         with self.store.session() as session:
-            for ids in _chunks([i.run_id for i in items]):
+            for ids in chunks([i.run_id for i in items]):
                 won.update(
                     session.execute(
                         update(RemediationRun)
@@ -386,10 +282,10 @@ class Storm:
                 )
         return claimed, now
 
-    def _release(self, items: list[_Item], started: datetime) -> None:
+    def _release(self, items: list[StormItem], started: datetime) -> None:
         """Hand the claimed runs back to ``approved`` (their transaction rolled back)."""
         with self.store.session() as session:
-            for ids in _chunks([i.run_id for i in items]):
+            for ids in chunks([i.run_id for i in items]):
                 session.exec(
                     update(RemediationRun)
                     .where(
@@ -402,7 +298,9 @@ class Storm:
 
     # -- execute, verify ---------------------------------------------------------------
 
-    def _execute(self, pb: Playbook, action: Action, items: list[_Item]) -> list[Outcome] | None:
+    def _execute(
+        self, pb: Playbook, action: Action, items: list[StormItem]
+    ) -> list[Outcome] | None:
         """Every run's statements in ONE target transaction (its id journaled on every
         run first); None when any run failed and the transaction rolled back."""
         target = self.targets(pb.action.target or "")
@@ -415,7 +313,7 @@ class Storm:
                 if conn.dialect.name == "postgresql":
                     xid = conn.fetch_all("SELECT txid_current()::text AS xid")[0]["xid"]
                     with self.store.session() as session:
-                        for ids in _chunks([i.run_id for i in items]):
+                        for ids in chunks([i.run_id for i in items]):
                             session.exec(
                                 update(RemediationRun)
                                 .where(col(RemediationRun.id).in_(ids))
@@ -450,7 +348,7 @@ class Storm:
             item.outcome = o
         return outcomes
 
-    def _finish(self, pb: Playbook, action: Action, items: list[_Item]) -> list[PlanOutcome]:
+    def _finish(self, pb: Playbook, action: Action, items: list[StormItem]) -> list[PlanOutcome]:
         """Verify every run (one read-only transaction) and journal each verdict."""
         if pb.verify.delay_seconds:
             self.clock.sleep(pb.verify.delay_seconds)
@@ -462,7 +360,7 @@ class Storm:
             issues = self._issues(session, [i.issue_id for i in items])
             runs = {
                 r.id: r
-                for ids in _chunks([i.run_id for i in items])
+                for ids in chunks([i.run_id for i in items])
                 for r in session.exec(select(RemediationRun).where(col(RemediationRun.id).in_(ids)))
             }
             opened = guards.record_verifications(session, pb, [v.ok for v in verdicts], now)
@@ -488,7 +386,7 @@ class Storm:
         failpoints.hit("after-verify")
         return outs
 
-    def _verdicts(self, pb: Playbook, action: Action, items: list[_Item]) -> list[Verdict]:
+    def _verdicts(self, pb: Playbook, action: Action, items: list[StormItem]) -> list[Verdict]:
         if pb.verify.checks:  # the runbook's own checks: one run at a time
             return [self.verifier.judge(pb, dict(i.match.params), _outcome(i)) for i in items]
         target = self.targets(pb.action.target or "")
@@ -506,10 +404,6 @@ class Storm:
         return [Verdict(v.ok, v.summary, v.details) for v in found]
 
 
-def _outcome(item: _Item) -> Outcome:
+def _outcome(item: StormItem) -> Outcome:
     assert item.outcome is not None
     return item.outcome
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[n : n + _CHUNK] for n in range(0, len(ids), _CHUNK)]
