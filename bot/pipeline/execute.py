@@ -250,7 +250,7 @@ class Executor:
             store,
             targets,
             clock,
-            self._planner,
+            on_event,
             verifier,
             self.execute_run,
             hidden_debt_runs=hidden_debt_runs,

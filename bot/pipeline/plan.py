@@ -216,9 +216,7 @@ class Planner:
         ``run`` (see :func:`~bot.pipeline.journal.journal_run`)."""
         issue = session.get(TrackedIssue, run.issue_id)
         assert issue is not None
-        reason = f"run {run.id[:8]} journaled in {run.mode} mode"
-        if preview is not None:
-            reason += f": {preview.summary}"
+        reason = planned_reason(run.id, run.mode, preview)
         record_transition(session, issue, LifecycleState.PLANNED, reason, now)
         if run.mode == "approval":
             self.on_event(session, "plan_awaiting_approval", issue, run, pb, {})
@@ -233,3 +231,9 @@ class Planner:
                 now,
             )
             issue.quiet_since = issue.last_seen or now
+
+
+def planned_reason(run_id: str, mode: str, preview: Preview | None) -> str:
+    """The timeline's words for an issue's ``planned`` step."""
+    reason = f"run {run_id[:8]} journaled in {mode} mode"
+    return reason + f": {preview.summary}" if preview is not None else reason

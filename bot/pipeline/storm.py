@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from bot import failpoints
@@ -47,11 +47,11 @@ from bot.actions.registry import get_action
 from bot.clock import Clock
 from bot.errors import BotError, RemediationError, RetryLater
 from bot.pipeline import guards
-from bot.pipeline.plan import Planner
-from bot.pipeline.ports import PlanOutcome, RunExecutor, TargetResolver
-from bot.pipeline.storm_admit import StormItem, admit, chunks
-from bot.pipeline.track import record_transition
-from bot.pipeline.verify import Verdict, Verifier
+from bot.pipeline.plan import planned_reason
+from bot.pipeline.ports import EventSink, PlanOutcome, RunExecutor, TargetResolver
+from bot.pipeline.storm_admit import StormItem, admit, chunks, issues_by_id
+from bot.pipeline.track import TransitionBatch
+from bot.pipeline.verify import News, Verdict, Verifier
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
 from bot.store.db import Store
@@ -91,7 +91,7 @@ class Storm:
         store: Store,
         targets: TargetResolver,
         clock: Clock,
-        planner: Planner,
+        on_event: EventSink,
         verifier: Verifier,
         execute_run: RunExecutor,
         *,
@@ -101,7 +101,7 @@ class Storm:
         self.store = store
         self.targets = targets
         self.clock = clock
-        self.planner = planner
+        self.on_event = on_event
         self.verifier = verifier
         self.execute_run = execute_run
         self.hidden_debt_runs = hidden_debt_runs
@@ -209,47 +209,53 @@ class Storm:
 
     def _journal(self, pb: Playbook, items: list[StormItem], result: StormResult) -> bool:
         """Journal every run (``approved``) with its ``planned`` step in ONE store
-        transaction. A key another replica journaled meanwhile refuses the insert: then
-        every issue goes to the single-run planner (which finds the journaled ones)."""
+        transaction (one executemany INSERT each). A key another replica journaled
+        meanwhile refuses the insert: then every issue goes to the single-run planner
+        (which finds the journaled ones)."""
         now = self.clock.now()
-        runs = []
+        runs: list[dict[str, object]] = []
         for item in items:
             preview = item.preview
             assert preview is not None
             item.run_id = str(uuid.uuid4())
             runs.append(
-                RemediationRun(
-                    id=item.run_id,
-                    idempotency_key=item.key,
-                    playbook_id=pb.id,
-                    issue_id=item.issue_id,
-                    action=pb.action.type,
-                    target=pb.action.target,
-                    params=dict(item.match.params),
-                    mode="auto",
-                    status=RunStatus.APPROVED.value,
-                    preview={"summary": preview.summary, "rows": preview.rows},
-                    created_at=now,
-                )
+                {
+                    "id": item.run_id,
+                    "idempotency_key": item.key,
+                    "playbook_id": pb.id,
+                    "issue_id": item.issue_id,
+                    "action": pb.action.type,
+                    "target": pb.action.target,
+                    "params": dict(item.match.params),
+                    "mode": "auto",
+                    "status": RunStatus.APPROVED.value,
+                    "preview": {"summary": preview.summary, "rows": preview.rows},
+                    "before_image": {},
+                    "verify": {},
+                    "created_at": now,
+                }
             )
+        planned = TransitionBatch()
         try:
             with self.store.session() as session:
-                session.add_all(runs)
-                session.flush()
-                self._issues(session, [i.issue_id for i in items])  # one query, not one each
-                for run, item in zip(runs, items, strict=True):
-                    self.planner.record_planned(session, run, pb, item.preview, now)
+                session.execute(insert(RemediationRun), runs)
+                issues = self._issues(session, [i.issue_id for i in items])
+                for item in items:
+                    planned(
+                        session,
+                        issues[item.issue_id],
+                        LifecycleState.PLANNED,
+                        planned_reason(item.run_id, "auto", item.preview),
+                        now,
+                    )
+                planned.flush(session)
         except BotError:
             result.single.extend((i.issue_id, i.match) for i in items)
             return False
         return True
 
     def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
-        return {
-            r.id: r
-            for chunk in chunks(ids)
-            for r in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(chunk)))
-        }
+        return issues_by_id(session, ids)
 
     def _claim(self, pb: Playbook, items: list[StormItem]) -> tuple[list[StormItem], datetime]:
         """Claim every run (``approved`` → ``running``, compare-and-set) and move the
@@ -272,14 +278,16 @@ class Storm:
                 )
             claimed = [i for i in items if i.run_id in won]
             issues = self._issues(session, [i.issue_id for i in claimed])
+            moves = TransitionBatch()
             for item in claimed:
-                record_transition(
+                moves(
                     session,
                     issues[item.issue_id],
                     LifecycleState.REMEDIATING,
                     f"run {item.run_id[:8]} executing {pb.action.type} (storm of {len(items)})",
                     now,
                 )
+            moves.flush(session)
         return claimed, now
 
     def _release(self, items: list[StormItem], started: datetime) -> None:
@@ -364,6 +372,8 @@ class Storm:
                 for r in session.exec(select(RemediationRun).where(col(RemediationRun.id).in_(ids)))
             }
             opened = guards.record_verifications(session, pb, [v.ok for v in verdicts], now)
+            moves = TransitionBatch()
+            news: list[tuple[TrackedIssue, RemediationRun, News]] = []
             for item, verdict, opens in zip(items, verdicts, opened, strict=True):
                 outcome = item.outcome
                 assert outcome is not None
@@ -379,10 +389,17 @@ class Storm:
                     rows_affected=outcome.rows_affected,
                     params=dict(item.match.params),
                 )
-                self.verifier.journal_verdict(
-                    session, out, row, issues[item.issue_id], pb, verdict, now, opened=opens
+                issue = issues[item.issue_id]
+                said = self.verifier.journal_verdict(
+                    session, out, row, issue, pb, verdict, now, opened=opens, record=moves
                 )
+                if said is not None:
+                    news.append((issue, row, said))
                 outs.append(out)
+            moves.flush(session)
+            # Announced once the timeline holds every verdict (a report reads it).
+            for issue, row, (kind, facts) in news:
+                self.on_event(session, kind, issue, row, pb, facts)
         failpoints.hit("after-verify")
         return outs
 

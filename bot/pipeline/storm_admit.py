@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, func
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from bot.actions.base import Outcome, Preview
@@ -60,11 +61,7 @@ def admit(
         if guards.is_paused(session) or guards.breaker_open(session, pb.id, now):
             single.extend(batch)
             return []
-        rows = {
-            r.id: r
-            for ids in chunks(list(by_id))
-            for r in session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(ids)))
-        }
+        rows = issues_by_id(session, list(by_id))
         keyed: dict[str, StormItem] = {}
         for issue_id, match in batch:
             row = rows.get(issue_id)
@@ -152,3 +149,18 @@ def recent_runs(
 
 def chunks(ids: list[str]) -> list[list[str]]:
     return [ids[n : n + CHUNK] for n in range(0, len(ids), CHUNK)]
+
+
+def issues_by_id(session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
+    """The tracked issues ``ids`` in one query per 500, without their ``raw`` Sentry
+    JSON (loaded only if read: a storm moves and announces issues, it never re-parses
+    them)."""
+    return {
+        r.id: r
+        for chunk in chunks(ids)
+        for r in session.exec(
+            select(TrackedIssue)
+            .where(col(TrackedIssue.id).in_(chunk))
+            .options(defer(TrackedIssue.raw))  # type: ignore[arg-type]
+        )
+    }

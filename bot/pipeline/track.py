@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import Table, insert
 from sqlmodel import Session, col, select
@@ -59,6 +60,59 @@ def record_transition(
     """Move ``row`` to ``to_state`` and journal the transition with its reason."""
     if row.state != to_state.value:
         _journal(session, row, to_state.value, reason, now)
+
+
+class TransitionRecorder(Protocol):
+    """Something that records a transition like :func:`record_transition`."""
+
+    def __call__(
+        self,
+        session: Session,
+        row: TrackedIssue,
+        to_state: LifecycleState,
+        reason: str,
+        now: datetime,
+        /,
+    ) -> None: ...
+
+
+class TransitionBatch:
+    """:func:`record_transition` for many issues in one transaction: each move is applied
+    to its row at once (so the next move of the same issue starts from it), and the
+    timeline rows go in with ONE executemany INSERT at :meth:`flush`, in order. A storm
+    (:mod:`bot.pipeline.storm`) records thousands of moves this way."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, object]] = []
+
+    def __call__(
+        self,
+        session: Session,
+        row: TrackedIssue,
+        to_state: LifecycleState,
+        reason: str,
+        now: datetime,
+        /,
+    ) -> None:
+        if row.state == to_state.value:
+            return
+        self.rows.append(
+            {
+                "issue_id": row.id,
+                "from_state": row.state,
+                "to_state": to_state.value,
+                "reason": reason[:2000],
+                "at": now,
+            }
+        )
+        row.state = to_state.value
+        row.updated_at = now
+
+    def flush(self, session: Session) -> None:
+        """Insert the recorded timeline rows (in the caller's transaction)."""
+        if self.rows:
+            session.execute(insert(Transition), self.rows)
+            self.rows = []
 
 
 def note(session: Session, row: TrackedIssue, reason: str, now: datetime) -> None:

@@ -25,10 +25,13 @@ from bot.pipeline import guards
 from bot.pipeline.checks import CheckRunner, run_checks
 from bot.pipeline.journal import EXECUTED_OK
 from bot.pipeline.ports import EventSink, PlanOutcome, TargetResolver
-from bot.pipeline.track import record_transition
+from bot.pipeline.track import TransitionRecorder, record_transition
 from bot.playbooks.models import Playbook
 from bot.store.db import Store
 from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
+
+# An event to announce: its kind and facts (see :class:`~bot.pipeline.ports.EventSink`).
+News = tuple[str, dict[str, object]]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ class Verifier:
             issue = session.get(TrackedIssue, out.issue_id)
             assert row is not None and issue is not None
             opened = guards.record_verification(session, pb, verdict.ok, now)
-            self.journal_verdict(session, out, row, issue, pb, verdict, now, opened=opened)
+            news = self.journal_verdict(session, out, row, issue, pb, verdict, now, opened=opened)
+            if news is not None:
+                self.on_event(session, news[0], issue, row, pb, news[1])
         failpoints.hit("after-verify")
         return out
 
@@ -84,42 +89,42 @@ class Verifier:
         now: datetime,
         *,
         opened: bool,
-    ) -> None:
+        record: TransitionRecorder = record_transition,
+    ) -> News | None:
         """Journal ``verdict`` on ``row`` in the caller's transaction (which counted it
-        for the breaker: ``opened`` says this failure opened it), move the issue
-        (watching, or failed → escalated), announce it. Sets ``out.status``
-        (``verify_failed``) and ``out.verify``."""
+        for the breaker: ``opened`` says this failure opened it) and move the issue
+        (watching, or failed → escalated) through ``record``. Returns the event to
+        announce (kind and facts; the caller tells its sink), None when it is not news.
+        Sets ``out.status`` (``verify_failed``) and ``out.verify``."""
         ok, summary = verdict.ok, verdict.summary
         run_id = row.id
         row.verify = {"ok": ok, "summary": summary, "details": verdict.details}
         out.verify = summary
         if ok:
-            record_transition(
+            record(
                 session,
                 issue,
                 LifecycleState.REMEDIATED,
                 f"run {run_id[:8]} changed {out.rows_affected} rows; verified: {summary}",
                 now,
             )
-            record_transition(
-                session, issue, LifecycleState.WATCHING, "watching for quiet hours", now
-            )
+            record(session, issue, LifecycleState.WATCHING, "watching for quiet hours", now)
             issue.quiet_since = ensure_utc(issue.last_seen) if issue.last_seen else now
             # A re-run that found nothing to change is not news for the channel; the
             # first run is (for notify_only, it is the one message saying "tracked").
             if row.rows_affected or not _ran_before(session, issue.id, run_id):
-                self.on_event(session, "remediated", issue, row, pb, {"verify": summary})
-            return
+                return "remediated", {"verify": summary}
+            return None
         row.status = RunStatus.VERIFY_FAILED.value
         out.status = row.status
-        record_transition(
+        record(
             session,
             issue,
             LifecycleState.FAILED,
             f"run {run_id[:8]} verification failed: {summary}",
             now,
         )
-        record_transition(
+        record(
             session,
             issue,
             LifecycleState.ESCALATED,
@@ -127,9 +132,7 @@ class Verifier:
             now,
         )
         issue.escalated_at = now
-        self.on_event(
-            session, "failed", issue, row, pb, {"verify": summary, "breaker_opened": opened}
-        )
+        return "failed", {"verify": summary, "breaker_opened": opened}
 
     def _action_verdict(
         self, pb: Playbook, params: dict[str, ParamValue], outcome: Outcome
