@@ -201,8 +201,13 @@ class Composer:
                 gone = (
                     self.expr(s.dead_set[column], t, column, "t") if column in s.dead_set else keep
                 )
-                value = sql.SQL("CASE WHEN c.{} THEN {} ELSE {} END").format(
-                    sql.Identifier(DEAD_FLAG), gone, live
+                # Same expression either way ({now: true} in both sets): no CASE needed.
+                value = (
+                    live
+                    if gone == live
+                    else sql.SQL("CASE WHEN c.{} THEN {} ELSE {} END").format(
+                        sql.Identifier(DEAD_FLAG), gone, live
+                    )
                 )
             assignments.append(sql.SQL("{} = {}").format(ident(column), value))
         if not assignments:
