@@ -122,16 +122,40 @@ def outcome_keys(conn: TargetConnection, spec: TransitionSpec, outcome: Outcome)
     return [{k: b[k] for k in pk} for b in image]
 
 
-def _shape(row: Row, built: Built, spec: TransitionSpec) -> Row:
-    """One returned row as its before-image entry: primary key, then old values."""
-    entry: Row = {}
-    for i, k in enumerate(built.table.primary_key):
-        entry[k] = json_safe(row[key_alias(i)])
-    for c in built.image_columns:
-        entry.setdefault(c, row[f"old:{c}"])
-    if spec.id_column not in entry and f"old:{spec.id_column}" in row:
-        entry[spec.id_column] = row[f"old:{spec.id_column}"]
-    return entry
+class _Shaper:
+    """Turns returned rows into before-image entries (primary key, then old values).
+
+    The column-to-field mapping is worked out once per statement, not once per row: a
+    batch returns up to ``batch_size`` rows."""
+
+    def __init__(self, built: Built) -> None:
+        pk = built.table.primary_key
+        self.keys = tuple((k, key_alias(i)) for i, k in enumerate(pk))
+        self.olds = tuple(
+            (c, f"old:{c}") for c in dict.fromkeys(built.image_columns) if c not in pk
+        )
+        self.seen: set[tuple[str, ...]] = set()
+
+    def entry(self, row: Row) -> Row:
+        """One returned row as its before-image entry."""
+        entry: Row = {k: json_safe(row[alias]) for k, alias in self.keys}
+        for c, alias in self.olds:
+            entry[c] = row[alias]
+        return entry
+
+    def refuse_repeats(self, batch: Sequence[Row], spec: TransitionSpec) -> None:
+        """A row changed twice means ``set`` leaves it matching the condition: every batch
+        would take it again. Refuse (the caller rolls back) with the reason, rather than
+        looping until max_rows."""
+        before = len(self.seen)
+        self.seen.update(tuple(str(b[k]) for k, _ in self.keys) for b in batch)
+        if len(self.seen) != before + len(batch):
+            raise RemediationError(
+                f"the transition on {spec.table} leaves changed rows matching its own "
+                "condition (set must move them out of the running status or the staleness "
+                "test)",
+                table=spec.table,
+            )
 
 
 @dataclass
@@ -142,24 +166,12 @@ class _Run:
     table: Table
 
 
-def _refuse_repeats(before: list[Row], table: Table, spec: TransitionSpec) -> None:
-    """A row changed twice means ``set`` leaves it matching the condition: every batch
-    would take it again. Refuse (the caller rolls back) with the reason, rather than
-    looping until max_rows."""
-    keys = {tuple(str(b[k]) for k in table.primary_key) for b in before}
-    if len(keys) != len(before):
-        raise RemediationError(
-            f"the transition on {spec.table} leaves changed rows matching its own condition "
-            "(set must move them out of the running status or the staleness test)",
-            table=spec.table,
-        )
-
-
 def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
     composer = Composer(conn, spec)
     if not composer.d.update_returning:
         return _run_portable(conn, spec, limits, composer.build_portable())
     built = _built(conn, spec, composer)
+    shaper = _Shaper(built)
     before: list[Row] = []
     dead = 0
     companions: dict[str, list[object]] = {c.table: [] for c in spec.companions}
@@ -168,10 +180,10 @@ def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
         # cap and we refuse; the caller's transaction rolls back, nothing changes.
         limit = min(limits.batch_size, limits.max_rows + 1 - len(before))
         rows = conn.fetch_all(built.query, built.binds | {"limit": limit})
-        for row in rows:
-            dead += bool(row[DEAD_FLAG])
-            before.append(_shape(row, built, spec))
-        _refuse_repeats(before, built.table, spec)
+        dead += sum(1 for row in rows if row[DEAD_FLAG])
+        batch = [shaper.entry(row) for row in rows]
+        shaper.refuse_repeats(batch, spec)
+        before.extend(batch)
         if rows:
             for i, comp in enumerate(spec.companions):
                 found = rows[0].get(f"companion:{i}")  # an array of the companion keys
@@ -206,7 +218,7 @@ def _run_portable(
 ) -> _Run:
     """:func:`_run` for engines without ``UPDATE ... RETURNING`` (see ``build_portable``)."""
     pk = p.table.primary_key
-    shape = Built(sql.Composed([]), p.binds, p.table, p.image_columns)
+    shaper = _Shaper(Built(sql.Composed([]), p.binds, p.table, p.image_columns))
     before: list[Row] = []
     dead = 0
     while True:
@@ -246,10 +258,10 @@ def _run_portable(
                     "updated: refusing the batch",
                     table=spec.table,
                 )
-        for row in rows:
-            dead += bool(row[DEAD_FLAG])
-            before.append(_shape(row, shape, spec))
-        _refuse_repeats(before, p.table, spec)
+        dead += sum(1 for row in rows if row[DEAD_FLAG])
+        batch = [shaper.entry(row) for row in rows]
+        shaper.refuse_repeats(batch, spec)
+        before.extend(batch)
         if len(rows) < limit:
             break
     return _Run(before, dead, {}, p.table)

@@ -2,9 +2,16 @@
 
 PostgreSQL (``SqlDialect.update_returning``): one statement per batch,
 ``WITH candidates AS MATERIALIZED (SELECT ... FOR UPDATE OF t SKIP LOCKED)``, ``UPDATE ...
-FROM candidates`` joined on the primary key with the condition re-checked, companions as
-further data-modifying CTEs, ``RETURNING`` the old values. Other engines: the locked SELECT
-and one UPDATE per group (:meth:`Composer.build_portable`).
+FROM candidates`` joined on the primary key with the condition re-checked, ``RETURNING``
+the old values (the UPDATE is the statement itself; with companions it is the CTE
+``changed`` they read). Other engines: the locked SELECT and one UPDATE per group
+(:meth:`Composer.build_portable`).
+
+Why the primary key and not ``(tableoid, ctid)``: a candidate another session updated
+after our snapshot is locked on its newest version (the lock follows the update chain),
+so the CTE carries a ctid our snapshot cannot see and a ctid join would leave that row
+locked but unchanged; the key join finds the snapshot's version and the UPDATE follows
+the chain again (tests/integration/test_transition_row_identity.py).
 """
 
 from __future__ import annotations
@@ -114,14 +121,23 @@ class Composer:
         dead = s.dead_when if s.dead_when is not None else sql.SQL("false")
         ctes: list[sql.Composable] = []
         tail: list[sql.Composable] = []
+        if s.call is None and not s.companions:
+            # Nothing reads the changed rows but the caller: the UPDATE is the statement
+            # itself, its RETURNING the result (no second CTE to materialize and rescan).
+            update = self._update(dead)
+            candidates = sql.SQL("WITH candidates AS MATERIALIZED ({}) ").format(
+                self._select(image, dead)
+            )
+            return Built(candidates + update, self.binds, t, tuple(image))
         if s.call is not None:
             body = self._call(s.call)
         else:
-            body = self._update(dead)
+            body = sql.SQL(", changed AS ({})").format(self._update(dead))
             for i, comp in enumerate(s.companions):
                 cte, agg = self._companion(i, comp)
                 ctes.append(cte)
                 tail.append(agg)
+        # Composed last: _call and _companion add the candidate columns they refer to.
         candidates = sql.SQL("WITH candidates AS MATERIALIZED ({})").format(
             self._select(image, dead)
         )
@@ -201,8 +217,13 @@ class Composer:
                 gone = (
                     self.expr(s.dead_set[column], t, column, "t") if column in s.dead_set else keep
                 )
-                value = sql.SQL("CASE WHEN c.{} THEN {} ELSE {} END").format(
-                    sql.Identifier(DEAD_FLAG), gone, live
+                # Same expression either way ({now: true} in both sets): no CASE needed.
+                value = (
+                    live
+                    if gone == live
+                    else sql.SQL("CASE WHEN c.{} THEN {} ELSE {} END").format(
+                        sql.Identifier(DEAD_FLAG), gone, live
+                    )
                 )
             assignments.append(sql.SQL("{} = {}").format(ident(column), value))
         if not assignments:
@@ -212,8 +233,8 @@ class Composer:
             for i, k in enumerate(t.primary_key)
         )
         return sql.SQL(
-            ", changed AS (UPDATE {table} AS t SET {assignments} FROM candidates AS c"
-            " WHERE {join} AND {where} RETURNING c.*)"
+            "UPDATE {table} AS t SET {assignments} FROM candidates AS c"
+            " WHERE {join} AND {where} RETURNING c.*"
         ).format(
             table=ident(s.table),
             assignments=sql.SQL(", ").join(assignments),
