@@ -91,9 +91,13 @@ def _update_rows(session: Session, stmt: Update, params: Sequence[Mapping[str, o
         return
     session.flush()
     session.connection().execute(stmt, params)
-    changed = {p["b_id"] for p in params}
+    _expire_loaded(session, {str(p["b_id"]) for p in params})
+
+
+def _expire_loaded(session: Session, ids: set[str]) -> None:
+    """Tracked issues ``ids`` that the session holds are read again on next access."""
     for obj in list(session.identity_map.values()):
-        if isinstance(obj, TrackedIssue) and obj.id in changed:
+        if isinstance(obj, TrackedIssue) and obj.id in ids:
             session.expire(obj)
 
 
@@ -156,14 +160,34 @@ def group_incidents(
             )
         else:
             incident.severity = worst
-    assigned = [
-        {"b_id": issue_id, "incident_id": plan.by_issue[issue_id]}
-        for issue_id in sorted(plan.newly_assigned)
-        if issue_id in severities
+    # Members of one incident share the value: a large incident (a burst's thousand
+    # issues often make one) is one UPDATE per 500 ids, the rest one executemany by id.
+    members: dict[str, list[str]] = {}
+    for issue_id in sorted(plan.newly_assigned):
+        if issue_id in severities:
+            members.setdefault(plan.by_issue[issue_id], []).append(issue_id)
+    singles = [
+        {"b_id": i, "incident_id": inc}
+        for inc, ids in members.items()
+        if len(ids) < _BY_INCIDENT
+        for i in ids
     ]
-    _update_rows(session, _UPDATE_BY_ID, assigned)
+    _update_rows(session, _UPDATE_BY_ID, singles)
+    for incident_id, ids in members.items():
+        if len(ids) < _BY_INCIDENT:
+            continue
+        session.flush()
+        for start in range(0, len(ids), 500):
+            session.connection().execute(
+                update(_TRACKED)
+                .where(_TRACKED.c.id.in_(ids[start : start + 500]))
+                .values(incident_id=incident_id)
+            )
+        _expire_loaded(session, set(ids))
     return len(plan.newly_assigned)
 
+
+_BY_INCIDENT = 20  # members from which an incident's links are one UPDATE ... IN
 
 _RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 

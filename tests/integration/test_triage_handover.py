@@ -5,6 +5,7 @@ on SQLite and PostgreSQL (the ``store`` fixture), hostile issues included.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -21,6 +22,7 @@ from bot.store.db import Store
 from bot.store.models import Incident, QuarantinedIssue, TrackedIssue
 from bot.testing import FakeSentry
 from bot.triage import TriageConfig, triage
+from bot.triage.incidents import Candidate, assign_incidents
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TITLES = [
@@ -59,6 +61,14 @@ def _fake(clock: FakeClock) -> tuple[FakeSentry, str]:
             firstSeen=NOW - timedelta(minutes=7 * n),
             lastSeen=NOW - timedelta(seconds=n),
         )
+    for n in range(25):  # one large incident: its links are written per incident
+        fake.add_issue(
+            project="worker",
+            title=f"Task stuck: job_id={n}",
+            culprit="jobs.run in work",
+            firstSeen=NOW - timedelta(minutes=n),
+            lastSeen=NOW - timedelta(seconds=n),
+        )
     malformed = fake.add_issue(project="api", title="Error: odd")
     fake.issues[malformed["id"]].data["count"] = "many"
     return fake, malformed["id"]
@@ -83,7 +93,7 @@ def test_handed_over_issues_store_what_parsing_raw_stores(store: Store) -> None:
     candidates, parsed = _poll(store, fake, clock)
     config = TriageConfig()
 
-    assert len(candidates) == len(TITLES) * 3 and set(parsed) == set(candidates)
+    assert len(candidates) == len(TITLES) * 3 + 25 and set(parsed) == set(candidates)
     with store.session() as session:
         rows = session.exec(select(TrackedIssue)).all()
         # The snapshot handed over is the one stored: parsing raw gives it back.
@@ -109,9 +119,16 @@ def test_handed_over_issues_store_what_parsing_raw_stores(store: Store) -> None:
     assert _stored(store) == fast
 
     issues, incidents = fast
-    assert incidents and any(v[5] for v in issues.values())
+    assert len(incidents) >= 2
     with store.session() as session:
-        for row in session.exec(select(TrackedIssue)).all():
+        rows = session.exec(select(TrackedIssue)).all()
+        expected = assign_incidents(
+            [Candidate.of(SentryIssue.model_validate(r.raw)) for r in rows]
+        ).by_issue
+        assert {r.id: r.incident_id for r in rows} == {r.id: expected.get(r.id) for r in rows}
+        sizes = Counter(r.incident_id for r in rows if r.incident_id)
+        assert max(sizes.values()) >= 25 and min(sizes.values()) < 20  # both write paths
+        for row in rows:
             verdict = triage(SentryIssue.model_validate(row.raw), None, config, clock.now())
             assert row.triage == verdict.model_dump(mode="json")
             assert (row.severity, row.category) == (verdict.severity, verdict.category)
