@@ -31,7 +31,7 @@ class TrackResult:
     unchanged: int = 0
     # The snapshot written as ``raw`` for each new or changed issue (the later one when
     # an issue was listed twice), so later steps need not parse ``raw`` back.
-    stored: dict[str, SentryIssue] = field(default_factory=dict)
+    stored: dict[str, SentryIssue] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def seen(self) -> int:
