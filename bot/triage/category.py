@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from bot.json_types import JsonObject
 from bot.safety.linear_regex import SET_TEXT_LIMIT, compile_set
 from bot.sentry.models import SentryEvent, SentryIssue
-from bot.triage.models import CATEGORY_PRECEDENCE, Category, Indicator, TriageConfig
+from bot.triage.models import CATEGORY_PRECEDENCE, Category, Indicator, TriageConfig, indicator
 
 SCAN_LIMIT = 16_000  # characters of each text source searched; bounds regex cost
 _I = re.IGNORECASE
@@ -367,12 +367,12 @@ def classify(
     best = max(CATEGORY_PRECEDENCE, key=lambda c: (scores[c], -CATEGORY_PRECEDENCE.index(c)))
     if scores[best] == 0:
         indicators.append(
-            Indicator(
-                kind="category",
-                name="no_specific_signal",
-                weight=0,
-                effect="code_bug (default)",
-                evidence="no stack trace or known error text",
+            indicator(
+                "category",
+                "no_specific_signal",
+                0,
+                "code_bug (default)",
+                "no stack trace or known error text",
             )
         )
         return Category.CODE_BUG, scores, indicators

@@ -1,6 +1,8 @@
-"""The RE2 prescreen of the triage text rules (issue #12) never hides a rule that
-Python's ``re`` finds: the rules it passes are searched with ``re`` as before, so it may
-only skip rules that cannot match.
+"""Triage made cheaper for a burst (issue #12) decides as before.
+
+The RE2 prescreen of the text rules never hides a rule that Python's ``re`` finds (the
+rules it passes are searched with ``re`` as before, so it may only skip rules that cannot
+match), and shared indicators equal the ones built one by one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import pytest
 
 from bot.safety.linear_regex import SET_TEXT_LIMIT, RegexRefused, compile_set
 from bot.triage.category import TEXT_RULES, _candidate_rules, _text_indicators
-from bot.triage.models import Indicator
+from bot.triage.models import EVIDENCE_LIMIT, Indicator, indicator
 
 # Each rule's own words, near misses and the characters its boundaries depend on.
 PIECES = [
@@ -110,3 +112,16 @@ def test_a_pattern_set_refuses_what_re2_refuses_and_oversized_text() -> None:
     assert patterns.matching("nothing here") == frozenset()
     with pytest.raises(ValueError, match="bytes"):
         patterns.matching("é" * SET_TEXT_LIMIT)
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    ["level=error", "tab\there\x00", "x" * EVIDENCE_LIMIT, "y" * (EVIDENCE_LIMIT + 50)],
+)
+def test_a_shared_indicator_equals_one_built_alone(evidence: str) -> None:
+    built = Indicator(kind="severity", name="level", weight=1, effect="+1", evidence=evidence)
+    shared = indicator("severity", "level", 1, "+1", evidence)
+    assert shared == built and shared.model_dump() == built.model_dump()
+    assert len(shared.evidence) <= EVIDENCE_LIMIT
+    again = indicator("severity", "level", 1, "+1", evidence)
+    assert (again is shared) == (len(evidence) <= EVIDENCE_LIMIT)  # long text not cached
