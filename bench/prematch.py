@@ -141,6 +141,7 @@ def one_run(size: int, store_url: str, playbooks: Path) -> dict[str, float]:
     took["core"] = sum(took[p] for p in ("poll_track", "undecided", "triage", "group"))
     took["core_bot"] = took["core"] - took["fake"]
     app.close()
+    store.dispose()
     return took
 
 
