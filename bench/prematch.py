@@ -10,7 +10,8 @@ ones ``poll_step`` runs before ``match_and_plan``, in its order, each timed alon
 - ``undecided``: ``undecided_issues`` plus the untriaged lookup;
 - ``triage``: ``triage_issues``;
 - ``group``: ``group_incidents``;
-- ``regressions``: ``handle_regressions``.
+- ``regressions``: ``handle_regressions``;
+- ``tail``: ``_count_awaiting`` and ``escalate_overdue`` (run after matching).
 
 ``core`` is poll_track + undecided + triage + group; ``fake`` the part of poll_track spent
 answering in FakeSentry (not the bot's), ``core_bot`` core without it. Run:
@@ -49,7 +50,7 @@ from bot.testing import FakeSentry
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T = TypeVar("T")
-PHASES = ("startup", "poll_track", "undecided", "triage", "group", "regressions")
+PHASES = ("startup", "poll_track", "undecided", "triage", "group", "regressions", "tail")
 
 
 def _database(name: str, *, drop: bool) -> str:
@@ -138,6 +139,13 @@ def one_run(size: int, store_url: str, playbooks: Path) -> dict[str, float]:
         lambda: cycle.handle_regressions(store, clock, tracked.regressed, parts.emit),
     )
     assert len(leftover) == size, len(leftover)
+
+    def tail() -> None:  # what poll_step runs after match_and_plan (nothing matched here)
+        cycle._count_awaiting(store)
+        with store.session() as session:
+            cycle.escalate_overdue(session, clock, parts.emit)
+
+    timed("tail", tail)
     took["core"] = sum(took[p] for p in ("poll_track", "undecided", "triage", "group"))
     took["core_bot"] = took["core"] - took["fake"]
     app.close()
