@@ -299,8 +299,9 @@ def poll_step(parts: CycleParts, *, shadow_only: bool = False) -> CycleReport:
             parts.require_triage(),
             clock,
             regressed=frozenset(tracked.regressed),
+            parsed=tracked.stored,  # the poll's issues, not parsed again from raw
         )
-        group_incidents(session, clock, changed=candidates)
+        group_incidents(session, clock, changed=candidates, parsed=tracked.stored)
     report.regressed = handle_regressions(store, clock, tracked.regressed, parts.emit)
     match_and_plan(
         parts,

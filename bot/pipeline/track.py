@@ -30,6 +30,9 @@ class TrackResult:
     changed: list[str] = field(default_factory=list)
     regressed: list[str] = field(default_factory=list)
     unchanged: int = 0
+    # The snapshot written as ``raw`` for each new or changed issue (the later one when
+    # an issue was listed twice), so later steps need not parse ``raw`` back.
+    stored: dict[str, SentryIssue] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def seen(self) -> int:
@@ -40,6 +43,7 @@ class TrackResult:
         self.changed += other.changed
         self.regressed += other.regressed
         self.unchanged += other.unchanged
+        self.stored.update(other.stored)
 
 
 def _journal(
@@ -250,6 +254,7 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
         _apply(row, issue)
         row.updated_at = now
         result.changed.append(issue.id)
+        result.stored[issue.id] = issue
         if (
             new_event
             and row.resolved_by_bot
@@ -262,6 +267,7 @@ def _track_batch(session: Session, issues: list[SentryIssue], clock: Clock) -> T
     session.flush()
     if inserts:
         _insert_new(session, list(inserts.values()), first_polled, now)
+        result.stored.update(inserts)
     return result
 
 

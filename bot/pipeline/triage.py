@@ -8,10 +8,10 @@ notifications, PR comments, ``status`` and reports all show the same verdict.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import Table, Update, bindparam, or_, update
 from sqlmodel import Session, col, select
 
 from bot.clock import Clock, ensure_utc
@@ -35,28 +35,79 @@ def triage_issues(
     clock: Clock,
     *,
     regressed: frozenset[str] = frozenset(),
+    parsed: Mapping[str, SentryIssue] | None = None,
 ) -> int:
-    """Triage ``issue_ids`` and store each verdict; return how many were triaged."""
+    """Triage ``issue_ids`` and store each verdict; return how many were triaged.
+
+    ``parsed`` maps ids to the issue exactly as stored in ``raw`` (the tracker's
+    :attr:`~bot.pipeline.track.TrackResult.stored`): those are not read back and parsed
+    again. Verdicts are written with one executemany UPDATE, not as ORM rows: a burst
+    triages a thousand issues in one cycle.
+    """
     now = clock.now()
-    done = 0
-    for start in range(0, len(issue_ids), 500):
-        chunk = issue_ids[start : start + 500]
-        rows = session.exec(select(TrackedIssue).where(col(TrackedIssue.id).in_(chunk))).all()
-        for row in rows:
-            issue = SentryIssue.model_validate(row.raw)
-            result = triage(
-                issue, None, config, now, regression=True if row.id in regressed else None
-            )
-            row.severity = result.severity.value
-            row.category = result.category.value
-            row.team = result.team
-            row.response_due_at = result.response_due_at
-            row.triage = result.model_dump(mode="json")
-            done += 1
-    return done
+    known = parsed or {}
+    ids = list(dict.fromkeys(issue_ids))
+    issues = [known[i] for i in ids if i in known]
+    issues += _stored_issues(session, [i for i in ids if i not in known])
+    verdicts: list[dict[str, object]] = []
+    for issue in issues:
+        result = triage(
+            issue, None, config, now, regression=True if issue.id in regressed else None
+        )
+        verdicts.append(
+            {
+                "b_id": issue.id,
+                "severity": result.severity.value,
+                "category": result.category.value,
+                "team": result.team,
+                "response_due_at": result.response_due_at,
+                "triage": result.model_dump(mode="json"),
+            }
+        )
+    _update_rows(session, _UPDATE_BY_ID, verdicts)
+    return len(verdicts)
 
 
-def group_incidents(session: Session, clock: Clock, changed: Collection[str] | None = None) -> int:
+_TRACKED: Table = TrackedIssue.__table__  # type: ignore[attr-defined]
+# One row by id; the SET columns are the other keys of each parameter dict.
+_UPDATE_BY_ID = update(_TRACKED).where(_TRACKED.c.id == bindparam("b_id"))
+
+
+def _stored_issues(session: Session, ids: list[str]) -> list[SentryIssue]:
+    """The issues ``ids`` parsed from their ``raw`` column (ids not tracked are skipped)."""
+    out = []
+    for start in range(0, len(ids), 500):
+        rows = session.exec(
+            select(TrackedIssue.raw).where(col(TrackedIssue.id).in_(ids[start : start + 500]))
+        ).all()
+        out += [SentryIssue.model_validate(raw) for raw in rows]
+    return out
+
+
+def _update_rows(session: Session, stmt: Update, params: Sequence[Mapping[str, object]]) -> None:
+    """Run ``stmt`` once per params (one executemany), keeping the session consistent:
+    pending ORM changes are flushed first, and loaded rows it changed are expired."""
+    if not params:
+        return
+    session.flush()
+    session.connection().execute(stmt, params)
+    _expire_loaded(session, {str(p["b_id"]) for p in params})
+
+
+def _expire_loaded(session: Session, ids: set[str]) -> None:
+    """Tracked issues ``ids`` that the session holds are read again on next access."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, TrackedIssue) and obj.id in ids:
+            session.expire(obj)
+
+
+def group_incidents(
+    session: Session,
+    clock: Clock,
+    changed: Collection[str] | None = None,
+    *,
+    parsed: Mapping[str, SentryIssue] | None = None,
+) -> int:
     """Group recent related issues into incidents; return how many issues joined one.
 
     ``changed`` names the issues that are new or changed this cycle (None: consider
@@ -68,7 +119,10 @@ def group_incidents(session: Session, clock: Clock, changed: Collection[str] | N
     if changed is not None and not changed:
         return 0
     since = clock.now() - INCIDENT_HORIZON
-    query = select(TrackedIssue).where(col(TrackedIssue.first_seen) >= since)
+    # Narrow columns: only issues not handed over in ``parsed`` are read whole.
+    query = select(TrackedIssue.id, TrackedIssue.incident_id, TrackedIssue.severity).where(
+        col(TrackedIssue.first_seen) >= since
+    )
     if changed is not None:
         projects: set[str] = set()
         ids = list(changed)
@@ -84,14 +138,13 @@ def group_incidents(session: Session, clock: Clock, changed: Collection[str] | N
     rows = session.exec(query).all()
     if len(rows) < 2:
         return 0
-    candidates = []
-    for row in rows:
-        issue = SentryIssue.model_validate(row.raw)
-        candidates.append(Candidate.of(issue, issue.latest_event, None))
-    existing = {r.id: r.incident_id for r in rows if r.incident_id}
+    known = parsed or {}
+    issues = [known[r[0]] for r in rows if r[0] in known]
+    issues += _stored_issues(session, [r[0] for r in rows if r[0] not in known])
+    candidates = [Candidate.of(issue, issue.latest_event, None) for issue in issues]
+    existing = {r[0]: r[1] for r in rows if r[1]}
     plan = assign_incidents(candidates, existing)
-    by_id = {r.id: r for r in rows}
-    severities = {r.id: r.severity for r in rows}
+    severities = {r[0]: r[2] for r in rows}
     for inc in plan.incidents:
         incident = session.get(Incident, inc.id)
         worst = _worst([severities.get(m) for m in inc.members])
@@ -107,11 +160,34 @@ def group_incidents(session: Session, clock: Clock, changed: Collection[str] | N
             )
         else:
             incident.severity = worst
-    for issue_id in plan.newly_assigned:
-        if issue_id in by_id:
-            by_id[issue_id].incident_id = plan.by_issue[issue_id]
+    # Members of one incident share the value: a large incident (a burst's thousand
+    # issues often make one) is one UPDATE per 500 ids, the rest one executemany by id.
+    members: dict[str, list[str]] = {}
+    for issue_id in sorted(plan.newly_assigned):
+        if issue_id in severities:
+            members.setdefault(plan.by_issue[issue_id], []).append(issue_id)
+    singles = [
+        {"b_id": i, "incident_id": inc}
+        for inc, ids in members.items()
+        if len(ids) < _BY_INCIDENT
+        for i in ids
+    ]
+    _update_rows(session, _UPDATE_BY_ID, singles)
+    for incident_id, ids in members.items():
+        if len(ids) < _BY_INCIDENT:
+            continue
+        session.flush()
+        for start in range(0, len(ids), 500):
+            session.connection().execute(
+                update(_TRACKED)
+                .where(_TRACKED.c.id.in_(ids[start : start + 500]))
+                .values(incident_id=incident_id)
+            )
+        _expire_loaded(session, set(ids))
     return len(plan.newly_assigned)
 
+
+_BY_INCIDENT = 20  # members from which an incident's links are one UPDATE ... IN
 
 _RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
 

@@ -50,6 +50,14 @@ class _Re2Pattern(Protocol):
     def fullmatch(self, text: str, /) -> _Re2Match | None: ...
 
 
+class _Re2Set(Protocol):
+    def Add(self, pattern: str, /) -> int: ...
+
+    def Compile(self) -> None: ...
+
+    def Match(self, text: bytes, /) -> list[int] | None: ...
+
+
 def _options(*, ignore_case: bool) -> _Re2Options:
     options: _Re2Options = re2.Options()
     options.log_errors = False  # RE2 would print to stderr; we raise with the reason
@@ -108,6 +116,56 @@ def compile_linear(pattern: str, *, ignore_case: bool = False) -> LinearRegex:
     except (TypeError, ValueError) as exc:
         raise RegexRefused(str(exc)) from None
     return LinearRegex(pattern, compiled)
+
+
+# RE2::Set has no NFA to fall back on: when its DFA runs out of memory, Match answers
+# "no pattern matched" (RE2's set.cc, ``dfa_failed``), which a prescreen must never do.
+# A DFA scan adds at most one state per byte of text, so bounding the text and giving
+# the set a large budget (a cap, not an allocation) keeps it far from that point.
+SET_TEXT_LIMIT = 2048
+_SET_MAX_MEM = 64 << 20
+
+
+class LinearSet:
+    """Several RE2 patterns matched in one pass: which of them occur in a text.
+
+    One scan answers for every pattern, where testing each with its own search scans
+    the text once per pattern. Texts longer than :data:`SET_TEXT_LIMIT` are refused
+    (ValueError): the caller tests those pattern by pattern.
+    """
+
+    def __init__(self, patterns: tuple[str, ...], compiled: _Re2Set) -> None:
+        self.patterns = patterns
+        self._compiled = compiled
+
+    def matching(self, text: str) -> frozenset[int]:
+        """Indexes (into ``patterns``) of the patterns with a match somewhere in ``text``."""
+        data = text.encode()
+        if len(data) > SET_TEXT_LIMIT:
+            raise ValueError(f"a text of more than {SET_TEXT_LIMIT} bytes for a pattern set")
+        return frozenset(self._compiled.Match(data) or ())
+
+    def __repr__(self) -> str:
+        return f"LinearSet({len(self.patterns)} patterns)"
+
+
+def compile_set(patterns: tuple[str, ...], *, ignore_case: bool = False) -> LinearSet:
+    """Compile ``patterns`` into one :class:`LinearSet`, or raise :class:`RegexRefused`."""
+    options = _options(ignore_case=ignore_case)
+    options.max_mem = _SET_MAX_MEM
+    compiled: _Re2Set = re2.Set.SearchSet(options)
+    for pattern in patterns:
+        if len(pattern) > MAX_PATTERN:
+            raise RegexRefused(f"pattern longer than {MAX_PATTERN} characters")
+        try:
+            compiled.Add(pattern)
+        except re2.error as exc:
+            raise RegexRefused(_reason(exc)) from None
+    try:
+        compiled.Compile()
+    except re2.error as exc:
+        raise RegexRefused(_reason(exc)) from None
+    return LinearSet(patterns, compiled)
 
 
 def _reason(exc: Exception) -> str:

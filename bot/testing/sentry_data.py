@@ -7,6 +7,7 @@ types (``count`` a string, ``userCount`` an integer, nullable fields as null).
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ def iso(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=65_536)  # sorting re-reads every issue's dates per page
 def parse_iso(text: str) -> datetime | None:
     """Parse a date the way Sentry's search grammar accepts it; naive means UTC."""
     m = _ISO.match(text)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from bot.json_types import JsonObject
+from bot.safety.linear_regex import SET_TEXT_LIMIT, compile_set
 from bot.sentry.models import SentryEvent, SentryIssue
-from bot.triage.models import CATEGORY_PRECEDENCE, Category, Indicator, TriageConfig
+from bot.triage.models import CATEGORY_PRECEDENCE, Category, Indicator, TriageConfig, indicator
 
 SCAN_LIMIT = 16_000  # characters of each text source searched; bounds regex cost
 _I = re.IGNORECASE
@@ -136,6 +137,23 @@ TEXT_RULES: tuple[TextRule, ...] = (
     ),
 )
 
+# All text rules in one RE2 pass: a text where none of them occurs (most of them) costs
+# one scan instead of one per rule. Only a prescreen: the rules that may occur are
+# searched with Python's ``re`` as before, so matches and evidence are unchanged. On
+# ASCII text RE2 and ``re`` agree on every construct used above (``\b``, ``\w``, ``\d``
+# and case folding differ only beyond ASCII), so a text that is not ASCII, or too long
+# for the set, is searched rule by rule (tests/unit/test_triage_prescreen.py).
+_RULE_SET = compile_set(tuple(r.pattern.pattern for r in TEXT_RULES), ignore_case=True)
+_ALL_RULES = frozenset(range(len(TEXT_RULES)))
+
+
+def _candidate_rules(text: str) -> frozenset[int]:
+    """Indexes of the text rules that may match ``text`` (a superset of those that do)."""
+    if text.isascii() and len(text) <= SET_TEXT_LIMIT:
+        return _RULE_SET.matching(text)
+    return _ALL_RULES
+
+
 _URL = re.compile(r"https?://([A-Za-z0-9.-]+)", _I)
 _HTTP_5XX = re.compile(r"\b(50[0-4])\b")
 _CLIENT_4XX = {"400", "404", "405", "409", "413", "415", "422"}
@@ -184,9 +202,10 @@ def _around(text: str, m: re.Match[str], pad: int = 40) -> str:
 
 def _text_indicators(sources: list[tuple[str, str]]) -> list[Indicator]:
     found: list[Indicator] = []
-    for rule in TEXT_RULES:
-        for source, text in sources:
-            m = rule.pattern.search(text)
+    candidates = [_candidate_rules(text) for _, text in sources]
+    for index, rule in enumerate(TEXT_RULES):
+        for (source, text), maybe in zip(sources, candidates, strict=True):
+            m = rule.pattern.search(text) if index in maybe else None
             if m:
                 found.append(
                     Indicator(
@@ -348,12 +367,12 @@ def classify(
     best = max(CATEGORY_PRECEDENCE, key=lambda c: (scores[c], -CATEGORY_PRECEDENCE.index(c)))
     if scores[best] == 0:
         indicators.append(
-            Indicator(
-                kind="category",
-                name="no_specific_signal",
-                weight=0,
-                effect="code_bug (default)",
-                evidence="no stack trace or known error text",
+            indicator(
+                "category",
+                "no_specific_signal",
+                0,
+                "code_bug (default)",
+                "no stack trace or known error text",
             )
         )
         return Category.CODE_BUG, scores, indicators

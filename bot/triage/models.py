@@ -12,6 +12,7 @@ back.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -265,6 +266,25 @@ class Indicator(BaseModel):
     @classmethod
     def _bounded(cls, value: str) -> str:
         return snippet(value)
+
+
+def indicator(kind: IndicatorKind, name: str, weight: int, effect: str, evidence: str) -> Indicator:
+    """An :class:`Indicator`, shared between results when every field is equal.
+
+    Most indicators repeat from issue to issue ("level=error", "category table: code_bug");
+    validating each again cost a fifth of triage for a burst. Indicators are frozen, so
+    sharing one is safe. Long evidence (issue text) is not kept in the cache.
+    """
+    if len(evidence) > EVIDENCE_LIMIT or len(effect) > EVIDENCE_LIMIT:
+        return Indicator(kind=kind, name=name, weight=weight, effect=effect, evidence=evidence)
+    return _shared_indicator(kind, name, weight, effect, evidence)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_indicator(
+    kind: IndicatorKind, name: str, weight: int, effect: str, evidence: str
+) -> Indicator:
+    return Indicator(kind=kind, name=name, weight=weight, effect=effect, evidence=evidence)
 
 
 class TriageResult(BaseModel):

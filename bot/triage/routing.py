@@ -16,7 +16,7 @@ from bot.clock import ensure_utc
 from bot.safety.linear_regex import compile_linear
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.triage.category import tag
-from bot.triage.models import Category, Indicator, RoutingRule, Severity, TriageConfig
+from bot.triage.models import Category, Indicator, RoutingRule, Severity, TriageConfig, indicator
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,12 @@ def route(
                 team=rule.team,
                 rule=rule.name,
                 indicators=[
-                    Indicator(
-                        kind="routing",
-                        name="routing_rule",
-                        weight=1,
-                        effect=f"team {rule.team}, priority {priority.value}",
-                        evidence=f"rule {rule.name}",
+                    indicator(
+                        "routing",
+                        "routing_rule",
+                        1,
+                        f"team {rule.team}, priority {priority.value}",
+                        f"rule {rule.name}",
                     )
                 ],
             )
@@ -72,12 +72,12 @@ def route(
         team=team,
         rule=None,
         indicators=[
-            Indicator(
-                kind="routing",
-                name=source.replace(" ", "_"),
-                weight=1,
-                effect=f"team {team}, priority {seed.priority.value}",
-                evidence=f"{source}: {category.value}",
+            indicator(
+                "routing",
+                source.replace(" ", "_"),
+                1,
+                f"team {team}, priority {seed.priority.value}",
+                f"{source}: {category.value}",
             )
         ],
     )

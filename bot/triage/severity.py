@@ -24,7 +24,7 @@ from bot.clock import ensure_utc
 from bot.safety.linear_regex import compile_linear
 from bot.sentry.models import SentryEvent, SentryIssue
 from bot.triage.category import tag
-from bot.triage.models import Category, Indicator, Severity, TriageConfig
+from bot.triage.models import Category, Indicator, Severity, TriageConfig, indicator
 
 _PRODUCTION = {"production", "prod", "live", "prd"}
 _NON_PRODUCTION = {"staging", "stage", "development", "dev", "test", "testing", "local", "qa"}
@@ -51,9 +51,7 @@ class SeverityAssessment:
 
 def _sev(name: str, weight: int, evidence: str) -> Indicator:
     sign = "+" if weight >= 0 else ""
-    return Indicator(
-        kind="severity", name=name, weight=weight, effect=f"{sign}{weight}", evidence=evidence
-    )
+    return indicator("severity", name, weight, f"{sign}{weight}", evidence)
 
 
 def event_rate(issue: SentryIssue, recent: RecentRate | None) -> tuple[float, str]:
