@@ -204,13 +204,18 @@ def _built(conn: TargetConnection, spec: TransitionSpec, composer: Composer) -> 
     Bind VALUES never reach the statement's text (they travel as binds), so two specs
     equal but for their bind values compose the same statement: a storm's runs of one
     playbook (:mod:`bot.pipeline.storm`) compose it once, each run with its own binds."""
-    key = ("transition", repr(replace(spec, binds=dict.fromkeys(sorted(spec.binds)))))
+    key = ("transition", _shape(spec))
     found = conn.memo.get(key)
     if isinstance(found, Built):
         return replace(found, binds={**found.binds, **spec.binds})
     built = composer.build()
     conn.memo[key] = built
     return built
+
+
+def _shape(spec: TransitionSpec) -> str:
+    """What a spec's statements' text depends on: everything but its bind values."""
+    return repr(replace(spec, binds=dict.fromkeys(sorted(spec.binds))))
 
 
 def _run_portable(
@@ -342,31 +347,46 @@ def still_matching(
     """The keys among ``keys`` whose row still satisfies the transition's condition.
 
     Keys travel as text binds cast to each key column's own type (dialect-neutral); the
-    list is bounded by ``max_rows``, so the OR of key equalities stays small."""
+    list is bounded by ``max_rows``, so the OR of key equalities stays small. The
+    statement is composed once per shape and transaction (see :func:`_built`)."""
     if not keys:
         return []
-    d = dialect_for(conn)
     table = table_of(conn, spec.table)
     pk = table.primary_key
     binds: Binds = dict(spec.binds)
-    matches: list[sql.Composable] = []
     for n, key in enumerate(keys):
+        for i, k in enumerate(pk):
+            binds[f"key_{n}_{i}"] = text_value(key[k])
+    memo = ("still", _shape(spec), len(keys))
+    query = conn.memo.get(memo)
+    if not isinstance(query, sql.Composed):
+        query = _still_query(conn, spec, table, len(keys))
+        conn.memo[memo] = query
+    rows = conn.fetch_all(query, binds)
+    return [json_safe(r[pk[0]]) if len(pk) == 1 else json_safe(r) for r in rows]
+
+
+def _still_query(
+    conn: TargetConnection, spec: TransitionSpec, table: Table, count: int
+) -> sql.Composed:
+    d = dialect_for(conn)
+    pk = table.primary_key
+    matches: list[sql.Composable] = []
+    for n in range(count):
         parts: list[sql.Composable] = []
         for i, k in enumerate(pk):
-            name = f"key_{n}_{i}"
-            binds[name] = text_value(key[k])
             parts.append(
                 sql.SQL("t.{} = {}").format(
                     ident(k),
-                    d.cast(d.cast(sql.Placeholder(name), "text"), table.column(k).type_sql),
+                    d.cast(
+                        d.cast(sql.Placeholder(f"key_{n}_{i}"), "text"), table.column(k).type_sql
+                    ),
                 )
             )
         matches.append(sql.SQL("({})").format(sql.SQL(" AND ").join(parts)))
-    query = sql.SQL("SELECT {cols} FROM {table} AS t WHERE ({keys}) AND {where}").format(
+    return sql.SQL("SELECT {cols} FROM {table} AS t WHERE ({keys}) AND {where}").format(
         cols=sql.SQL(", ").join(sql.SQL("t.{}").format(ident(k)) for k in pk),
         table=ident(spec.table),
         keys=sql.SQL(" OR ").join(matches),
         where=spec.where,
     )
-    rows = conn.fetch_all(query, binds)
-    return [json_safe(r[pk[0]]) if len(pk) == 1 else json_safe(r) for r in rows]

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bot.clock import Clock, ensure_utc
 from bot.errors import BotError
@@ -25,7 +25,8 @@ from bot.notify.approval_message import approval_request, outcome_message
 from bot.notify.messages import Link, Notification, NotificationKind, render, safe_id
 from bot.notify.port import SLACK_RESPONSE_CHANNEL, Payload
 from bot.pipeline.approvals import reply_urls
-from bot.pipeline.outbox import enqueue
+from bot.pipeline.outbox import OutboxRow, enqueue, enqueue_many
+from bot.pipeline.ports import Event
 from bot.playbooks.models import Playbook
 from bot.store.models import FixLink, RemediationRun, TrackedIssue
 from bot.triage.report import collect_report_facts, render_report
@@ -74,9 +75,13 @@ def build_notification(
     extra: Mapping[str, object],
     report_base_url: str | None = None,
     report_path: Path | None = None,
+    *,
+    links: Sequence[FixLink] | None = None,
 ) -> Notification:
-    """A :class:`Notification` for ``kind`` from what the store knows right now."""
-    links = session.exec(select(FixLink).where(FixLink.issue_id == issue.id)).all()
+    """A :class:`Notification` for ``kind`` from what the store knows right now
+    (``links``: the issue's fix links when the caller read them already)."""
+    if links is None:
+        links = session.exec(select(FixLink).where(FixLink.issue_id == issue.id)).all()
     facts = {k: str(v)[:300] for k, v in extra.items() if v not in (None, "", False)}
     if issue.incident_id:
         facts["incident"] = issue.incident_id
@@ -242,6 +247,36 @@ class EventRecorder:
         extra: Mapping[str, object],
         /,
     ) -> None:
+        now = self.clock.now()
+        for channel, key, payload in self._messages(
+            session, kind, issue, run, playbook, extra, None
+        ):
+            enqueue(session, channel, key, payload, issue.id, kind, now)
+
+    def record_many(self, session: Session, events: Sequence[Event]) -> None:
+        """Many events in one transaction (a storm's verdicts): the issues' fix links
+        read in one query, every message in one executemany INSERT."""
+        now = self.clock.now()
+        links = fix_links_by_issue(session, [e[1].id for e in events])
+        rows: list[OutboxRow] = []
+        for kind, issue, run, playbook, extra in events:
+            for channel, key, payload in self._messages(
+                session, kind, issue, run, playbook, extra, links.get(issue.id, [])
+            ):
+                rows.append(OutboxRow(channel, key, payload, issue.id, kind))
+        enqueue_many(session, rows, now)
+
+    def _messages(
+        self,
+        session: Session,
+        kind: str,
+        issue: TrackedIssue,
+        run: RemediationRun | None,
+        playbook: Playbook | None,
+        extra: Mapping[str, object],
+        links: Sequence[FixLink] | None,
+    ) -> list[tuple[str, str, Payload]]:
+        """The outbox messages (channel, dedupe key, payload) announcing one event."""
         self.events.append((kind, issue.short_id))
         # One "triaged" line per new issue would flood INFO on a busy poll.
         log.log(
@@ -251,7 +286,6 @@ class EventRecorder:
             issue.short_id,
             f" (run {run.id[:8]})" if run is not None else "",
         )
-        now = self.clock.now()
         report_path = self._write_report(session, issue) if kind in _REPORT_KINDS else None
         note = build_notification(
             session,
@@ -262,41 +296,50 @@ class EventRecorder:
             extra,
             self.config.report_base_url,
             report_path,
+            links=links,
         )
         episode = episode_key(kind, issue, run)
         subject = f"{issue.id}:{episode}"
         if kind in _PER_INCIDENT_KINDS and issue.incident_id:
             # Related issues (one incident) share one message, not one each.
             subject = f"incident:{issue.incident_id}"
+        out: list[tuple[str, str, Payload]] = []
         if self.config.slack:
             payload = (
                 approval_payload(issue, run, playbook)
                 if kind == "plan_awaiting_approval" and run is not None and playbook is not None
                 else render(note)
             )
-            enqueue(session, "slack", f"slack:{kind}:{subject}", payload, issue.id, kind, now)
+            out.append(("slack", f"slack:{kind}:{subject}", payload))
         if run is not None and run.mode == "approval" and kind in _RUN_OUTCOME_KINDS:
             # The run was approved from a Slack button: replace that message with the
             # outcome through the click's response_url (same transaction as the outcome).
             # Only a run that waited for approval can have been clicked.
             body = outcome_update(run, note.verify_result)
             for n, url in enumerate(reply_urls(session, run.id)[:1]):
-                enqueue(
-                    session,
-                    SLACK_RESPONSE_CHANNEL,
-                    f"slack_response:{kind}:{run.id}:{n}",
-                    {"url": url, "body": body},
-                    issue.id,
-                    kind,
-                    now,
+                out.append(
+                    (
+                        SLACK_RESPONSE_CHANNEL,
+                        f"slack_response:{kind}:{run.id}:{n}",
+                        {"url": url, "body": body},
+                    )
                 )
         if kind in _SENTRY_NOTE_KINDS and self.config.sentry_notes:
-            enqueue(
-                session,
-                "sentry_comment",
-                f"sentry:{kind}:{issue.id}:{episode}",
-                {"issue_id": issue.id, "text": sentry_note(note)},
-                issue.id,
-                kind,
-                now,
+            out.append(
+                (
+                    "sentry_comment",
+                    f"sentry:{kind}:{issue.id}:{episode}",
+                    {"issue_id": issue.id, "text": sentry_note(note)},
+                )
             )
+        return out
+
+
+def fix_links_by_issue(session: Session, issue_ids: list[str]) -> dict[str, list[FixLink]]:
+    """The fix links of ``issue_ids``, by issue (one query per 500 ids)."""
+    out: dict[str, list[FixLink]] = {}
+    for n in range(0, len(issue_ids), 500):
+        chunk = issue_ids[n : n + 500]
+        for link in session.exec(select(FixLink).where(col(FixLink.issue_id).in_(chunk))):
+            out.setdefault(link.issue_id, []).append(link)
+    return out

@@ -34,6 +34,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -90,6 +91,45 @@ def enqueue(
     stmt = insert(_T).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
     # RETURNING rather than rowcount: through SQLAlchemy + psycopg it reads -1 here.
     return session.execute(stmt.returning(_T.c.id)).first() is not None
+
+
+class OutboxRow(NamedTuple):
+    """One message for :func:`enqueue_many`."""
+
+    channel: str
+    dedupe_key: str
+    payload: Payload
+    issue_id: str | None
+    kind: str
+
+
+def enqueue_many(session: Session, rows: Sequence[OutboxRow], now: datetime) -> None:
+    """:func:`enqueue` for many messages: one executemany ``INSERT … ON CONFLICT
+    (dedupe_key) DO NOTHING`` (a key already there, or twice in ``rows``, is kept once)."""
+    if not rows:
+        return
+    at = ensure_utc(now)
+    values: list[dict[str, object]] = []
+    for row in rows:
+        json.dumps(row.payload)  # a bad payload fails here, not later in the flusher
+        values.append(
+            {
+                "channel": row.channel,
+                "dedupe_key": row.dedupe_key,
+                "issue_id": row.issue_id,
+                "kind": row.kind,
+                "payload": row.payload,
+                "status": OutboxStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": at,
+                "created_at": at,
+            }
+        )
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise StoreError(f"outbox: unsupported database dialect {dialect!r}")
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(_T).on_conflict_do_nothing(index_elements=["dedupe_key"]), values)
 
 
 def dead_letters(session: Session, limit: int = 100) -> list[OutboxMessage]:

@@ -9,8 +9,9 @@ cycle, the event recorder, the wiring) can name the ports without an import cycl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sqlmodel import Session
 
@@ -38,6 +39,19 @@ class EventSink(Protocol):
         extra: dict[str, object],
         /,
     ) -> None: ...
+
+
+# One event for :class:`BatchEventSink`: kind, issue, run, playbook, facts.
+Event = tuple[str, TrackedIssue, RemediationRun | None, Playbook | None, dict[str, object]]
+
+
+@runtime_checkable
+class BatchEventSink(Protocol):
+    """An :class:`EventSink` that can also take many events of one transaction at once
+    (a storm's verdicts), reading and writing in bulk; the same messages as one call
+    per event."""
+
+    def record_many(self, session: Session, events: Sequence[Event], /) -> None: ...
 
 
 def no_events(

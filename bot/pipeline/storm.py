@@ -48,7 +48,14 @@ from bot.clock import Clock
 from bot.errors import BotError, RemediationError, RetryLater
 from bot.pipeline import guards
 from bot.pipeline.plan import planned_reason
-from bot.pipeline.ports import EventSink, PlanOutcome, RunExecutor, TargetResolver
+from bot.pipeline.ports import (
+    BatchEventSink,
+    Event,
+    EventSink,
+    PlanOutcome,
+    RunExecutor,
+    TargetResolver,
+)
 from bot.pipeline.storm_admit import StormItem, admit, chunks, issues_by_id
 from bot.pipeline.track import TransitionBatch
 from bot.pipeline.verify import News, Verdict, Verifier
@@ -398,8 +405,12 @@ class Storm:
                 outs.append(out)
             moves.flush(session)
             # Announced once the timeline holds every verdict (a report reads it).
-            for issue, row, (kind, facts) in news:
-                self.on_event(session, kind, issue, row, pb, facts)
+            events: list[Event] = [(k, i, r, pb, facts) for i, r, (k, facts) in news]
+            if isinstance(self.on_event, BatchEventSink):
+                self.on_event.record_many(session, events)
+            else:
+                for kind, about, run, _, facts in events:
+                    self.on_event(session, kind, about, run, pb, facts)
         failpoints.hit("after-verify")
         return outs
 

@@ -19,7 +19,7 @@ from bot.actions.base import Outcome, Preview
 from bot.clock import Clock
 from bot.pipeline import guards
 from bot.pipeline.journal import EXECUTED, as_utc, idempotency_key, window_start
-from bot.pipeline.track import record_transition
+from bot.pipeline.track import TransitionBatch
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
 from bot.store.db import Store
@@ -63,6 +63,7 @@ def admit(
             return []
         rows = issues_by_id(session, list(by_id))
         keyed: dict[str, StormItem] = {}
+        matched = TransitionBatch()
         for issue_id, match in batch:
             row = rows.get(issue_id)
             if row is None or guards.effective_mode(pb, row, shadow_only=False) != "auto":
@@ -99,7 +100,7 @@ def admit(
             allowance -= 1
             row = rows[item.issue_id]
             row.playbook_id = pb.id
-            record_transition(
+            matched(
                 session,
                 row,
                 LifecycleState.MATCHED,
@@ -107,6 +108,7 @@ def admit(
                 now,
             )
             admitted.append(item)
+        matched.flush(session)
     return admitted
 
 
