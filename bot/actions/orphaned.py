@@ -31,6 +31,7 @@ from bot.actions.base import (
 )
 from bot.actions.target import Ident, TargetConnection, ident, scope_filter
 from bot.actions.transition import Assign, TransitionSpec
+from bot.actions.transition_spec import remembered
 
 
 class OrphanedSettings(ActionSettings):
@@ -55,6 +56,7 @@ class OrphanedSettings(ActionSettings):
         return self
 
 
+@remembered
 def spec_for(
     conn: TargetConnection, s: OrphanedSettings, params: dict[str, ParamValue]
 ) -> TransitionSpec:

@@ -55,6 +55,7 @@ from bot.actions.transition_settings import (
     cap_condition,
     stale_condition,
 )
+from bot.actions.transition_spec import remembered
 
 _LEGACY_HEARTBEAT = ("worker_table", "worker_id_column", "worker_heartbeat_column", "lease_seconds")
 _LEGACY_LEASE = ("lease_column", "timeout_seconds")
@@ -189,6 +190,7 @@ def _legacy_stale(s: RequeueSettings) -> Staleness:
     )
 
 
+@remembered
 def spec_for(
     conn: TargetConnection, s: RequeueSettings, params: dict[str, ParamValue]
 ) -> TransitionSpec:

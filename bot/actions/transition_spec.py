@@ -6,13 +6,13 @@ See :mod:`bot.actions.transition` for what a transition promises, and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from psycopg import sql
 
-from bot.actions.target import Params, check_identifier
+from bot.actions.target import Params, TargetConnection, check_identifier
 
 AssignKind = Literal["value", "null", "now", "increment", "copy"]
 _FORMS = ("value", "now", "increment", "copy", "column")
@@ -102,3 +102,30 @@ class TransitionSpec:
 
 
 DEAD_FLAG = "dead letter?"  # not a valid identifier: cannot clash with a column
+
+
+S = TypeVar("S")
+SpecBuilder = Callable[[TargetConnection, S, dict[str, str | int]], TransitionSpec]
+_REMEMBERED = 4096
+
+
+def remembered(build: SpecBuilder[S]) -> SpecBuilder[S]:
+    """Remember an action's ``spec_for``: a pure function of the settings object, the
+    connection's dialect and the parameters (it reads no catalog), so a storm's three
+    phases (:mod:`bot.pipeline.storm`) compose each run's spec once. The last 4,096
+    results are kept; a hit must be for the very same settings object."""
+    cache: dict[tuple[int, str, tuple[tuple[str, str | int], ...]], tuple[S, TransitionSpec]] = {}
+
+    def spec_for(conn: TargetConnection, s: S, params: dict[str, str | int]) -> TransitionSpec:
+        key = (id(s), conn.dialect.name, tuple(sorted(params.items())))
+        found = cache.get(key)
+        if found is not None and found[0] is s:
+            return found[1]
+        spec = build(conn, s, params)
+        if len(cache) >= _REMEMBERED:
+            cache.clear()
+        cache[key] = (s, spec)
+        return spec
+
+    spec_for.__doc__ = build.__doc__
+    return spec_for
