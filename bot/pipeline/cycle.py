@@ -8,7 +8,7 @@ one issue's remediation never stops the cycle for the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import func, update
 from sqlmodel import col, exists, select
@@ -42,10 +42,6 @@ _LIVE_RUNS = (
     RunStatus.APPROVED.value,
     RunStatus.RUNNING.value,
 )
-
-
-def _issue_from_row(row: TrackedIssue) -> SentryIssue:
-    return SentryIssue.model_validate(row.raw)
 
 
 def handle_regressions(
@@ -83,10 +79,17 @@ def handle_regressions(
 
 
 def match_and_plan(
-    parts: CycleParts, issue_ids: list[str], report: CycleReport, *, shadow_only: bool
+    parts: CycleParts,
+    issue_ids: list[str],
+    report: CycleReport,
+    *,
+    shadow_only: bool,
+    parsed: Mapping[str, SentryIssue] | None = None,
 ) -> None:
     """Match each issue, then plan (and per mode execute) the winning playbook.
 
+    ``parsed`` maps ids to the issue exactly as stored in ``raw`` (the tracker's
+    :attr:`~bot.pipeline.track.TrackResult.stored`): those are not parsed again.
     An issue that needs its latest event to match is never parked for want of fetch
     budget (``MAX_EVENT_FETCHES`` per cycle): it keeps ``awaiting_event_since`` and its
     undecided state, and later cycles fetch the waiting issues oldest first.
@@ -94,26 +97,12 @@ def match_and_plan(
     fetches = 0
     store, matcher = parts.store, parts.matcher
     matched: list[tuple[str, str, MatchResult]] = []
-    loaded: dict[str, tuple[str, SentryIssue, bool] | None] = {}
-    for start in range(0, len(issue_ids), 500):
-        with store.session() as session:
-            for row in session.exec(
-                select(TrackedIssue).where(col(TrackedIssue.id).in_(issue_ids[start : start + 500]))
-            ):
-                if row.state in _SKIP_STATES:
-                    continue
-                if row.state == LifecycleState.ESCALATED.value and not row.requires_approval:
-                    continue  # a human owns it now
-                loaded[row.id] = (
-                    row.id,
-                    _issue_from_row(row),
-                    row.awaiting_event_since is not None,
-                )
+    loaded = _decidable(store, issue_ids, parsed or {})
     for issue_id in issue_ids:
         found = loaded.pop(issue_id, None)  # once, even when listed twice
         if found is None:
             continue
-        _, issue, was_waiting = found
+        issue, was_waiting = found
         event: SentryEvent | None = issue.latest_event
         result = matcher.match(issue, event)
         if result is None and event is None and matcher.wants_event(issue):
@@ -138,6 +127,47 @@ def match_and_plan(
             continue
         matched.append((issue_id, issue.short_id, result))
     plan_matches(parts, matched, report, shadow_only=shadow_only)
+
+
+def _decidable(
+    store: Store, issue_ids: list[str], parsed: Mapping[str, SentryIssue]
+) -> dict[str, tuple[SentryIssue, bool]]:
+    """The issues among ``issue_ids`` the bot may decide (not resolved, not owned by a
+    human), each with whether it waits for its event; ``raw`` is read and parsed only
+    for the ones ``parsed`` lacks."""
+    found: dict[str, tuple[SentryIssue, bool]] = {}
+    for start in range(0, len(issue_ids), 500):
+        chunk = issue_ids[start : start + 500]
+        with store.session() as session:
+            rows = session.exec(
+                select(
+                    TrackedIssue.id,
+                    TrackedIssue.state,
+                    TrackedIssue.requires_approval,
+                    TrackedIssue.awaiting_event_since,
+                ).where(col(TrackedIssue.id).in_(chunk))
+            ).all()
+            decidable = {
+                issue_id: waiting is not None
+                for issue_id, state, needs_approval, waiting in rows
+                if state not in _SKIP_STATES
+                # an escalated issue is a human's now, unless its next run needs approval
+                and (state != LifecycleState.ESCALATED.value or needs_approval)
+            }
+            missing = [i for i in decidable if i not in parsed]
+            raws = (
+                session.exec(
+                    select(TrackedIssue.id, TrackedIssue.raw).where(
+                        col(TrackedIssue.id).in_(missing)
+                    )
+                ).all()
+                if missing
+                else []
+            )
+        issues = {i: parsed[i] for i in decidable if i in parsed}
+        issues.update((i, SentryIssue.model_validate(raw)) for i, raw in raws)
+        found.update((i, (issues[i], waiting)) for i, waiting in decidable.items())
+    return found
 
 
 def plan_matches(
@@ -303,11 +333,13 @@ def poll_step(parts: CycleParts, *, shadow_only: bool = False) -> CycleReport:
         )
         group_incidents(session, clock, changed=candidates, parsed=tracked.stored)
     report.regressed = handle_regressions(store, clock, tracked.regressed, parts.emit)
+    waiting = set(leftover)
     match_and_plan(
         parts,
-        leftover + [i for i in candidates if i not in set(leftover)],
+        leftover + [i for i in candidates if i not in waiting],
         report,
         shadow_only=shadow_only,
+        parsed=tracked.stored,
     )
     report.awaiting_event = _count_awaiting(store)
     with store.session() as session:

@@ -246,7 +246,7 @@ class Storm:
         try:
             with self.store.session() as session:
                 session.execute(insert(RemediationRun), runs)
-                issues = self._issues(session, [i.issue_id for i in items])
+                issues = self._attached(session, items)
                 for item in items:
                     planned(
                         session,
@@ -260,6 +260,13 @@ class Storm:
             result.single.extend((i.issue_id, i.match) for i in items)
             return False
         return True
+
+    def _attached(self, session: Session, items: list[StormItem]) -> dict[str, TrackedIssue]:
+        """The items' issue rows as admission loaded them, attached to ``session``
+        (no read: only the steps recorded on them are written back)."""
+        for item in items:
+            session.add(item.issue)
+        return {i.issue_id: i.issue for i in items}
 
     def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
         return issues_by_id(session, ids)
@@ -284,7 +291,7 @@ class Storm:
                     ).scalars()
                 )
             claimed = [i for i in items if i.run_id in won]
-            issues = self._issues(session, [i.issue_id for i in claimed])
+            issues = self._attached(session, claimed)
             moves = TransitionBatch()
             for item in claimed:
                 moves(
