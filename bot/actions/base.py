@@ -145,17 +145,17 @@ class BatchedAction(Protocol):
 class SharesTransaction(Protocol):
     """An action whose runs may share ONE target transaction (storm mode, see
     :mod:`bot.pipeline.storm`): ``execute`` changes only what its own statements touch,
-    and ``preview_in`` runs exactly those statements in the caller's transaction without
-    undoing them (the caller holds a savepoint over the whole batch and rolls it back),
-    so a batch's previews are proved by the database on the batch's own statements."""
+    and ``run_in`` runs exactly those statements in the caller's transaction, returning
+    what they did as the run's preview and as its outcome. The caller journals the
+    preview before it commits, and rolls back to its savepoint when a run raises."""
 
-    def preview_in(
+    def run_in(
         self,
         conn: TargetConnection,
         settings: ActionSettings,
         params: dict[str, ParamValue],
         limits: Limits,
-    ) -> Preview: ...
+    ) -> tuple[Preview, Outcome]: ...
 
 
 def params_used(action: Action, settings: ActionSettings) -> frozenset[str]:

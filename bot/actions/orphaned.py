@@ -107,17 +107,21 @@ class FailOrphanedTasks:
         spec = spec_for(conn, OrphanedSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="fail", dead_verb="")
 
-    def preview_in(
+    def run_in(
         self,
         conn: TargetConnection,
         settings: ActionSettings,
         params: dict[str, ParamValue],
         limits: Limits,
-    ) -> Preview:
-        """:meth:`preview` without its savepoint: the caller undoes the statements
+    ) -> tuple[Preview, Outcome]:
+        """:meth:`execute` in the caller's transaction, its result also as the preview
         (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
-        spec = spec_for(conn, OrphanedSettings.of(settings), params)
-        return transition.preview_in(conn, spec, limits, verb="fail", dead_verb="")
+        s = OrphanedSettings.of(settings)
+        preview, outcome = transition.run_in(
+            conn, spec_for(conn, s, params), limits, verb="fail", dead_verb=""
+        )
+        outcome.details["reason"] = s.reason
+        return preview, outcome
 
     def execute(
         self,

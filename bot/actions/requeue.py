@@ -272,17 +272,21 @@ class RequeueStuckTasks:
         spec = spec_for(conn, RequeueSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="requeue", dead_verb="dead-letter")
 
-    def preview_in(
+    def run_in(
         self,
         conn: TargetConnection,
         settings: ActionSettings,
         params: dict[str, ParamValue],
         limits: Limits,
-    ) -> Preview:
-        """:meth:`preview` without its savepoint: the caller undoes the statements
+    ) -> tuple[Preview, Outcome]:
+        """:meth:`execute` in the caller's transaction, its result also as the preview
         (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
-        spec = spec_for(conn, RequeueSettings.of(settings), params)
-        return transition.preview_in(conn, spec, limits, verb="requeue", dead_verb="dead-letter")
+        s = RequeueSettings.of(settings)
+        preview, outcome = transition.run_in(
+            conn, spec_for(conn, s, params), limits, verb="requeue", dead_verb="dead-letter"
+        )
+        outcome.details["requeued"] = outcome.details["changed"]
+        return preview, outcome
 
     def execute(
         self,

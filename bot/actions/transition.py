@@ -61,7 +61,7 @@ __all__ = [
     "parse_assign",
     "parse_set",
     "preview",
-    "preview_in",
+    "run_in",
     "statement",
     "still_matching",
 ]
@@ -213,9 +213,20 @@ def _built(conn: TargetConnection, spec: TransitionSpec, composer: Composer) -> 
     return built
 
 
+_SHAPES: dict[int, tuple[TransitionSpec, str]] = {}
+
+
 def _shape(spec: TransitionSpec) -> str:
-    """What a spec's statements' text depends on: everything but its bind values."""
-    return repr(replace(spec, binds=dict.fromkeys(sorted(spec.binds))))
+    """What a spec's statements' text depends on: everything but its bind values
+    (computed once per spec object: a remembered spec serves a storm's three phases)."""
+    found = _SHAPES.get(id(spec))
+    if found is not None and found[0] is spec:
+        return found[1]
+    shape = repr(replace(spec, binds=dict.fromkeys(sorted(spec.binds))))
+    if len(_SHAPES) >= 4096:
+        _SHAPES.clear()
+    _SHAPES[id(spec)] = (spec, shape)
+    return shape
 
 
 def _run_portable(
@@ -317,15 +328,17 @@ def preview(
     return _previewed(spec, run, verb=verb, dead_verb=dead_verb)
 
 
-def preview_in(
+def run_in(
     conn: TargetConnection, spec: TransitionSpec, limits: Limits, *, verb: str, dead_verb: str
-) -> Preview:
-    """Run exactly :func:`execute`'s statements in the caller's transaction and report
-    what they did, WITHOUT undoing them: the caller holds one savepoint over several runs
-    (storm mode, :mod:`bot.pipeline.storm`) and rolls all of them back at once, so each
-    run's preview is what it does after the runs before it, exactly as the batch will
-    execute. :class:`TooManyRows` and the database's own errors propagate."""
-    return _previewed(spec, _run(conn, spec, limits), verb=verb, dead_verb=dead_verb)
+) -> tuple[Preview, Outcome]:
+    """Run :func:`execute`'s statements in the caller's transaction and return what
+    they did twice: as the preview to journal and as the outcome. Storm mode
+    (:mod:`bot.pipeline.storm`) journals the preview of each run BEFORE it commits the
+    one transaction they share, so the preview is the execution itself, proved by the
+    database. :class:`TooManyRows` and the database's own errors propagate (the caller
+    rolls back to its savepoint)."""
+    run = _run(conn, spec, limits)
+    return _previewed(spec, run, verb=verb, dead_verb=dead_verb), _outcome(spec, run)
 
 
 def _previewed(spec: TransitionSpec, run: _Run, *, verb: str, dead_verb: str) -> Preview:

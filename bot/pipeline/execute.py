@@ -252,7 +252,6 @@ class Executor:
             clock,
             on_event,
             verifier,
-            self.execute_run,
             hidden_debt_runs=hidden_debt_runs,
             hidden_debt_hours=hidden_debt_hours,
         )

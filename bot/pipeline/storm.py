@@ -10,19 +10,20 @@ other. Here the batch keeps every per-run promise and shares the transactions:
   (hidden debt, cooldown, the rate cap counted with the batch's own runs) is handed back
   to :meth:`~bot.pipeline.plan.Planner.plan`, which decides it exactly as it always
   does; so is the whole batch while the bot is paused or the breaker is open;
-- **previewed on the batch's exact statements**: one target transaction holds one
-  savepoint, runs every run's statements in order and rolls them all back, so each
-  preview says what that run does after the runs before it, as the batch will execute.
-  A run the database (or ``max_rows``) refuses is handed back to the planner (which
-  journals its refusal as usual) and the preview starts again without it;
-- **journaled before it runs**: every run and its ``planned`` step commit in one store
-  transaction, then the claim (``approved`` → ``running``, compare-and-set) and the
-  issues' ``remediating`` step in another, before the target transaction begins;
-- **executed in ONE target transaction**, its id journaled on every run first (crash
-  recovery asks PostgreSQL whether it committed, as for a single run); if any run
-  fails, the transaction rolls back, nothing changed, and each run is executed again on
-  its own (:meth:`~bot.pipeline.execute.Execution.execute_run`), so one bad run fails
-  alone;
+- **previewed by the execution itself, journaled before it commits**: ONE target
+  transaction runs every run's statements in order under a savepoint; what each run's
+  statements did is its preview. Every run is then journaled ``running`` (with that
+  preview, the target transaction's id and its ``planned`` and ``remediating`` steps,
+  one store transaction) and only then does the target COMMIT. A crash before the
+  COMMIT leaves nothing on the target (recovery sees the transaction aborted and runs
+  each run once on its own); a crash after leaves committed runs that recovery verifies
+  against their journaled preview. A COMMIT that fails leaves the runs ``running`` for
+  recovery to decide by the transaction's id (in doubt, never guessed);
+- **one refusal never fails the batch**: a run the database (or ``max_rows``) refuses
+  is rolled back with the others to the savepoint and handed to the single-run planner
+  (which previews, journals and refuses it as always), and the batch starts again
+  without it; if the target fails before the journal commits, every issue goes to the
+  single-run planner;
 - **verified per run** (in one read-only transaction), each verdict journaled, counted by
   the breaker and announced as for a single run.
 
@@ -33,19 +34,20 @@ Only actions that promise their runs may share a transaction
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from bot import failpoints
 from bot.actions.base import Action, Outcome, SharesTransaction
+from bot.actions.port import TargetConnection
 from bot.actions.registry import get_action
 from bot.clock import Clock
-from bot.errors import BotError, RemediationError, RetryLater
+from bot.errors import BotError
 from bot.pipeline import guards
 from bot.pipeline.plan import planned_reason
 from bot.pipeline.ports import (
@@ -53,7 +55,6 @@ from bot.pipeline.ports import (
     Event,
     EventSink,
     PlanOutcome,
-    RunExecutor,
     TargetResolver,
 )
 from bot.pipeline.storm_admit import StormItem, admit, chunks, issues_by_id
@@ -64,12 +65,15 @@ from bot.playbooks.models import Playbook
 from bot.store.db import Store
 from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
 
+log = logging.getLogger(__name__)
+
 # At least this many auto runs of one playbook in one cycle storm together.
 STORM_MIN = 2
-# A preview restarts without each refused run; after this many, the rest go one by one.
-MAX_PREVIEW_RESTARTS = 3
+# A batch restarts without each refused run; after this many, the rest go one by one.
+MAX_RESTARTS = 3
 _SAVEPOINT = "SAVEPOINT bot_storm"
 _UNDO = "ROLLBACK TO SAVEPOINT bot_storm"
+_RELEASE = "RELEASE SAVEPOINT bot_storm"
 
 
 @dataclass
@@ -100,7 +104,6 @@ class Storm:
         clock: Clock,
         on_event: EventSink,
         verifier: Verifier,
-        execute_run: RunExecutor,
         *,
         hidden_debt_runs: int = 3,
         hidden_debt_hours: float = 24,
@@ -110,7 +113,6 @@ class Storm:
         self.clock = clock
         self.on_event = on_event
         self.verifier = verifier
-        self.execute_run = execute_run
         self.hidden_debt_runs = hidden_debt_runs
         self.hidden_debt_hours = hidden_debt_hours
 
@@ -140,85 +142,79 @@ class Storm:
             result.single.extend((i.issue_id, i.match) for i in items)
             return result
         failpoints.hit("after-match")
-        items = self._preview(pb, action, items, result)
-        if not items:
-            return result
-        if not self._journal(pb, items, result):
-            return result
-        failpoints.hit("after-journal")
-        claimed, started = self._claim(pb, items)
-        won = {i.run_id for i in claimed}
-        result.outcomes.extend(
-            PlanOutcome(
-                i.issue_id,
-                i.short_id,
-                pb.id,
-                "auto",
-                RunStatus.APPROVED.value,
-                run_id=i.run_id,
-                preview=i.preview,
-                note="another worker claimed this run (no-op)",
-                params=dict(i.match.params),
-            )
-            for i in items
-            if i.run_id not in won
-        )
-        items = claimed
-        if not items:
-            return result
-        outcomes = self._execute(pb, action, items)
-        if outcomes is None:
-            # The batch rolled back: nothing changed. Each run executes on its own now.
-            self._release(items, started)
-            result.outcomes.extend(self.execute_run(i.run_id) for i in items)
-            return result
-        result.outcomes.extend(self._finish(pb, action, items))
+        done = self._remedy(pb, action, items, result)
+        if done:
+            self._succeeded(done)
+            result.outcomes.extend(self._finish(pb, action, done))
         return result
 
-    # -- preview -----------------------------------------------------------------------
+    # -- remedy: run, journal, commit --------------------------------------------------
 
-    def _preview(
+    def _remedy(
         self, pb: Playbook, action: SharesTransaction, items: list[StormItem], result: StormResult
     ) -> list[StormItem]:
-        """Preview the batch on its own statements (one savepoint, rolled back). A run
-        the database refuses goes to the single-run planner and the preview restarts."""
+        """Run every item's statements in ONE target transaction under a savepoint and
+        journal each run (``running``, the transaction's id, what its statements did as
+        its preview) in the store BEFORE the target commits. Returns the committed items.
+
+        A run the database (or ``max_rows``) refuses is rolled back with the others to
+        the savepoint, handed to the single-run planner, and the batch starts again
+        without it. When the target fails before the journal commits, nothing happened:
+        every item goes to the single-run planner. When it fails after (the COMMIT), the
+        outcome is in doubt: the runs stay ``running`` for recovery, which asks the
+        target whether their transaction committed (never runs one twice)."""
         target = self.targets(pb.action.target or "")
         assert target is not None
         g = pb.guards
         settings, limits = pb.action.parsed_settings, g.limits()
-        for _attempt in range(MAX_PREVIEW_RESTARTS + 1):
+        for _attempt in range(MAX_RESTARTS + 1):
             refused: StormItem | None = None
+            journaled = False
             try:
                 with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
+                    xid = _transaction_id(conn)
                     conn.execute(_SAVEPOINT)
                     for item in items:
                         try:
-                            item.preview = action.preview_in(
+                            item.preview, item.outcome = action.run_in(
                                 conn, settings, dict(item.match.params), limits
                             )
                         except BotError:
                             refused = item
                             break
-                    conn.execute(_UNDO)
-            except BotError:
-                # The target itself failed: every run goes one by one (the planner
-                # reports why, and the issues stay matched for the next cycle).
-                result.single.extend((i.issue_id, i.match) for i in items)
+                    if refused is not None:
+                        conn.execute(_UNDO)  # this attempt leaves nothing behind
+                    else:
+                        conn.execute(_RELEASE)
+                        self._journal(pb, items, xid)
+                        journaled = True
+                        failpoints.hit("after-journal")
+                        failpoints.hit("target-before-commit")
+            except BotError as exc:
+                if not journaled:
+                    # Nothing committed anywhere: each issue is decided on its own.
+                    result.single.extend((i.issue_id, i.match) for i in items)
+                    return []
+                log.warning("storm of %d runs (%s): commit in doubt: %s", len(items), pb.id, exc)
+                result.outcomes.extend(
+                    _outcome_of(pb, i, RunStatus.RUNNING.value, f"in doubt: {exc}") for i in items
+                )
                 return []
             if refused is None:
+                failpoints.hit("target-after-commit")
                 return items
             result.single.append((refused.issue_id, refused.match))
             items = [i for i in items if i is not refused]
+            if len(items) < STORM_MIN:
+                break
         result.single.extend((i.issue_id, i.match) for i in items)
         return []
 
-    # -- journal, claim ----------------------------------------------------------------
-
-    def _journal(self, pb: Playbook, items: list[StormItem], result: StormResult) -> bool:
-        """Journal every run (``approved``) with its ``planned`` step in ONE store
-        transaction (one executemany INSERT each). A key another replica journaled
-        meanwhile refuses the insert: then every issue goes to the single-run planner
-        (which finds the journaled ones)."""
+    def _journal(self, pb: Playbook, items: list[StormItem], xid: str | None) -> None:
+        """Journal every run as ``running`` in its target transaction ``xid``, with its
+        ``planned`` and ``remediating`` steps, in ONE store transaction (one executemany
+        INSERT each). A key another process journaled meanwhile raises (the caller's
+        target transaction rolls back; the single-run planner finds the journaled run)."""
         now = self.clock.now()
         runs: list[dict[str, object]] = []
         for item in items:
@@ -235,121 +231,41 @@ class Storm:
                     "target": pb.action.target,
                     "params": dict(item.match.params),
                     "mode": "auto",
-                    "status": RunStatus.APPROVED.value,
+                    "status": RunStatus.RUNNING.value,
                     "preview": {"summary": preview.summary, "rows": preview.rows},
                     "before_image": {},
                     "verify": {},
                     "created_at": now,
+                    "started_at": now,
+                    "target_xid": xid,
                 }
             )
-        planned = TransitionBatch()
-        try:
-            with self.store.session() as session:
-                session.execute(insert(RemediationRun), runs)
-                issues = self._attached(session, items)
-                for item in items:
-                    planned(
-                        session,
-                        issues[item.issue_id],
-                        LifecycleState.PLANNED,
-                        planned_reason(item.run_id, "auto", item.preview),
-                        now,
-                    )
-                planned.flush(session)
-        except BotError:
-            result.single.extend((i.issue_id, i.match) for i in items)
-            return False
-        return True
-
-    def _attached(self, session: Session, items: list[StormItem]) -> dict[str, TrackedIssue]:
-        """The items' issue rows as admission loaded them, attached to ``session``
-        (no read: only the steps recorded on them are written back)."""
-        for item in items:
-            session.add(item.issue)
-        return {i.issue_id: i.issue for i in items}
-
-    def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
-        return issues_by_id(session, ids)
-
-    def _claim(self, pb: Playbook, items: list[StormItem]) -> tuple[list[StormItem], datetime]:
-        """Claim every run (``approved`` → ``running``, compare-and-set) and move the
-        issues to ``remediating``, in one store transaction before the target's. Returns
-        the runs this process won (another replica's recovery may have taken one)."""
-        now = self.clock.now()
-        won: set[str] = set()
+        steps = TransitionBatch()
         with self.store.session() as session:
-            for ids in chunks([i.run_id for i in items]):
-                won.update(
-                    session.execute(
-                        update(RemediationRun)
-                        .where(
-                            col(RemediationRun.id).in_(ids),
-                            col(RemediationRun.status) == RunStatus.APPROVED.value,
-                        )
-                        .values(status=RunStatus.RUNNING.value, started_at=now)
-                        .returning(col(RemediationRun.id))
-                    ).scalars()
-                )
-            claimed = [i for i in items if i.run_id in won]
-            issues = self._attached(session, claimed)
-            moves = TransitionBatch()
-            for item in claimed:
-                moves(
+            session.execute(insert(RemediationRun), runs)
+            for item in items:
+                session.add(item.issue)  # as admission left it: no read
+                steps(
                     session,
-                    issues[item.issue_id],
-                    LifecycleState.REMEDIATING,
-                    f"run {item.run_id[:8]} executing {pb.action.type} (storm of {len(items)})",
+                    item.issue,
+                    LifecycleState.PLANNED,
+                    planned_reason(item.run_id, "auto", item.preview),
                     now,
                 )
-            moves.flush(session)
-        return claimed, now
-
-    def _release(self, items: list[StormItem], started: datetime) -> None:
-        """Hand the claimed runs back to ``approved`` (their transaction rolled back)."""
-        with self.store.session() as session:
-            for ids in chunks([i.run_id for i in items]):
-                session.exec(
-                    update(RemediationRun)
-                    .where(
-                        col(RemediationRun.id).in_(ids),
-                        col(RemediationRun.status) == RunStatus.RUNNING.value,
-                        col(RemediationRun.started_at) == started,
-                    )
-                    .values(status=RunStatus.APPROVED.value, target_xid=None)
+                steps(
+                    session,
+                    item.issue,
+                    LifecycleState.REMEDIATING,
+                    f"run {item.run_id[:8]} executing {pb.action.type} "
+                    f"(storm of {len(items)}, one target transaction)",
+                    now,
                 )
+            steps.flush(session)
 
-    # -- execute, verify ---------------------------------------------------------------
-
-    def _execute(
-        self, pb: Playbook, action: Action, items: list[StormItem]
-    ) -> list[Outcome] | None:
-        """Every run's statements in ONE target transaction (its id journaled on every
-        run first); None when any run failed and the transaction rolled back."""
-        target = self.targets(pb.action.target or "")
-        assert target is not None
-        g = pb.guards
-        settings, limits = pb.action.parsed_settings, g.limits()
-        outcomes: list[Outcome] = []
-        try:
-            with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
-                if conn.dialect.name == "postgresql":
-                    xid = conn.fetch_all("SELECT txid_current()::text AS xid")[0]["xid"]
-                    with self.store.session() as session:
-                        for ids in chunks([i.run_id for i in items]):
-                            session.exec(
-                                update(RemediationRun)
-                                .where(col(RemediationRun.id).in_(ids))
-                                .values(target_xid=str(xid))
-                            )
-                for item in items:
-                    outcomes.append(action.execute(conn, settings, dict(item.match.params), limits))
-                failpoints.hit("target-before-commit")
-            failpoints.hit("target-after-commit")
-        except (RemediationError, RetryLater):
-            return None
+    def _succeeded(self, items: list[StormItem]) -> None:
+        """Journal each committed run's outcome (one executemany UPDATE by key)."""
         finished = self.clock.now()
         with self.store.session() as session:
-            # One executemany UPDATE by primary key (SQLAlchemy's ORM bulk update).
             session.execute(
                 update(RemediationRun),
                 [
@@ -362,13 +278,14 @@ class Storm:
                         "before_image": {"rows": o.before_image, "details": o.details},
                         "finished_at": finished,
                     }
-                    for item, o in zip(items, outcomes, strict=True)
+                    for item in items
+                    if (o := _outcome(item))
                 ],
             )
         failpoints.hit("after-succeeded")
-        for item, o in zip(items, outcomes, strict=True):
-            item.outcome = o
-        return outcomes
+
+    def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
+        return issues_by_id(session, ids)
 
     def _finish(self, pb: Playbook, action: Action, items: list[StormItem]) -> list[PlanOutcome]:
         """Verify every run (one read-only transaction) and journal each verdict."""
@@ -442,3 +359,24 @@ class Storm:
 def _outcome(item: StormItem) -> Outcome:
     assert item.outcome is not None
     return item.outcome
+
+
+def _transaction_id(conn: TargetConnection) -> str | None:
+    """The target transaction's id on PostgreSQL (recovery asks ``txid_status``)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    return str(conn.fetch_all("SELECT txid_current()::text AS xid")[0]["xid"])
+
+
+def _outcome_of(pb: Playbook, item: StormItem, status: str, note: str) -> PlanOutcome:
+    return PlanOutcome(
+        item.issue_id,
+        item.short_id,
+        pb.id,
+        "auto",
+        status,
+        run_id=item.run_id,
+        preview=item.preview,
+        note=note,
+        params=dict(item.match.params),
+    )

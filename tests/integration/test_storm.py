@@ -29,7 +29,7 @@ from bot.actions.port import Dialect, Params, Row, SqlQuery, TargetConnection, T
 from bot.adapters.sentry.client import HttpSentryClient
 from bot.adapters.targets.factory import open_target
 from bot.clock import FakeClock
-from bot.errors import RemediationError
+from bot.errors import RemediationError, TargetUnavailable
 from bot.interfaces.app import App
 from bot.interfaces.wiring import build_cycle
 from bot.pipeline.cycle import plan_matches, poll_step
@@ -262,7 +262,8 @@ def test_the_rate_cap_counts_the_batchs_own_runs(bed: Bed) -> None:
 
 class _FailingTarget:
     """The real target, whose ``n``-th transaction fails at its ``k``-th statement (a
-    run the database refuses at execution although its preview passed)."""
+    run the database refuses), or, with ``k=0``, fails at its COMMIT (the transaction
+    rolls back instead; the bot cannot tell it from a lost connection)."""
 
     def __init__(self, real: TargetDatabase, n: int, k: int) -> None:
         self.real, self.n, self.k, self.count = real, n, k, 0
@@ -281,6 +282,8 @@ class _FailingTarget:
     def _tx(self, st: int, lt: int, ro: bool, fail: bool) -> Iterator[TargetConnection]:
         with self.real.transaction(st, lt, read_only=ro) as conn:
             yield _Failing(conn, self.k if fail else 0)
+            if fail and self.k == 0:
+                raise TargetUnavailable("injected: connection lost during COMMIT")
 
 
 class _Failing:
@@ -309,19 +312,42 @@ class _Failing:
         return self.conn.execute(query, params)
 
 
-def test_a_batch_refused_at_execution_rolls_back_and_each_run_goes_alone(bed: Bed) -> None:
+def test_a_run_refused_inside_the_batch_goes_alone_and_the_rest_commit_together(
+    bed: Bed,
+) -> None:
     jobs = bed.stuck(8)
-    target = open_target(bed.dsn, name="jobs_db")
-    # Transaction 1 is the batch's preview, 2 its execution: fail the 6th statement of
-    # the execution (txid_current, then five runs done: the sixth run's UPDATE).
-    failing = _FailingTarget(target, n=2, k=7)
+    # The batch's transaction: txid_current, SAVEPOINT, the catalog, then one UPDATE per
+    # run: statement 6 is the third run's UPDATE.
+    failing = _FailingTarget(open_target(bed.dsn, name="jobs_db"), n=1, k=6)
     report = run_step(bed.app(playbook(), targets=failing))
     assert report.errors == []
+    by_job = {str(r.params["job_id"]): r for r in runs(bed.store)}
+    assert len(by_job) == 8 and {r.status for r in by_job.values()} == {"succeeded"}
+    refused = jobs[2]
+    batch = {by_job[j].target_xid for j in jobs if j != refused}
+    assert len(batch) == 1  # the other seven: one transaction, started again without it
+    assert by_job[refused].target_xid not in batch  # it ran alone, planned as usual
+    # Nothing of the refused attempt remained: every row requeued exactly once.
+    assert all(bed.tasks()[j] == [("w-dead", "pending", 1), ("w-live", "running", 0)] for j in jobs)
+
+
+def test_a_commit_in_doubt_is_left_to_recovery_which_runs_each_once(bed: Bed) -> None:
+    jobs = bed.stuck(5)
+    failing = _FailingTarget(open_target(bed.dsn, name="jobs_db"), n=1, k=0)
+    report = run_step(bed.app(playbook(), targets=failing))
+    # Journaled before the COMMIT, which failed: the runs stay running (never guessed).
     found = runs(bed.store)
-    assert len(found) == 8 and {r.status for r in found} == {RunStatus.SUCCEEDED.value}
-    # Each ran alone after the rollback: eight transactions, none the batch's.
-    assert len({r.target_xid for r in found}) == 8
-    # The rolled-back batch changed nothing: every row requeued exactly once.
+    assert len(found) == 5 and {r.status for r in found} == {RunStatus.RUNNING.value}
+    assert all(p.note.startswith("in doubt") for p in report.plans)
+    assert all(r.target_xid for r in found)
+    assert {s for j in jobs for _, s, _ in bed.tasks()[j]} == {"running"}
+    # Later (past the stale cutoff) recovery asks the target: the transaction aborted,
+    # so each run executes once, on its own.
+    bed.clock.advance(minutes=30)
+    again = run_step(bed.app(playbook()))
+    assert sorted(again.recovered_runs) == sorted(r.id for r in found)
+    found = runs(bed.store)
+    assert len(found) == 5 and {r.status for r in found} == {RunStatus.SUCCEEDED.value}
     assert all(bed.tasks()[j] == [("w-dead", "pending", 1), ("w-live", "running", 0)] for j in jobs)
 
 
