@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import insert, update
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from bot import failpoints
@@ -74,6 +75,11 @@ MAX_RESTARTS = 3
 _SAVEPOINT = "SAVEPOINT bot_storm"
 _UNDO = "ROLLBACK TO SAVEPOINT bot_storm"
 _RELEASE = "RELEASE SAVEPOINT bot_storm"
+_UNREAD_RUN_COLUMNS = (
+    defer(RemediationRun.preview),  # type: ignore[arg-type]
+    defer(RemediationRun.before_image),  # type: ignore[arg-type]
+    defer(RemediationRun.params),  # type: ignore[arg-type]
+)
 
 
 @dataclass
@@ -300,7 +306,12 @@ class Storm:
             runs = {
                 r.id: r
                 for ids in chunks([i.run_id for i in items])
-                for r in session.exec(select(RemediationRun).where(col(RemediationRun.id).in_(ids)))
+                for r in session.exec(
+                    select(RemediationRun)
+                    .where(col(RemediationRun.id).in_(ids))
+                    # What a verdict and its announcement never read: loaded only if read.
+                    .options(*_UNREAD_RUN_COLUMNS)
+                )
             }
             opened = guards.record_verifications(session, pb, [v.ok for v in verdicts], now)
             moves = TransitionBatch()
