@@ -15,6 +15,7 @@ parameters), and :class:`Limits` from the playbook's guards.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Self, runtime_checkable
 
@@ -156,6 +157,15 @@ class SharesTransaction(Protocol):
         params: dict[str, ParamValue],
         limits: Limits,
     ) -> tuple[Preview, Outcome]: ...
+
+    def verify_many(
+        self,
+        conn: TargetConnection,
+        settings: ActionSettings,
+        runs: Sequence[tuple[dict[str, ParamValue], Outcome]],
+    ) -> list[Verification]:
+        """``verify`` for several runs in the caller's transaction, reads sent together."""
+        ...
 
 
 def params_used(action: Action, settings: ActionSettings) -> frozenset[str]:

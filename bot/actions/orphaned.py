@@ -14,6 +14,7 @@ own type; the preview runs that statement and rolls it back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Self
 
 from psycopg import sql
@@ -145,20 +146,38 @@ class FailOrphanedTasks:
         outcome: Outcome,
     ) -> Verification:
         """OK when none of the failed ids is still active with its job missing."""
-        conn = need_target(conn)
+        return self.verify_many(need_target(conn), settings, [(params, outcome)])[0]
+
+    def verify_many(
+        self,
+        conn: TargetConnection,
+        settings: ActionSettings,
+        runs: Sequence[tuple[dict[str, ParamValue], Outcome]],
+    ) -> list[Verification]:
+        """:meth:`verify` for several runs, their reads sent together (storm mode)."""
         s = OrphanedSettings.of(settings)
-        spec = spec_for(conn, s, params)
-        keys = transition.outcome_keys(conn, spec, outcome)
-        if not keys:
-            return Verification(ok=True, summary="nothing was changed")
-        still = transition.still_matching(conn, spec, keys)
-        if still:
-            return Verification(
-                ok=False,
-                summary=f"{len(still)} orphaned task(s) still active in {s.table}",
-                details={"still_active": still},
-            )
-        return Verification(ok=True, summary=f"{len(keys)} orphaned task(s) now failed")
+        asks = []
+        for params, outcome in runs:
+            spec = spec_for(conn, s, params)
+            asks.append((spec, transition.outcome_keys(conn, spec, outcome)))
+        verdicts: list[Verification] = []
+        for (_, keys), still in zip(asks, transition.still_matching_each(conn, asks), strict=True):
+            if not keys:
+                verdicts.append(Verification(ok=True, summary="nothing was changed"))
+                continue
+            if still:
+                verdicts.append(
+                    Verification(
+                        ok=False,
+                        summary=f"{len(still)} orphaned task(s) still active in {s.table}",
+                        details={"still_active": still},
+                    )
+                )
+            else:
+                verdicts.append(
+                    Verification(ok=True, summary=f"{len(keys)} orphaned task(s) now failed")
+                )
+        return verdicts
 
 
 ACTION = FailOrphanedTasks()

@@ -11,10 +11,10 @@ port (the action contract, the playbook models, the CLI's ``--help``) stays ligh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, LiteralString, Protocol, TypeAlias
+from typing import TYPE_CHECKING, LiteralString, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -87,6 +87,26 @@ class TargetConnection(Protocol):
     def execute(self, query: SqlQuery, params: Params | None = None) -> int:
         """Run ``query`` and return the number of rows it affected."""
         ...
+
+
+@runtime_checkable
+class Pipelining(Protocol):
+    """A connection that can send several independent statements in one round trip."""
+
+    def fetch_pipelined(self, statements: Sequence[tuple[SqlQuery, Params]]) -> list[list[Row]]:
+        """Run ``statements`` in order, one round trip, and return each one's rows; a
+        failing statement raises (translated) and the ones after it did not run."""
+        ...
+
+
+def fetch_each(
+    conn: TargetConnection, statements: Sequence[tuple[SqlQuery, Params]]
+) -> list[list[Row]]:
+    """Run independent statements in order and return each one's rows: in one round trip
+    where the adapter pipelines (PostgreSQL), else one by one."""
+    if isinstance(conn, Pipelining):
+        return conn.fetch_pipelined(statements)
+    return [conn.fetch_all(query, params) for query, params in statements]
 
 
 class TargetDatabase(Protocol):

@@ -26,6 +26,7 @@ wrote them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal, Self
 
 from psycopg import sql
@@ -315,20 +316,40 @@ class RequeueStuckTasks:
         outcome: Outcome,
     ) -> Verification:
         """OK when none of the changed rows is still stuck."""
-        conn = need_target(conn)
+        return self.verify_many(need_target(conn), settings, [(params, outcome)])[0]
+
+    def verify_many(
+        self,
+        conn: TargetConnection,
+        settings: ActionSettings,
+        runs: Sequence[tuple[dict[str, ParamValue], Outcome]],
+    ) -> list[Verification]:
+        """:meth:`verify` for several runs, their reads sent together (storm mode)."""
         s = RequeueSettings.of(settings)
-        spec = spec_for(conn, s, params)
-        keys = transition.outcome_keys(conn, spec, outcome)
-        if not keys:
-            return Verification(ok=True, summary="nothing was changed")
-        still = transition.still_matching(conn, spec, keys)
-        if still:
-            return Verification(
-                ok=False,
-                summary=f"{len(still)} row(s) still stuck in {s.table}",
-                details={"still_stuck": still},
-            )
-        return Verification(ok=True, summary=f"none of the {len(keys)} requeued row(s) is stuck")
+        asks = []
+        for params, outcome in runs:
+            spec = spec_for(conn, s, params)
+            asks.append((spec, transition.outcome_keys(conn, spec, outcome)))
+        verdicts: list[Verification] = []
+        for (_, keys), still in zip(asks, transition.still_matching_each(conn, asks), strict=True):
+            if not keys:
+                verdicts.append(Verification(ok=True, summary="nothing was changed"))
+                continue
+            if still:
+                verdicts.append(
+                    Verification(
+                        ok=False,
+                        summary=f"{len(still)} row(s) still stuck in {s.table}",
+                        details={"still_stuck": still},
+                    )
+                )
+            else:
+                verdicts.append(
+                    Verification(
+                        ok=True, summary=f"none of the {len(keys)} requeued row(s) is stuck"
+                    )
+                )
+        return verdicts
 
 
 def batch_statement(

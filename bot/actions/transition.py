@@ -35,6 +35,7 @@ from psycopg import sql
 
 from bot.actions.base import Limits, Outcome, Preview
 from bot.actions.dialect import Table, dialect_for, table_of, text_value
+from bot.actions.port import fetch_each
 from bot.actions.target import Binds, Params, Row, TargetConnection, ident, json_safe
 from bot.actions.transition_spec import (
     DEAD_FLAG,
@@ -362,21 +363,39 @@ def still_matching(
     Keys travel as text binds cast to each key column's own type (dialect-neutral); the
     list is bounded by ``max_rows``, so the OR of key equalities stays small. The
     statement is composed once per shape and transaction (see :func:`_built`)."""
-    if not keys:
-        return []
-    table = table_of(conn, spec.table)
-    pk = table.primary_key
-    binds: Binds = dict(spec.binds)
-    for n, key in enumerate(keys):
-        for i, k in enumerate(pk):
-            binds[f"key_{n}_{i}"] = text_value(key[k])
-    memo = ("still", _shape(spec), len(keys))
-    query = conn.memo.get(memo)
-    if not isinstance(query, sql.Composed):
-        query = _still_query(conn, spec, table, len(keys))
-        conn.memo[memo] = query
-    rows = conn.fetch_all(query, binds)
-    return [json_safe(r[pk[0]]) if len(pk) == 1 else json_safe(r) for r in rows]
+    return still_matching_each(conn, [(spec, keys)])[0]
+
+
+def still_matching_each(
+    conn: TargetConnection, asks: Sequence[tuple[TransitionSpec, Sequence[Params]]]
+) -> list[list[object]]:
+    """:func:`still_matching` for several (spec, keys) at once: the statements go out
+    together (one round trip on PostgreSQL, see :func:`~bot.actions.port.fetch_each`)."""
+    statements: list[tuple[sql.Composed, Binds]] = []
+    for spec, keys in asks:
+        if not keys:
+            continue
+        table = table_of(conn, spec.table)
+        binds: Binds = dict(spec.binds)
+        for n, key in enumerate(keys):
+            for i, k in enumerate(table.primary_key):
+                binds[f"key_{n}_{i}"] = text_value(key[k])
+        memo = ("still", _shape(spec), len(keys))
+        query = conn.memo.get(memo)
+        if not isinstance(query, sql.Composed):
+            query = _still_query(conn, spec, table, len(keys))
+            conn.memo[memo] = query
+        statements.append((query, binds))
+    found = iter(fetch_each(conn, statements))
+    out: list[list[object]] = []
+    for spec, keys in asks:
+        if not keys:
+            out.append([])
+            continue
+        pk = table_of(conn, spec.table).primary_key
+        rows = next(found)
+        out.append([json_safe(r[pk[0]]) if len(pk) == 1 else json_safe(r) for r in rows])
+    return out
 
 
 def _still_query(

@@ -44,7 +44,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from bot import failpoints
-from bot.actions.base import Action, Outcome, SharesTransaction
+from bot.actions.base import Outcome, SharesTransaction
 from bot.actions.port import TargetConnection
 from bot.actions.registry import get_action
 from bot.clock import Clock
@@ -293,7 +293,9 @@ class Storm:
     def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
         return issues_by_id(session, ids)
 
-    def _finish(self, pb: Playbook, action: Action, items: list[StormItem]) -> list[PlanOutcome]:
+    def _finish(
+        self, pb: Playbook, action: SharesTransaction, items: list[StormItem]
+    ) -> list[PlanOutcome]:
         """Verify every run (one read-only transaction) and journal each verdict."""
         if pb.verify.delay_seconds:
             self.clock.sleep(pb.verify.delay_seconds)
@@ -349,7 +351,9 @@ class Storm:
         failpoints.hit("after-verify")
         return outs
 
-    def _verdicts(self, pb: Playbook, action: Action, items: list[StormItem]) -> list[Verdict]:
+    def _verdicts(
+        self, pb: Playbook, action: SharesTransaction, items: list[StormItem]
+    ) -> list[Verdict]:
         if pb.verify.checks:  # the runbook's own checks: one run at a time
             return [self.verifier.judge(pb, dict(i.match.params), _outcome(i)) for i in items]
         target = self.targets(pb.action.target or "")
@@ -359,9 +363,9 @@ class Storm:
             with target.transaction(
                 g.statement_timeout_ms, g.lock_timeout_ms, read_only=True
             ) as conn:
-                found = [
-                    action.verify(conn, settings, dict(i.match.params), _outcome(i)) for i in items
-                ]
+                found = action.verify_many(
+                    conn, settings, [(dict(i.match.params), _outcome(i)) for i in items]
+                )
         except BotError as exc:
             return [Verdict(False, f"verification could not run: {exc}") for _ in items]
         return [Verdict(v.ok, v.summary, v.details) for v in found]

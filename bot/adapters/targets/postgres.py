@@ -18,7 +18,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import psycopg
@@ -107,6 +107,24 @@ class PgConnection:
         ):
             cur.execute(self._text(query), params)
             return cur.fetchall() if cur.description is not None else []
+
+    def fetch_pipelined(self, statements: Sequence[tuple[SqlQuery, Params]]) -> list[list[Row]]:
+        """:class:`~bot.actions.port.Pipelining`: the statements in one psycopg pipeline
+        (one round trip instead of one each); results read after the pipeline syncs."""
+        if len(statements) < 2 or not psycopg.Pipeline.is_supported():
+            return [self.fetch_all(query, params) for query, params in statements]
+        cursors: list[psycopg.Cursor[Row]] = []
+        try:
+            with _translated(self._target, self._secret):
+                with self._conn.pipeline():
+                    for query, params in statements:
+                        cur = self._conn.cursor(row_factory=dict_row)
+                        cursors.append(cur)
+                        cur.execute(self._text(query), params)
+                return [c.fetchall() if c.description is not None else [] for c in cursors]
+        finally:
+            for cur in cursors:
+                cur.close()
 
     def execute(self, query: SqlQuery, params: Params | None = None) -> int:
         with _translated(self._target, self._secret), self._conn.cursor() as cur:
