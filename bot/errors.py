@@ -113,6 +113,16 @@ class TooManyRows(RemediationError):
     """The action would change more rows than max_rows allows; rolled back."""
 
 
+class RunRefused(RemediationError):
+    """One run of a batch sharing a transaction was refused (``index`` names it); the
+    caller rolls back to its savepoint and goes on without it."""
+
+    def __init__(self, index: int, cause: BotError) -> None:
+        super().__init__(f"run {index} of the batch refused: {cause}")
+        self.index = index
+        self.cause = cause
+
+
 class TargetUnavailable(RemediationError, RetryLater):
     """The target database is not configured or not reachable."""
 

@@ -146,17 +146,18 @@ class BatchedAction(Protocol):
 class SharesTransaction(Protocol):
     """An action whose runs may share ONE target transaction (storm mode, see
     :mod:`bot.pipeline.storm`): ``execute`` changes only what its own statements touch,
-    and ``run_in`` runs exactly those statements in the caller's transaction, returning
-    what they did as the run's preview and as its outcome. The caller journals the
-    preview before it commits, and rolls back to its savepoint when a run raises."""
+    and ``run_each_in`` runs exactly those statements for several runs in the caller's
+    transaction, returning what each run did as its preview and as its outcome. The
+    caller journals the previews before it commits, and rolls back to its savepoint
+    when a run raises (:class:`~bot.errors.RunRefused` names it)."""
 
-    def run_in(
+    def run_each_in(
         self,
         conn: TargetConnection,
         settings: ActionSettings,
-        params: dict[str, ParamValue],
+        runs: Sequence[dict[str, ParamValue]],
         limits: Limits,
-    ) -> tuple[Preview, Outcome]: ...
+    ) -> list[tuple[Preview, Outcome]]: ...
 
     def verify_many(
         self,

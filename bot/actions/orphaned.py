@@ -108,21 +108,26 @@ class FailOrphanedTasks:
         spec = spec_for(conn, OrphanedSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="fail", dead_verb="")
 
-    def run_in(
+    def run_each_in(
         self,
         conn: TargetConnection,
         settings: ActionSettings,
-        params: dict[str, ParamValue],
+        runs: Sequence[dict[str, ParamValue]],
         limits: Limits,
-    ) -> tuple[Preview, Outcome]:
-        """:meth:`execute` in the caller's transaction, its result also as the preview
-        (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
+    ) -> list[tuple[Preview, Outcome]]:
+        """:meth:`execute` for several runs in the caller's transaction, each result also
+        as its preview (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
         s = OrphanedSettings.of(settings)
-        preview, outcome = transition.run_in(
-            conn, spec_for(conn, s, params), limits, verb="fail", dead_verb=""
+        done = transition.run_each_in(
+            conn,
+            [spec_for(conn, s, params) for params in runs],
+            limits,
+            verb="fail",
+            dead_verb="",
         )
-        outcome.details["reason"] = s.reason
-        return preview, outcome
+        for _, outcome in done:
+            outcome.details["reason"] = s.reason
+        return done
 
     def execute(
         self,

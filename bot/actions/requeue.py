@@ -273,21 +273,26 @@ class RequeueStuckTasks:
         spec = spec_for(conn, RequeueSettings.of(settings), params)
         return transition.preview(conn, spec, limits, verb="requeue", dead_verb="dead-letter")
 
-    def run_in(
+    def run_each_in(
         self,
         conn: TargetConnection,
         settings: ActionSettings,
-        params: dict[str, ParamValue],
+        runs: Sequence[dict[str, ParamValue]],
         limits: Limits,
-    ) -> tuple[Preview, Outcome]:
-        """:meth:`execute` in the caller's transaction, its result also as the preview
-        (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
+    ) -> list[tuple[Preview, Outcome]]:
+        """:meth:`execute` for several runs in the caller's transaction, each result also
+        as its preview (storm mode, see :class:`~bot.actions.base.SharesTransaction`)."""
         s = RequeueSettings.of(settings)
-        preview, outcome = transition.run_in(
-            conn, spec_for(conn, s, params), limits, verb="requeue", dead_verb="dead-letter"
+        done = transition.run_each_in(
+            conn,
+            [spec_for(conn, s, params) for params in runs],
+            limits,
+            verb="requeue",
+            dead_verb="dead-letter",
         )
-        outcome.details["requeued"] = outcome.details["changed"]
-        return preview, outcome
+        for _, outcome in done:
+            outcome.details["requeued"] = outcome.details["changed"]
+        return done
 
     def execute(
         self,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from psycopg import sql
 
 from bot.actions.base import Limits, Outcome, Preview
-from bot.actions.dialect import Table, dialect_for, table_of, text_value
+from bot.actions.dialect import Table, table_of
 from bot.actions.port import fetch_each
 from bot.actions.target import Binds, Params, Row, TargetConnection, ident, json_safe
 from bot.actions.transition_spec import (
@@ -47,7 +47,8 @@ from bot.actions.transition_spec import (
     parse_set,
 )
 from bot.actions.transition_sql import Built, Composer, Portable, key_alias
-from bot.errors import RemediationError, TooManyRows
+from bot.actions.transition_verify import shape, still_matching, still_matching_each
+from bot.errors import RemediationError, RunRefused, TooManyRows
 
 __all__ = [
     "DEAD_FLAG",
@@ -62,9 +63,11 @@ __all__ = [
     "parse_assign",
     "parse_set",
     "preview",
-    "run_in",
+    "run_each",
+    "run_each_in",
     "statement",
     "still_matching",
+    "still_matching_each",
 ]
 
 
@@ -167,36 +170,81 @@ class _Run:
     table: Table
 
 
+class _Progress:
+    """One run's statements as they go: the next statement (with its ``limit``), and
+    what the rows it returned add to the before-image."""
+
+    def __init__(self, spec: TransitionSpec, limits: Limits, built: Built) -> None:
+        self.spec, self.limits, self.built = spec, limits, built
+        self.shaper = _Shaper(built)
+        self.before: list[Row] = []
+        self.dead = 0
+        self.companions: dict[str, list[object]] = {c.table: [] for c in spec.companions}
+        self.done = False
+
+    def statement(self) -> tuple[sql.Composed, Binds, int]:
+        # Ask for one row more than max_rows allows: if it exists, the total is over the
+        # cap and we refuse; the caller's transaction rolls back, nothing changes.
+        limit = min(self.limits.batch_size, self.limits.max_rows + 1 - len(self.before))
+        return self.built.query, self.built.binds | {"limit": limit}, limit
+
+    def take(self, rows: list[Row], limit: int) -> None:
+        """Add a batch's rows (raises on a refusal); ``done`` once a batch came short."""
+        spec = self.spec
+        self.dead += sum(1 for row in rows if row[DEAD_FLAG])
+        batch = [self.shaper.entry(row) for row in rows]
+        self.shaper.refuse_repeats(batch, spec)
+        self.before.extend(batch)
+        if rows:
+            for i, comp in enumerate(spec.companions):
+                found = rows[0].get(f"companion:{i}")  # an array of the companion keys
+                self.companions[comp.table].extend(found if isinstance(found, list) else [])
+        if len(self.before) > self.limits.max_rows:
+            raise TooManyRows(
+                f"more than max_rows={self.limits.max_rows} rows to change in {spec.table}",
+                table=spec.table,
+            )
+        self.done = len(rows) < limit
+
+    def finish(self, conn: TargetConnection) -> _Run:
+        """Run the statements left one by one; the complete run."""
+        while not self.done:
+            query, binds, limit = self.statement()
+            self.take(conn.fetch_all(query, binds), limit)
+        return _Run(self.before, self.dead, self.companions, self.built.table)
+
+
 def _run(conn: TargetConnection, spec: TransitionSpec, limits: Limits) -> _Run:
     composer = Composer(conn, spec)
     if not composer.d.update_returning:
         return _run_portable(conn, spec, limits, composer.build_portable())
-    built = _built(conn, spec, composer)
-    shaper = _Shaper(built)
-    before: list[Row] = []
-    dead = 0
-    companions: dict[str, list[object]] = {c.table: [] for c in spec.companions}
-    while True:
-        # Ask for one row more than max_rows allows: if it exists, the total is over the
-        # cap and we refuse; the caller's transaction rolls back, nothing changes.
-        limit = min(limits.batch_size, limits.max_rows + 1 - len(before))
-        rows = conn.fetch_all(built.query, built.binds | {"limit": limit})
-        dead += sum(1 for row in rows if row[DEAD_FLAG])
-        batch = [shaper.entry(row) for row in rows]
-        shaper.refuse_repeats(batch, spec)
-        before.extend(batch)
-        if rows:
-            for i, comp in enumerate(spec.companions):
-                found = rows[0].get(f"companion:{i}")  # an array of the companion keys
-                companions[comp.table].extend(found if isinstance(found, list) else [])
-        if len(before) > limits.max_rows:
-            raise TooManyRows(
-                f"more than max_rows={limits.max_rows} rows to change in {spec.table}",
-                table=spec.table,
-            )
-        if len(rows) < limit:
-            break
-    return _Run(before, dead, companions, built.table)
+    return _Progress(spec, limits, _built(conn, spec, composer)).finish(conn)
+
+
+def run_each(conn: TargetConnection, specs: Sequence[TransitionSpec], limits: Limits) -> list[_Run]:
+    """:func:`_run` for several transitions in the caller's transaction, in order, each
+    one's first statement sent together (one round trip on PostgreSQL, see
+    :func:`~bot.actions.port.fetch_each`); a run that needs more batches continues on
+    its own after them. A run refused by ``max_rows`` or its own checks raises
+    :class:`~bot.errors.RunRefused` naming it; a statement the database refuses raises
+    its own error, which names no run (the caller runs them one by one to find it)."""
+    composers = [Composer(conn, spec) for spec in specs]
+    if not all(c.d.update_returning for c in composers):
+        return [_run(conn, spec, limits) for spec in specs]
+    runs = [
+        _Progress(spec, limits, _built(conn, spec, c))
+        for spec, c in zip(specs, composers, strict=True)
+    ]
+    firsts = [p.statement() for p in runs]
+    answers = fetch_each(conn, [(query, binds) for query, binds, _ in firsts])
+    out: list[_Run] = []
+    for n, (run, (_, _, limit), rows) in enumerate(zip(runs, firsts, answers, strict=True)):
+        try:
+            run.take(rows, limit)
+            out.append(run.finish(conn))
+        except RemediationError as exc:
+            raise RunRefused(n, exc) from exc
+    return out
 
 
 def _built(conn: TargetConnection, spec: TransitionSpec, composer: Composer) -> Built:
@@ -205,29 +253,13 @@ def _built(conn: TargetConnection, spec: TransitionSpec, composer: Composer) -> 
     Bind VALUES never reach the statement's text (they travel as binds), so two specs
     equal but for their bind values compose the same statement: a storm's runs of one
     playbook (:mod:`bot.pipeline.storm`) compose it once, each run with its own binds."""
-    key = ("transition", _shape(spec))
+    key = ("transition", shape(spec))
     found = conn.memo.get(key)
     if isinstance(found, Built):
         return replace(found, binds={**found.binds, **spec.binds})
     built = composer.build()
     conn.memo[key] = built
     return built
-
-
-_SHAPES: dict[int, tuple[TransitionSpec, str]] = {}
-
-
-def _shape(spec: TransitionSpec) -> str:
-    """What a spec's statements' text depends on: everything but its bind values
-    (computed once per spec object: a remembered spec serves a storm's three phases)."""
-    found = _SHAPES.get(id(spec))
-    if found is not None and found[0] is spec:
-        return found[1]
-    shape = repr(replace(spec, binds=dict.fromkeys(sorted(spec.binds))))
-    if len(_SHAPES) >= 4096:
-        _SHAPES.clear()
-    _SHAPES[id(spec)] = (spec, shape)
-    return shape
 
 
 def _run_portable(
@@ -329,17 +361,24 @@ def preview(
     return _previewed(spec, run, verb=verb, dead_verb=dead_verb)
 
 
-def run_in(
-    conn: TargetConnection, spec: TransitionSpec, limits: Limits, *, verb: str, dead_verb: str
-) -> tuple[Preview, Outcome]:
-    """Run :func:`execute`'s statements in the caller's transaction and return what
-    they did twice: as the preview to journal and as the outcome. Storm mode
-    (:mod:`bot.pipeline.storm`) journals the preview of each run BEFORE it commits the
-    one transaction they share, so the preview is the execution itself, proved by the
-    database. :class:`TooManyRows` and the database's own errors propagate (the caller
-    rolls back to its savepoint)."""
-    run = _run(conn, spec, limits)
-    return _previewed(spec, run, verb=verb, dead_verb=dead_verb), _outcome(spec, run)
+def run_each_in(
+    conn: TargetConnection,
+    specs: Sequence[TransitionSpec],
+    limits: Limits,
+    *,
+    verb: str,
+    dead_verb: str,
+) -> list[tuple[Preview, Outcome]]:
+    """Run :func:`execute`'s statements for each spec in the caller's transaction (see
+    :func:`run_each`) and return what each run did twice: as the preview to journal and
+    as the outcome. Storm mode (:mod:`bot.pipeline.storm`) journals the previews BEFORE
+    it commits the one transaction the runs share, so a preview is the execution
+    itself, proved by the database. Refusals propagate (the caller rolls back to its
+    savepoint)."""
+    return [
+        (_previewed(spec, run, verb=verb, dead_verb=dead_verb), _outcome(spec, run))
+        for spec, run in zip(specs, run_each(conn, specs, limits), strict=True)
+    ]
 
 
 def _previewed(spec: TransitionSpec, run: _Run, *, verb: str, dead_verb: str) -> Preview:
@@ -353,72 +392,3 @@ def _previewed(spec: TransitionSpec, run: _Run, *, verb: str, dead_verb: str) ->
         summary += f", and update {len(rows)} row(s) of {table}"
     summary += " (statement executed and rolled back)"
     return Preview(summary=summary, rows=outcome.before_image)
-
-
-def still_matching(
-    conn: TargetConnection, spec: TransitionSpec, keys: Sequence[Params]
-) -> list[object]:
-    """The keys among ``keys`` whose row still satisfies the transition's condition.
-
-    Keys travel as text binds cast to each key column's own type (dialect-neutral); the
-    list is bounded by ``max_rows``, so the OR of key equalities stays small. The
-    statement is composed once per shape and transaction (see :func:`_built`)."""
-    return still_matching_each(conn, [(spec, keys)])[0]
-
-
-def still_matching_each(
-    conn: TargetConnection, asks: Sequence[tuple[TransitionSpec, Sequence[Params]]]
-) -> list[list[object]]:
-    """:func:`still_matching` for several (spec, keys) at once: the statements go out
-    together (one round trip on PostgreSQL, see :func:`~bot.actions.port.fetch_each`)."""
-    statements: list[tuple[sql.Composed, Binds]] = []
-    for spec, keys in asks:
-        if not keys:
-            continue
-        table = table_of(conn, spec.table)
-        binds: Binds = dict(spec.binds)
-        for n, key in enumerate(keys):
-            for i, k in enumerate(table.primary_key):
-                binds[f"key_{n}_{i}"] = text_value(key[k])
-        memo = ("still", _shape(spec), len(keys))
-        query = conn.memo.get(memo)
-        if not isinstance(query, sql.Composed):
-            query = _still_query(conn, spec, table, len(keys))
-            conn.memo[memo] = query
-        statements.append((query, binds))
-    found = iter(fetch_each(conn, statements))
-    out: list[list[object]] = []
-    for spec, keys in asks:
-        if not keys:
-            out.append([])
-            continue
-        pk = table_of(conn, spec.table).primary_key
-        rows = next(found)
-        out.append([json_safe(r[pk[0]]) if len(pk) == 1 else json_safe(r) for r in rows])
-    return out
-
-
-def _still_query(
-    conn: TargetConnection, spec: TransitionSpec, table: Table, count: int
-) -> sql.Composed:
-    d = dialect_for(conn)
-    pk = table.primary_key
-    matches: list[sql.Composable] = []
-    for n in range(count):
-        parts: list[sql.Composable] = []
-        for i, k in enumerate(pk):
-            parts.append(
-                sql.SQL("t.{} = {}").format(
-                    ident(k),
-                    d.cast(
-                        d.cast(sql.Placeholder(f"key_{n}_{i}"), "text"), table.column(k).type_sql
-                    ),
-                )
-            )
-        matches.append(sql.SQL("({})").format(sql.SQL(" AND ").join(parts)))
-    return sql.SQL("SELECT {cols} FROM {table} AS t WHERE ({keys}) AND {where}").format(
-        cols=sql.SQL(", ").join(sql.SQL("t.{}").format(ident(k)) for k in pk),
-        table=ident(spec.table),
-        keys=sql.SQL(" OR ").join(matches),
-        where=spec.where,
-    )

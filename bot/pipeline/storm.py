@@ -44,11 +44,11 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from bot import failpoints
-from bot.actions.base import Outcome, SharesTransaction
+from bot.actions.base import ActionSettings, Limits, Outcome, SharesTransaction
 from bot.actions.port import TargetConnection
 from bot.actions.registry import get_action
 from bot.clock import Clock
-from bot.errors import BotError
+from bot.errors import BotError, RunRefused
 from bot.pipeline import guards
 from bot.pipeline.plan import planned_reason
 from bot.pipeline.ports import (
@@ -180,14 +180,7 @@ class Storm:
                 with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
                     xid = _transaction_id(conn)
                     conn.execute(_SAVEPOINT)
-                    for item in items:
-                        try:
-                            item.preview, item.outcome = action.run_in(
-                                conn, settings, dict(item.match.params), limits
-                            )
-                        except BotError:
-                            refused = item
-                            break
+                    refused = _run_items(conn, action, settings, limits, items)
                     if refused is not None:
                         conn.execute(_UNDO)  # this attempt leaves nothing behind
                     else:
@@ -395,3 +388,32 @@ def _outcome_of(pb: Playbook, item: StormItem, status: str, note: str) -> PlanOu
         note=note,
         params=dict(item.match.params),
     )
+
+
+def _run_items(
+    conn: TargetConnection,
+    action: SharesTransaction,
+    settings: ActionSettings,
+    limits: Limits,
+    items: list[StormItem],
+) -> StormItem | None:
+    """Run every item's statements (their first statements sent together); the item
+    refused, if one was. A statement the database refuses names no item: the attempt is
+    rolled back to the savepoint and run again one item at a time to find it."""
+    try:
+        done = action.run_each_in(conn, settings, [dict(i.match.params) for i in items], limits)
+    except RunRefused as exc:
+        return items[exc.index]
+    except BotError:
+        conn.execute(_UNDO)
+        for item in items:
+            try:
+                ((item.preview, item.outcome),) = action.run_each_in(
+                    conn, settings, [dict(item.match.params)], limits
+                )
+            except BotError:
+                return item
+        return None
+    for item, (preview, outcome) in zip(items, done, strict=True):
+        item.preview, item.outcome = preview, outcome
+    return None

@@ -261,12 +261,13 @@ def test_the_rate_cap_counts_the_batchs_own_runs(bed: Bed) -> None:
 
 
 class _FailingTarget:
-    """The real target, whose ``n``-th transaction fails at its ``k``-th statement (a
-    run the database refuses), or, with ``k=0``, fails at its COMMIT (the transaction
-    rolls back instead; the bot cannot tell it from a lost connection)."""
+    """The real target, whose ``n``-th transaction refuses every statement bound to the
+    value ``poison`` (the database refusing one run's statements), or, with no
+    ``poison``, fails at its COMMIT (the transaction rolls back instead; the bot cannot
+    tell it from a lost connection)."""
 
-    def __init__(self, real: TargetDatabase, n: int, k: int) -> None:
-        self.real, self.n, self.k, self.count = real, n, k, 0
+    def __init__(self, real: TargetDatabase, n: int, poison: str | None) -> None:
+        self.real, self.n, self.poison, self.count = real, n, poison, 0
 
     @property
     def name(self) -> str:
@@ -281,14 +282,16 @@ class _FailingTarget:
     @contextmanager
     def _tx(self, st: int, lt: int, ro: bool, fail: bool) -> Iterator[TargetConnection]:
         with self.real.transaction(st, lt, read_only=ro) as conn:
-            yield _Failing(conn, self.k if fail else 0)
-            if fail and self.k == 0:
+            yield _Failing(conn, self.poison if fail else None)
+            if fail and self.poison is None:
                 raise TargetUnavailable("injected: connection lost during COMMIT")
 
 
 class _Failing:
-    def __init__(self, conn: TargetConnection, k: int) -> None:
-        self.conn, self.k, self.seen = conn, k, 0
+    """A connection without pipelining (statements one by one), refusing ``poison``."""
+
+    def __init__(self, conn: TargetConnection, poison: str | None) -> None:
+        self.conn, self.poison = conn, poison
 
     @property
     def dialect(self) -> Dialect:
@@ -298,17 +301,16 @@ class _Failing:
     def memo(self) -> dict[object, object]:
         return self.conn.memo
 
-    def _tick(self) -> None:
-        self.seen += 1
-        if self.seen == self.k:
+    def _check(self, params: Params | None) -> None:
+        if self.poison is not None and self.poison in map(str, (params or {}).values()):
             raise RemediationError("injected: the database refused this statement")
 
     def fetch_all(self, query: SqlQuery, params: Params | None = None) -> list[Row]:
-        self._tick()
+        self._check(params)
         return self.conn.fetch_all(query, params)
 
     def execute(self, query: SqlQuery, params: Params | None = None) -> int:
-        self._tick()
+        self._check(params)
         return self.conn.execute(query, params)
 
 
@@ -316,9 +318,8 @@ def test_a_run_refused_inside_the_batch_goes_alone_and_the_rest_commit_together(
     bed: Bed,
 ) -> None:
     jobs = bed.stuck(8)
-    # The batch's transaction: txid_current, SAVEPOINT, the catalog, then one UPDATE per
-    # run: statement 6 is the third run's UPDATE.
-    failing = _FailingTarget(open_target(bed.dsn, name="jobs_db"), n=1, k=6)
+    # The batch's transaction refuses the third run's statement (and only in it).
+    failing = _FailingTarget(open_target(bed.dsn, name="jobs_db"), n=1, poison=jobs[2])
     report = run_step(bed.app(playbook(), targets=failing))
     assert report.errors == []
     by_job = {str(r.params["job_id"]): r for r in runs(bed.store)}
@@ -331,9 +332,39 @@ def test_a_run_refused_inside_the_batch_goes_alone_and_the_rest_commit_together(
     assert all(bed.tasks()[j] == [("w-dead", "pending", 1), ("w-live", "running", 0)] for j in jobs)
 
 
+def test_a_run_the_database_refuses_is_found_and_the_rest_commit_together(bed: Bed) -> None:
+    """A real refusal through the real adapter: a trigger rejects the UPDATE of one
+    job's task. The batch's first statements go out in one pipeline, the error names no
+    run, so the attempt is rolled back and run again one run at a time to find it."""
+    jobs = bed.stuck(6)
+    bad = jobs[3]
+    with psycopg.connect(bed.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN IF NEW.job_id = '{bad}' THEN RAISE EXCEPTION 'refused by policy';"
+            " END IF; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_one BEFORE UPDATE ON tasks"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_one()"
+        )
+    report = run_step(bed.app(playbook()))
+    by_job = {str(r.params["job_id"]): r for r in runs(bed.store)}
+    assert set(by_job) == set(jobs) - {bad}  # the refused one: no preview, no run
+    assert {r.status for r in by_job.values()} == {RunStatus.SUCCEEDED.value}
+    assert len({r.target_xid for r in by_job.values()}) == 1
+    (blocked,) = [p for p in report.plans if p.params.get("job_id") == bad]
+    assert blocked.status == RunStatus.BLOCKED.value and "refused by policy" in blocked.note
+    state = bed.tasks()
+    assert state[bad] == [("w-dead", "running", 0), ("w-live", "running", 0)]
+    assert all(
+        state[j] == [("w-dead", "pending", 1), ("w-live", "running", 0)] for j in jobs if j != bad
+    )
+
+
 def test_a_commit_in_doubt_is_left_to_recovery_which_runs_each_once(bed: Bed) -> None:
     jobs = bed.stuck(5)
-    failing = _FailingTarget(open_target(bed.dsn, name="jobs_db"), n=1, k=0)
+    failing = _FailingTarget(open_target(bed.dsn, name="jobs_db"), n=1, poison=None)
     report = run_step(bed.app(playbook(), targets=failing))
     # Journaled before the COMMIT, which failed: the runs stay running (never guessed).
     found = runs(bed.store)
