@@ -229,22 +229,33 @@ def run_each(conn: TargetConnection, specs: Sequence[TransitionSpec], limits: Li
     :class:`~bot.errors.RunRefused` naming it; a statement the database refuses raises
     its own error, which names no run (the caller runs them one by one to find it)."""
     composers = [Composer(conn, spec) for spec in specs]
-    if not all(c.d.update_returning for c in composers):
-        return [_run(conn, spec, limits) for spec in specs]
+    if limits.batch_size <= limits.max_rows or not all(c.d.update_returning for c in composers):
+        # A first statement could leave its run unfinished: the next run's statements
+        # must not run before it completes (two runs of one scope would split rows a
+        # single run would refuse as over max_rows). One run after the other, then.
+        out: list[_Run] = []
+        for n, spec in enumerate(specs):
+            try:
+                out.append(_run(conn, spec, limits))
+            except RemediationError as exc:
+                raise RunRefused(n, exc) from exc
+        return out
     runs = [
         _Progress(spec, limits, _built(conn, spec, c))
         for spec, c in zip(specs, composers, strict=True)
     ]
+    # batch_size > max_rows: each first statement asks for max_rows + 1 rows, so it
+    # completes its run or refuses it; sent together, they run in order as one by one.
     firsts = [p.statement() for p in runs]
     answers = fetch_each(conn, [(query, binds) for query, binds, _ in firsts])
-    out: list[_Run] = []
+    done: list[_Run] = []
     for n, (run, (_, _, limit), rows) in enumerate(zip(runs, firsts, answers, strict=True)):
         try:
             run.take(rows, limit)
-            out.append(run.finish(conn))
+            done.append(run.finish(conn))
         except RemediationError as exc:
             raise RunRefused(n, exc) from exc
-    return out
+    return done
 
 
 def _built(conn: TargetConnection, spec: TransitionSpec, composer: Composer) -> Built:
@@ -376,12 +387,28 @@ def run_each_in(
     itself, proved by the database. Refusals propagate (the caller rolls back to its
     savepoint)."""
     return [
-        (_previewed(spec, run, verb=verb, dead_verb=dead_verb), _outcome(spec, run))
+        (
+            _previewed(
+                spec,
+                run,
+                verb=verb,
+                dead_verb=dead_verb,
+                how="statements executed; journaled before their transaction committed",
+            ),
+            _outcome(spec, run),
+        )
         for spec, run in zip(specs, run_each(conn, specs, limits), strict=True)
     ]
 
 
-def _previewed(spec: TransitionSpec, run: _Run, *, verb: str, dead_verb: str) -> Preview:
+def _previewed(
+    spec: TransitionSpec,
+    run: _Run,
+    *,
+    verb: str,
+    dead_verb: str,
+    how: str = "statement executed and rolled back",
+) -> Preview:
     outcome = _outcome(spec, run)
     details = outcome.details
     summary = f"would {verb} {details['changed']}"
@@ -390,5 +417,5 @@ def _previewed(spec: TransitionSpec, run: _Run, *, verb: str, dead_verb: str) ->
     summary += f" row(s) in {spec.table}"
     for table, rows in run.companions.items():
         summary += f", and update {len(rows)} row(s) of {table}"
-    summary += " (statement executed and rolled back)"
+    summary += f" ({how})"
     return Preview(summary=summary, rows=outcome.before_image)

@@ -9,6 +9,8 @@ approval whatever the playbook says.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,15 +19,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from bot.clock import ensure_utc
+from bot.errors import StoreError
 from bot.pipeline.journal import count_runs
 from bot.playbooks.models import Playbook
 from bot.store.db import Store
 from bot.store.models import PlaybookState, Setting, TrackedIssue
 
 PAUSE_KEY = "paused"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,30 +64,54 @@ def effective_mode(playbook: Playbook, issue: TrackedIssue, *, shadow_only: bool
     return playbook.guards.mode
 
 
+_LOCAL_LOCKS: dict[str, threading.Lock] = {}
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
 @contextmanager
 def plan_lock(store: Store, playbook_id: str) -> Iterator[None]:
-    """Serialise the planning of one playbook's runs across processes sharing a
-    PostgreSQL store (two replicas, a webhook worker beside the poller).
+    """Serialise the planning of one playbook's runs: across processes sharing a
+    PostgreSQL store (two replicas), and across the threads of one process (the
+    poller beside the webhook workers) on any store.
 
-    Without it, two processes planning the same match at once both preview it, and one's
-    preview (the real statements, holding their row locks until rolled back) can make
-    the other's execution skip those rows as if a live worker held them: a run journaled
-    ``noop`` while the rows stay stuck. Held from the idempotency check to the verdict,
-    the loser then finds the run journaled. A session advisory lock on a connection of
-    its own, released at the end (or by the server when the process dies). A SQLite
-    store belongs to one process: nothing to serialise."""
-    if store.engine.dialect.name != "postgresql":
-        yield
-        return
-    key = {"key": f"sentry-bot:plan:{playbook_id}"}
-    with store.engine.connect() as conn:
+    Without it, two planners of the same playbook at once could each preview (run the
+    real statements, holding their row locks, then roll back) while the other executes,
+    and the execution would skip those rows as if a live worker held them: a run
+    journaled ``noop`` while the rows stay stuck. Held from the idempotency check to the
+    verdict, the loser then finds the run journaled. On PostgreSQL a session advisory
+    lock on a connection of its own (released at the end, or by the server when the
+    process dies); elsewhere a lock of this process."""
+    with _LOCAL_LOCKS_GUARD:
+        local = _LOCAL_LOCKS.setdefault(playbook_id, threading.Lock())
+    with local:
+        if store.engine.dialect.name != "postgresql":
+            yield
+            return
+        with _advisory(store, f"sentry-bot:plan:{playbook_id}"):
+            yield
+
+
+@contextmanager
+def _advisory(store: Store, name: str) -> Iterator[None]:
+    key = {"key": name}
+    try:
+        conn = store.engine.connect()
         conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
         conn.commit()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot take the planning lock {name}: {exc}") from exc
+    try:
+        yield
+    finally:
         try:
-            yield
-        finally:
             conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), key)
             conn.commit()
+        except SQLAlchemyError as exc:
+            # The lock dies with the session: closing the connection releases it.
+            log.warning("could not release the planning lock %s: %s", name, exc)
+            conn.invalidate()
+        finally:
+            conn.close()
 
 
 def breaker_open(session: Session, playbook_id: str, now: datetime) -> datetime | None:

@@ -11,21 +11,28 @@ other. Here the batch keeps every per-run promise and shares the transactions:
   to :meth:`~bot.pipeline.plan.Planner.plan`, which decides it exactly as it always
   does; so is the whole batch while the bot is paused or the breaker is open;
 - **previewed by the execution itself, journaled before it commits**: ONE target
-  transaction runs every run's statements in order under a savepoint; what each run's
-  statements did is its preview. Every run is then journaled ``running`` (with that
-  preview, the target transaction's id and its ``planned`` and ``remediating`` steps,
-  one store transaction) and only then does the target COMMIT. A crash before the
-  COMMIT leaves nothing on the target (recovery sees the transaction aborted and runs
-  each run once on its own); a crash after leaves committed runs that recovery verifies
-  against their journaled preview. A COMMIT that fails leaves the runs ``running`` for
-  recovery to decide by the transaction's id (in doubt, never guessed);
+  transaction runs every run's statements in order under a savepoint (their first
+  statements sent together); what each run's statements did is its preview. Every run
+  is then journaled ``running`` (with that preview, the target transaction's id and its
+  ``planned`` and ``remediating`` steps, one store transaction) and only then does the
+  target COMMIT. A crash before the COMMIT leaves nothing on the target (recovery sees
+  the transaction aborted and runs each run once on its own); a crash after leaves
+  committed runs that recovery verifies against their journaled preview. A COMMIT that
+  fails leaves the runs ``running`` for recovery to decide by the transaction's id (in
+  doubt, never guessed). Only PostgreSQL targets can answer that question
+  (``txid_status``): elsewhere every run goes the single-run way;
 - **one refusal never fails the batch**: a run the database (or ``max_rows``) refuses
   is rolled back with the others to the savepoint and handed to the single-run planner
   (which previews, journals and refuses it as always), and the batch starts again
   without it; if the target fails before the journal commits, every issue goes to the
   single-run planner;
-- **verified per run** (in one read-only transaction), each verdict journaled, counted by
-  the breaker and announced as for a single run.
+- **the breaker keeps its bound**: the batch runs in chunks, each verified before the
+  next; the first is as many runs as failures the breaker still allows, then they
+  double (at most :data:`CHUNK_MAX` runs, which also bounds the rows one transaction
+  locks), and the pause and the breaker are read again before each;
+- **verified per run** (in one read-only transaction, the reads sent together), each
+  verdict journaled, counted by the breaker and announced as for a single run. A
+  playbook with ``verify.checks`` (which sample for a while) takes the single-run path.
 
 Only actions that promise their runs may share a transaction
 (:class:`~bot.actions.base.SharesTransaction`) storm; a batch smaller than
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import insert, update
@@ -44,11 +51,10 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from bot import failpoints
-from bot.actions.base import ActionSettings, Limits, Outcome, SharesTransaction
-from bot.actions.port import TargetConnection
+from bot.actions.base import Outcome, SharesTransaction
 from bot.actions.registry import get_action
 from bot.clock import Clock
-from bot.errors import BotError, RunRefused
+from bot.errors import BotError
 from bot.pipeline import guards
 from bot.pipeline.plan import planned_reason
 from bot.pipeline.ports import (
@@ -59,12 +65,26 @@ from bot.pipeline.ports import (
     TargetResolver,
 )
 from bot.pipeline.storm_admit import StormItem, admit, chunks, issues_by_id
+from bot.pipeline.storm_target import (
+    IDLE_TIMEOUT,
+    RELEASE,
+    SAVEPOINT,
+    UNDO,
+    run_items,
+    transaction_id,
+)
 from bot.pipeline.track import TransitionBatch
 from bot.pipeline.verify import News, Verdict, Verifier
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
 from bot.store.db import Store
-from bot.store.models import LifecycleState, RemediationRun, RunStatus, TrackedIssue
+from bot.store.models import (
+    LifecycleState,
+    PlaybookState,
+    RemediationRun,
+    RunStatus,
+    TrackedIssue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +92,8 @@ log = logging.getLogger(__name__)
 STORM_MIN = 2
 # A batch restarts without each refused run; after this many, the rest go one by one.
 MAX_RESTARTS = 3
-_SAVEPOINT = "SAVEPOINT bot_storm"
-_UNDO = "ROLLBACK TO SAVEPOINT bot_storm"
-_RELEASE = "RELEASE SAVEPOINT bot_storm"
+# The most runs one target transaction of a storm carries (see Storm._chunks).
+CHUNK_MAX = 200
 _UNREAD_RUN_COLUMNS = (
     defer(RemediationRun.preview),  # type: ignore[arg-type]
     defer(RemediationRun.before_image),  # type: ignore[arg-type]
@@ -97,6 +116,8 @@ def storms(playbook: Playbook) -> bool:
         playbook.guards.mode == "auto"
         and action.needs_target
         and isinstance(action, SharesTransaction)
+        # The runbook's own checks sample for a while per run: one run at a time.
+        and not playbook.verify.checks
     )
 
 
@@ -148,11 +169,45 @@ class Storm:
             result.single.extend((i.issue_id, i.match) for i in items)
             return result
         failpoints.hit("after-match")
-        done = self._remedy(pb, action, items, result)
-        if done:
-            self._succeeded(done)
-            result.outcomes.extend(self._finish(pb, action, done))
+        for chunk in self._chunks(pb, items, result):
+            done = self._remedy(pb, action, chunk, result)
+            if done:
+                # Committed: what each run did is known. Its outcome is journaled with
+                # its verdict (one store transaction); a crash in between leaves the
+                # runs running, committed, for recovery to verify.
+                failpoints.hit("after-succeeded")
+                result.outcomes.extend(self._finish(pb, action, done))
         return result
+
+    def _chunks(
+        self, pb: Playbook, items: list[StormItem], result: StormResult
+    ) -> Iterator[list[StormItem]]:
+        """The batch in chunks, each verified before the next runs, so the circuit
+        breaker keeps its bound: the first chunk is as many runs as failures the breaker
+        still allows (a broken remedy stops there, as it would one run at a time), then
+        each chunk doubles, up to :data:`CHUNK_MAX` (which also bounds the rows one
+        target transaction locks). Before each later chunk the pause and the breaker are
+        read again; once either stops the storm, the rest go to the single-run planner
+        (which refuses them as always)."""
+        size = max(1, pb.guards.breaker_failures - self._failures(pb))
+        pos = 0
+        while pos < len(items):
+            if pos:
+                with self.store.session() as session:
+                    stopped = guards.is_paused(session) or guards.breaker_open(
+                        session, pb.id, self.clock.now()
+                    )
+                if stopped:
+                    result.single.extend((i.issue_id, i.match) for i in items[pos:])
+                    return
+            yield items[pos : pos + size]
+            pos += size
+            size = min(2 * size, CHUNK_MAX)
+
+    def _failures(self, pb: Playbook) -> int:
+        with self.store.session() as session:
+            state = session.get(PlaybookState, pb.id)
+            return state.consecutive_failures if state is not None else 0
 
     # -- remedy: run, journal, commit --------------------------------------------------
 
@@ -178,13 +233,19 @@ class Storm:
             journaled = False
             try:
                 with target.transaction(g.statement_timeout_ms, g.lock_timeout_ms) as conn:
-                    xid = _transaction_id(conn)
-                    conn.execute(_SAVEPOINT)
-                    refused = _run_items(conn, action, settings, limits, items)
+                    xid = transaction_id(conn)
+                    if xid is None:
+                        # Recovery could not tell whether this transaction committed
+                        # (no txid_status): each run goes on its own.
+                        result.single.extend((i.issue_id, i.match) for i in items)
+                        return []
+                    conn.execute(IDLE_TIMEOUT, {"ms": f"{max(g.statement_timeout_ms, 5000)}ms"})
+                    conn.execute(SAVEPOINT)
+                    refused = run_items(conn, action, settings, limits, items)
                     if refused is not None:
-                        conn.execute(_UNDO)  # this attempt leaves nothing behind
+                        conn.execute(UNDO)  # this attempt leaves nothing behind
                     else:
-                        conn.execute(_RELEASE)
+                        conn.execute(RELEASE)
                         self._journal(pb, items, xid)
                         journaled = True
                         failpoints.hit("after-journal")
@@ -242,18 +303,20 @@ class Storm:
         steps = TransitionBatch()
         with self.store.session() as session:
             session.execute(insert(RemediationRun), runs)
+            # Read again (not as admission left them): the state a step starts from is
+            # the one in the store now.
+            issues = self._issues(session, [i.issue_id for i in items])
             for item in items:
-                session.add(item.issue)  # as admission left it: no read
                 steps(
                     session,
-                    item.issue,
+                    issues[item.issue_id],
                     LifecycleState.PLANNED,
                     planned_reason(item.run_id, "auto", item.preview),
                     now,
                 )
                 steps(
                     session,
-                    item.issue,
+                    issues[item.issue_id],
                     LifecycleState.REMEDIATING,
                     f"run {item.run_id[:8]} executing {pb.action.type} "
                     f"(storm of {len(items)}, one target transaction)",
@@ -261,27 +324,23 @@ class Storm:
                 )
             steps.flush(session)
 
-    def _succeeded(self, items: list[StormItem]) -> None:
+    def _succeeded(self, session: Session, items: list[StormItem]) -> None:
         """Journal each committed run's outcome (one executemany UPDATE by key)."""
         finished = self.clock.now()
-        with self.store.session() as session:
-            session.execute(
-                update(RemediationRun),
-                [
-                    {
-                        "id": item.run_id,
-                        "status": (
-                            RunStatus.SUCCEEDED if o.rows_affected else RunStatus.NOOP
-                        ).value,
-                        "rows_affected": o.rows_affected,
-                        "before_image": {"rows": o.before_image, "details": o.details},
-                        "finished_at": finished,
-                    }
-                    for item in items
-                    if (o := _outcome(item))
-                ],
-            )
-        failpoints.hit("after-succeeded")
+        session.execute(
+            update(RemediationRun),
+            [
+                {
+                    "id": item.run_id,
+                    "status": (RunStatus.SUCCEEDED if o.rows_affected else RunStatus.NOOP).value,
+                    "rows_affected": o.rows_affected,
+                    "before_image": {"rows": o.before_image, "details": o.details},
+                    "finished_at": finished,
+                }
+                for item in items
+                if (o := _outcome(item))
+            ],
+        )
 
     def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
         return issues_by_id(session, ids)
@@ -297,6 +356,7 @@ class Storm:
         outs: list[PlanOutcome] = []
         now = self.clock.now()
         with self.store.session() as session:
+            self._succeeded(session, items)
             issues = self._issues(session, [i.issue_id for i in items])
             runs = {
                 r.id: r
@@ -359,21 +419,15 @@ class Storm:
                 found = action.verify_many(
                     conn, settings, [(dict(i.match.params), _outcome(i)) for i in items]
                 )
-        except BotError as exc:
-            return [Verdict(False, f"verification could not run: {exc}") for _ in items]
+        except BotError:
+            # One failed read must not fail every run: each is verified on its own.
+            return [self.verifier.judge(pb, dict(i.match.params), _outcome(i)) for i in items]
         return [Verdict(v.ok, v.summary, v.details) for v in found]
 
 
 def _outcome(item: StormItem) -> Outcome:
     assert item.outcome is not None
     return item.outcome
-
-
-def _transaction_id(conn: TargetConnection) -> str | None:
-    """The target transaction's id on PostgreSQL (recovery asks ``txid_status``)."""
-    if conn.dialect.name != "postgresql":
-        return None
-    return str(conn.fetch_all("SELECT txid_current()::text AS xid")[0]["xid"])
 
 
 def _outcome_of(pb: Playbook, item: StormItem, status: str, note: str) -> PlanOutcome:
@@ -388,32 +442,3 @@ def _outcome_of(pb: Playbook, item: StormItem, status: str, note: str) -> PlanOu
         note=note,
         params=dict(item.match.params),
     )
-
-
-def _run_items(
-    conn: TargetConnection,
-    action: SharesTransaction,
-    settings: ActionSettings,
-    limits: Limits,
-    items: list[StormItem],
-) -> StormItem | None:
-    """Run every item's statements (their first statements sent together); the item
-    refused, if one was. A statement the database refuses names no item: the attempt is
-    rolled back to the savepoint and run again one item at a time to find it."""
-    try:
-        done = action.run_each_in(conn, settings, [dict(i.match.params) for i in items], limits)
-    except RunRefused as exc:
-        return items[exc.index]
-    except BotError:
-        conn.execute(_UNDO)
-        for item in items:
-            try:
-                ((item.preview, item.outcome),) = action.run_each_in(
-                    conn, settings, [dict(item.match.params)], limits
-                )
-            except BotError:
-                return item
-        return None
-    for item, (preview, outcome) in zip(items, done, strict=True):
-        item.preview, item.outcome = preview, outcome
-    return None

@@ -36,9 +36,6 @@ class StormItem:
     short_id: str
     match: MatchResult
     key: str
-    # The issue row as admission left it (detached, ``raw`` not loaded): the journal
-    # and the claim re-attach it to record their steps without reading it again.
-    issue: TrackedIssue
     preview: Preview | None = None
     run_id: str = ""
     outcome: Outcome | None = None
@@ -74,7 +71,7 @@ def admit(
                 continue
             window = window_start(row.last_seen, g.cooldown_minutes, now)
             key = idempotency_key(pb.id, issue_id, match.params, window)
-            keyed[key] = StormItem(issue_id, row.short_id, match, key, row)
+            keyed[key] = StormItem(issue_id, row.short_id, match, key)
         journaled = {
             k
             for keys in chunks(list(keyed))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -79,7 +80,15 @@ def playbook(**guards: object) -> dict[str, Any]:
                 "scope": {"job_id": "job_id"},
             },
         },
-        "guards": {"mode": "auto", "max_rows": 5, "max_runs_per_hour": 500, **guards},
+        # breaker_failures 100: a storm's first chunk is up to 100 runs (see
+        # test_a_remedy_that_does_not_hold_stops_at_the_breakers_bound for the chunks).
+        "guards": {
+            "mode": "auto",
+            "max_rows": 5,
+            "max_runs_per_hour": 500,
+            "breaker_failures": 100,
+            **guards,
+        },
     }
 
 
@@ -362,6 +371,40 @@ def test_a_run_the_database_refuses_is_found_and_the_rest_commit_together(bed: B
     )
 
 
+def test_a_remedy_that_does_not_hold_stops_at_the_breakers_bound(bed: Bed) -> None:
+    """A trigger keeps every task running (the UPDATE "succeeds", nothing changes): each
+    verification fails. One run at a time, the breaker (3 failures) stops the playbook
+    after 3 runs; a storm must not apply the broken remedy to the whole batch: its first
+    chunk is 3 runs, verified, the breaker opens, the rest are refused."""
+    jobs = bed.stuck(10)
+    with psycopg.connect(bed.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION keep_running() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN NEW.status := OLD.status; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER keep_running BEFORE UPDATE ON tasks"
+            " FOR EACH ROW EXECUTE FUNCTION keep_running()"
+        )
+    report = run_step(bed.app(playbook(breaker_failures=3)))
+    found = runs(bed.store)
+    assert len(found) == 3 and {r.status for r in found} == {RunStatus.VERIFY_FAILED.value}
+    assert len({r.target_xid for r in found}) == 1  # the first chunk: one transaction
+    blocked = [p for p in report.plans if p.status == RunStatus.BLOCKED.value]
+    assert len(blocked) == 7
+    assert all(p.note.startswith("circuit breaker open for storm-requeue") for p in blocked)
+    assert {s for j in jobs for _, s, _ in bed.tasks()[j]} == {"running"}
+
+
+def test_a_big_storm_runs_in_chunks_that_double(bed: Bed) -> None:
+    bed.stuck(60)
+    run_step(bed.app(playbook(breaker_failures=5)))
+    found = runs(bed.store)
+    assert len(found) == 60 and {r.status for r in found} == {RunStatus.SUCCEEDED.value}
+    sizes = sorted(Counter(r.target_xid for r in found).values())
+    assert sizes == sorted([5, 10, 20, 25])  # 5, then doubling, the rest last
+
+
 def test_a_commit_in_doubt_is_left_to_recovery_which_runs_each_once(bed: Bed) -> None:
     jobs = bed.stuck(5)
     failing = _FailingTarget(open_target(bed.dsn, name="jobs_db"), n=1, poison=None)
@@ -382,11 +425,11 @@ def test_a_commit_in_doubt_is_left_to_recovery_which_runs_each_once(bed: Bed) ->
     assert all(bed.tasks()[j] == [("w-dead", "pending", 1), ("w-live", "running", 0)] for j in jobs)
 
 
-@pytest.mark.parametrize("store", ["postgres"], indirect=True)  # two processes, one store
 def test_two_replicas_storming_the_same_burst_requeue_each_row_once(bed: Bed) -> None:
-    """Two processes (one store) plan the same tracked burst at the same moment (a
-    webhook worker beside the poller): the idempotency keys let one journal each run."""
-    assert bed.store.engine.dialect.name == "postgresql"
+    """Two planners (one store) take the same tracked burst at the same moment (another
+    replica, or a webhook worker beside the poller): the planning lock and the
+    idempotency keys let one journal each run. On SQLite both are threads of one
+    process (the store is one process's)."""
     jobs = bed.stuck(40)
     apps = [bed.app(playbook()), bed.app(playbook())]
     parts = [build_cycle(a) for a in apps]
