@@ -226,8 +226,9 @@ def run_each(conn: TargetConnection, specs: Sequence[TransitionSpec], limits: Li
     one's first statement sent together (one round trip on PostgreSQL, see
     :func:`~bot.actions.port.fetch_each`); a run that needs more batches continues on
     its own after them. A run refused by ``max_rows`` or its own checks raises
-    :class:`~bot.errors.RunRefused` naming it; a statement the database refuses raises
-    its own error, which names no run (the caller runs them one by one to find it)."""
+    :class:`~bot.errors.RunRefused` naming it. Sent together, a statement the database
+    refuses raises its own error, which names no run (the caller runs them one by one to
+    find it); one after the other, any error names its run."""
     composers = [Composer(conn, spec) for spec in specs]
     if limits.batch_size <= limits.max_rows or not all(c.d.update_returning for c in composers):
         # A first statement could leave its run unfinished: the next run's statements

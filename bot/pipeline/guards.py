@@ -96,10 +96,19 @@ def _advisory(store: Store, name: str) -> Iterator[None]:
     key = {"key": name}
     try:
         conn = store.engine.connect()
-        conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
-        conn.commit()
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot take the planning lock {name}: {exc}") from exc
+    try:
+        conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), key)
+        conn.commit()
+    except BaseException as exc:
+        # The lock may be held by now: a session lock survives the pool's reset, so the
+        # connection must not go back to the pool. Closing its session releases it.
+        conn.invalidate()
+        conn.close()
+        if isinstance(exc, SQLAlchemyError):
+            raise StoreError(f"cannot take the planning lock {name}: {exc}") from exc
+        raise
     try:
         yield
     finally:

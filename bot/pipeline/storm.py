@@ -26,10 +26,12 @@ other. Here the batch keeps every per-run promise and shares the transactions:
   (which previews, journals and refuses it as always), and the batch starts again
   without it; if the target fails before the journal commits, every issue goes to the
   single-run planner;
-- **the breaker keeps its bound**: the batch runs in chunks, each verified before the
-  next; the first is as many runs as failures the breaker still allows, then they
-  double (at most :data:`CHUNK_MAX` runs, which also bounds the rows one transaction
-  locks), and the pause and the breaker are read again before each;
+- **the breaker's bound**: the batch runs in chunks, each verified before the next.
+  A chunk holds as many runs as failures the breaker still allows; only after a chunk
+  verified clean does the next double (up to :data:`CHUNK_MAX`, which also bounds the
+  rows one transaction locks). A remedy that fails from the start stops after as many
+  runs as one at a time; one that starts failing mid-storm, within the chunk in flight.
+  Pause and breaker are read before each chunk; a target failure ends the storm;
 - **verified per run** (in one read-only transaction, the reads sent together), each
   verdict journaled, counted by the breaker and announced as for a single run. A
   playbook with ``verify.checks`` (which sample for a while) takes the single-run path.
@@ -43,8 +45,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import insert, update
 from sqlalchemy.orm import defer
@@ -54,7 +57,7 @@ from bot import failpoints
 from bot.actions.base import Outcome, SharesTransaction
 from bot.actions.registry import get_action
 from bot.clock import Clock
-from bot.errors import BotError
+from bot.errors import BotError, RetryLater
 from bot.pipeline import guards
 from bot.pipeline.plan import planned_reason
 from bot.pipeline.ports import (
@@ -70,6 +73,7 @@ from bot.pipeline.storm_target import (
     RELEASE,
     SAVEPOINT,
     UNDO,
+    outcome_of,
     run_items,
     transaction_id,
 )
@@ -92,8 +96,9 @@ log = logging.getLogger(__name__)
 STORM_MIN = 2
 # A batch restarts without each refused run; after this many, the rest go one by one.
 MAX_RESTARTS = 3
-# The most runs one target transaction of a storm carries (see Storm._chunks).
+# The most runs one target transaction of a storm carries (see Storm._run).
 CHUNK_MAX = 200
+_CLEAN = (RunStatus.SUCCEEDED.value, RunStatus.NOOP.value)
 _UNREAD_RUN_COLUMNS = (
     defer(RemediationRun.preview),  # type: ignore[arg-type]
     defer(RemediationRun.before_image),  # type: ignore[arg-type]
@@ -169,54 +174,48 @@ class Storm:
             result.single.extend((i.issue_id, i.match) for i in items)
             return result
         failpoints.hit("after-match")
-        for chunk in self._chunks(pb, items, result):
-            done = self._remedy(pb, action, chunk, result)
+        pos, size, clean = 0, 0, False
+        while pos < len(items):
+            allowed = self._allowance(pb)
+            if allowed is None:  # paused, or the breaker opened: the rest are refused
+                break
+            # The breaker's bound: a chunk is as many runs as failures the breaker still
+            # allows; only after a chunk verified clean does the next one double.
+            size = min(2 * size, CHUNK_MAX) if clean else allowed
+            chunk = items[pos : pos + size]
+            pos += len(chunk)
+            done, go_on = self._remedy(pb, action, chunk, result)
+            clean = False
             if done:
-                # Committed: what each run did is known. Its outcome is journaled with
-                # its verdict (one store transaction); a crash in between leaves the
-                # runs running, committed, for recovery to verify.
-                failpoints.hit("after-succeeded")
-                result.outcomes.extend(self._finish(pb, action, done))
+                self._succeeded(done)
+                outs = self._finish(pb, action, done)
+                result.outcomes.extend(outs)
+                clean = all(o.status in _CLEAN for o in outs)
+            if not go_on:
+                break
+        result.single.extend((i.issue_id, i.match) for i in items[pos:])
         return result
 
-    def _chunks(
-        self, pb: Playbook, items: list[StormItem], result: StormResult
-    ) -> Iterator[list[StormItem]]:
-        """The batch in chunks, each verified before the next runs, so the circuit
-        breaker keeps its bound: the first chunk is as many runs as failures the breaker
-        still allows (a broken remedy stops there, as it would one run at a time), then
-        each chunk doubles, up to :data:`CHUNK_MAX` (which also bounds the rows one
-        target transaction locks). Before each later chunk the pause and the breaker are
-        read again; once either stops the storm, the rest go to the single-run planner
-        (which refuses them as always)."""
-        size = max(1, pb.guards.breaker_failures - self._failures(pb))
-        pos = 0
-        while pos < len(items):
-            if pos:
-                with self.store.session() as session:
-                    stopped = guards.is_paused(session) or guards.breaker_open(
-                        session, pb.id, self.clock.now()
-                    )
-                if stopped:
-                    result.single.extend((i.issue_id, i.match) for i in items[pos:])
-                    return
-            yield items[pos : pos + size]
-            pos += size
-            size = min(2 * size, CHUNK_MAX)
-
-    def _failures(self, pb: Playbook) -> int:
+    def _allowance(self, pb: Playbook) -> int | None:
+        """How many runs the next chunk may hold: as many as failures the breaker still
+        allows; None while the bot is paused or the playbook's breaker is open."""
         with self.store.session() as session:
+            if guards.is_paused(session) or guards.breaker_open(session, pb.id, self.clock.now()):
+                return None
             state = session.get(PlaybookState, pb.id)
-            return state.consecutive_failures if state is not None else 0
+            failures = state.consecutive_failures if state is not None else 0
+        return max(1, pb.guards.breaker_failures - failures)
 
     # -- remedy: run, journal, commit --------------------------------------------------
 
     def _remedy(
         self, pb: Playbook, action: SharesTransaction, items: list[StormItem], result: StormResult
-    ) -> list[StormItem]:
+    ) -> tuple[list[StormItem], bool]:
         """Run every item's statements in ONE target transaction under a savepoint and
         journal each run (``running``, the transaction's id, what its statements did as
-        its preview) in the store BEFORE the target commits. Returns the committed items.
+        its preview) in the store BEFORE the target commits. Returns the committed items,
+        and whether the storm may go on (not after a target failure: the rest of the
+        batch then goes to the single-run planner).
 
         A run the database (or ``max_rows``) refuses is rolled back with the others to
         the savepoint, handed to the single-run planner, and the batch starts again
@@ -238,8 +237,8 @@ class Storm:
                         # Recovery could not tell whether this transaction committed
                         # (no txid_status): each run goes on its own.
                         result.single.extend((i.issue_id, i.match) for i in items)
-                        return []
-                    conn.execute(IDLE_TIMEOUT, {"ms": f"{max(g.statement_timeout_ms, 5000)}ms"})
+                        return [], False
+                    conn.execute(IDLE_TIMEOUT, {"ms": f"{max(g.statement_timeout_ms, 30_000)}ms"})
                     conn.execute(SAVEPOINT)
                     refused = run_items(conn, action, settings, limits, items)
                     if refused is not None:
@@ -254,21 +253,21 @@ class Storm:
                 if not journaled:
                     # Nothing committed anywhere: each issue is decided on its own.
                     result.single.extend((i.issue_id, i.match) for i in items)
-                    return []
+                    return [], False
                 log.warning("storm of %d runs (%s): commit in doubt: %s", len(items), pb.id, exc)
                 result.outcomes.extend(
-                    _outcome_of(pb, i, RunStatus.RUNNING.value, f"in doubt: {exc}") for i in items
+                    outcome_of(pb, i, RunStatus.RUNNING.value, f"in doubt: {exc}") for i in items
                 )
-                return []
+                return [], False
             if refused is None:
                 failpoints.hit("target-after-commit")
-                return items
+                return items, True
             result.single.append((refused.issue_id, refused.match))
             items = [i for i in items if i is not refused]
             if len(items) < STORM_MIN:
                 break
         result.single.extend((i.issue_id, i.match) for i in items)
-        return []
+        return [], True
 
     def _journal(self, pb: Playbook, items: list[StormItem], xid: str | None) -> None:
         """Journal every run as ``running`` in its target transaction ``xid``, with its
@@ -324,9 +323,16 @@ class Storm:
                 )
             steps.flush(session)
 
-    def _succeeded(self, session: Session, items: list[StormItem]) -> None:
-        """Journal each committed run's outcome (one executemany UPDATE by key)."""
+    def _succeeded(self, items: list[StormItem]) -> None:
+        """Journal each committed run's outcome (one executemany UPDATE by key), in its
+        own store transaction right after the COMMIT, as a single run does: from here
+        recovery sees the runs finished (and waits for their verification)."""
         finished = self.clock.now()
+        with self.store.session() as session:
+            self._outcomes(session, items, finished)
+        failpoints.hit("after-succeeded")
+
+    def _outcomes(self, session: Session, items: list[StormItem], finished: datetime) -> None:
         session.execute(
             update(RemediationRun),
             [
@@ -356,7 +362,6 @@ class Storm:
         outs: list[PlanOutcome] = []
         now = self.clock.now()
         with self.store.session() as session:
-            self._succeeded(session, items)
             issues = self._issues(session, [i.issue_id for i in items])
             runs = {
                 r.id: r
@@ -419,6 +424,8 @@ class Storm:
                 found = action.verify_many(
                     conn, settings, [(dict(i.match.params), _outcome(i)) for i in items]
                 )
+        except RetryLater as exc:  # the target is away: no run can be verified now
+            return [Verdict(False, f"verification could not run: {exc}") for _ in items]
         except BotError:
             # One failed read must not fail every run: each is verified on its own.
             return [self.verifier.judge(pb, dict(i.match.params), _outcome(i)) for i in items]
@@ -428,17 +435,3 @@ class Storm:
 def _outcome(item: StormItem) -> Outcome:
     assert item.outcome is not None
     return item.outcome
-
-
-def _outcome_of(pb: Playbook, item: StormItem, status: str, note: str) -> PlanOutcome:
-    return PlanOutcome(
-        item.issue_id,
-        item.short_id,
-        pb.id,
-        "auto",
-        status,
-        run_id=item.run_id,
-        preview=item.preview,
-        note=note,
-        params=dict(item.match.params),
-    )

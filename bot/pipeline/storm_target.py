@@ -11,7 +11,9 @@ from __future__ import annotations
 from bot.actions.base import ActionSettings, Limits, SharesTransaction
 from bot.actions.port import TargetConnection
 from bot.errors import BotError, RunRefused
+from bot.pipeline.ports import PlanOutcome
 from bot.pipeline.storm_admit import StormItem
+from bot.playbooks.models import Playbook
 
 SAVEPOINT = "SAVEPOINT bot_storm"
 UNDO = "ROLLBACK TO SAVEPOINT bot_storm"
@@ -57,3 +59,17 @@ def run_items(
     for item, (preview, outcome) in zip(items, done, strict=True):
         item.preview, item.outcome = preview, outcome
     return None
+
+
+def outcome_of(pb: Playbook, item: StormItem, status: str, note: str) -> PlanOutcome:
+    return PlanOutcome(
+        item.issue_id,
+        item.short_id,
+        pb.id,
+        "auto",
+        status,
+        run_id=item.run_id,
+        preview=item.preview,
+        note=note,
+        params=dict(item.match.params),
+    )

@@ -396,6 +396,33 @@ def test_a_remedy_that_does_not_hold_stops_at_the_breakers_bound(bed: Bed) -> No
     assert {s for j in jobs for _, s, _ in bed.tasks()[j]} == {"running"}
 
 
+def test_a_remedy_that_starts_failing_mid_storm_stops_within_the_chunk_in_flight(
+    bed: Bed,
+) -> None:
+    """The first chunk (3 runs) verifies clean, so the next doubles (6); from the 4th
+    job on the trigger keeps tasks running: that chunk's 6 runs fail verification, the
+    breaker opens, and the 3 issues left are refused, never run."""
+    jobs = bed.stuck(12)
+    poisoned = ", ".join(f"'{j}'" for j in jobs[3:])
+    with psycopg.connect(bed.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION keep_some() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.job_id::text IN ({poisoned}) THEN NEW.status := OLD.status; END IF;"
+            " RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER keep_some BEFORE UPDATE ON tasks"
+            " FOR EACH ROW EXECUTE FUNCTION keep_some()"
+        )
+    report = run_step(bed.app(playbook(breaker_failures=3)))
+    by_job = {str(r.params["job_id"]): r for r in runs(bed.store)}
+    assert [by_job[j].status for j in jobs[:3]] == [RunStatus.SUCCEEDED.value] * 3
+    assert [by_job[j].status for j in jobs[3:9]] == [RunStatus.VERIFY_FAILED.value] * 6
+    assert not set(jobs[9:]) & set(by_job)  # never run
+    blocked = [p for p in report.plans if p.status == RunStatus.BLOCKED.value]
+    assert sorted(str(p.params["job_id"]) for p in blocked) == sorted(jobs[9:])
+
+
 def test_a_big_storm_runs_in_chunks_that_double(bed: Bed) -> None:
     bed.stuck(60)
     run_step(bed.app(playbook(breaker_failures=5)))
