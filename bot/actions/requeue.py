@@ -331,28 +331,19 @@ class RequeueStuckTasks:
     ) -> list[Verification]:
         """:meth:`verify` for several runs, their reads sent together (storm mode)."""
         s = RequeueSettings.of(settings)
-        asks = []
-        for params, outcome in runs:
-            spec = spec_for(conn, s, params)
-            asks.append((spec, transition.outcome_keys(conn, spec, outcome)))
+        found = transition.changed_still_matching(
+            conn, [(spec_for(conn, s, params), outcome) for params, outcome in runs]
+        )
         verdicts: list[Verification] = []
-        for (_, keys), still in zip(asks, transition.still_matching_each(conn, asks), strict=True):
-            if not keys:
+        for changed, still in found:
+            if not changed:
                 verdicts.append(Verification(ok=True, summary="nothing was changed"))
-                continue
-            if still:
-                verdicts.append(
-                    Verification(
-                        ok=False,
-                        summary=f"{len(still)} row(s) still stuck in {s.table}",
-                        details={"still_stuck": still},
-                    )
-                )
+            elif still:
+                summary = f"{len(still)} row(s) still stuck in {s.table}"
+                verdicts.append(Verification(False, summary, {"still_stuck": still}))
             else:
                 verdicts.append(
-                    Verification(
-                        ok=True, summary=f"none of the {len(keys)} requeued row(s) is stuck"
-                    )
+                    Verification(ok=True, summary=f"none of the {changed} requeued row(s) is stuck")
                 )
         return verdicts
 

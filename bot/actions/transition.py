@@ -56,6 +56,7 @@ __all__ = [
     "CallSpec",
     "CompanionSpec",
     "TransitionSpec",
+    "changed_still_matching",
     "execute",
     "one_of",
     "optional_scope_filter",
@@ -124,6 +125,17 @@ def outcome_keys(conn: TargetConnection, spec: TransitionSpec, outcome: Outcome)
         return [{pk[0]: i} for i in ids]
     image = [b for b in outcome.before_image if all(k in b for k in pk)]
     return [{k: b[k] for k in pk} for b in image]
+
+
+def changed_still_matching(
+    conn: TargetConnection, runs: Sequence[tuple[TransitionSpec, Outcome]]
+) -> list[tuple[int, list[object]]]:
+    """For each run: how many rows its outcome changed, and which of them still satisfy
+    its transition's condition (the reads sent together, see :func:`still_matching_each`).
+    What an action's verify needs; its words are its own."""
+    asks = [(spec, outcome_keys(conn, spec, outcome)) for spec, outcome in runs]
+    stills = still_matching_each(conn, asks)
+    return [(len(keys), still) for (_, keys), still in zip(asks, stills, strict=True)]
 
 
 class _Shaper:

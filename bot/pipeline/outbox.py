@@ -71,24 +71,8 @@ def enqueue(
     transaction is never poisoned by a duplicate (PostgreSQL aborts a transaction
     on any error) and no SAVEPOINT is needed.
     """
-    json.dumps(payload)
-    at = ensure_utc(now)
-    values: dict[str, object] = {
-        "channel": channel,
-        "dedupe_key": dedupe_key,
-        "issue_id": issue_id,
-        "kind": kind,
-        "payload": payload,
-        "status": OutboxStatus.PENDING.value,
-        "attempts": 0,
-        "next_attempt_at": at,
-        "created_at": at,
-    }
-    dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):
-        raise StoreError(f"outbox: unsupported database dialect {dialect!r}")
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(_T).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    values = _values(OutboxRow(channel, dedupe_key, payload, issue_id, kind), ensure_utc(now))
+    stmt = _insert(session).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
     # RETURNING rather than rowcount: through SQLAlchemy + psycopg it reads -1 here.
     return session.execute(stmt.returning(_T.c.id)).first() is not None
 
@@ -106,30 +90,37 @@ class OutboxRow(NamedTuple):
 def enqueue_many(session: Session, rows: Sequence[OutboxRow], now: datetime) -> None:
     """:func:`enqueue` for many messages: one executemany ``INSERT … ON CONFLICT
     (dedupe_key) DO NOTHING`` (a key already there, or twice in ``rows``, is kept once)."""
-    if not rows:
-        return
-    at = ensure_utc(now)
-    values: list[dict[str, object]] = []
-    for row in rows:
-        json.dumps(row.payload)  # a bad payload fails here, not later in the flusher
-        values.append(
-            {
-                "channel": row.channel,
-                "dedupe_key": row.dedupe_key,
-                "issue_id": row.issue_id,
-                "kind": row.kind,
-                "payload": row.payload,
-                "status": OutboxStatus.PENDING.value,
-                "attempts": 0,
-                "next_attempt_at": at,
-                "created_at": at,
-            }
-        )
+    if rows:
+        at = ensure_utc(now)
+        stmt = _insert(session).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        session.execute(stmt, [_values(row, at) for row in rows])
+
+
+def _values(row: OutboxRow, at: datetime) -> dict[str, object]:
+    """One message's row. The payload must be JSON-serialisable: checked here, so a bad
+    payload fails at the call site, not later in the flusher."""
+    json.dumps(row.payload)
+    return {
+        "channel": row.channel,
+        "dedupe_key": row.dedupe_key,
+        "issue_id": row.issue_id,
+        "kind": row.kind,
+        "payload": row.payload,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": at,
+        "created_at": at,
+    }
+
+
+def _insert(session: Session) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT for the outbox (both have ``ON CONFLICT DO NOTHING``)."""
     dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):
-        raise StoreError(f"outbox: unsupported database dialect {dialect!r}")
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(_T).on_conflict_do_nothing(index_elements=["dedupe_key"]), values)
+    if dialect == "postgresql":
+        return postgresql.insert(_T)
+    if dialect == "sqlite":
+        return sqlite.insert(_T)
+    raise StoreError(f"outbox: unsupported database dialect {dialect!r}")
 
 
 def dead_letters(session: Session, limit: int = 100) -> list[OutboxMessage]:
