@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -24,13 +25,21 @@ from sqlmodel import Session
 
 from bot.clock import ensure_utc
 from bot.errors import StoreError
-from bot.pipeline.journal import count_runs
+from bot.pipeline.journal import RunCounts, count_runs
 from bot.playbooks.models import Playbook
 from bot.store.db import Store
 from bot.store.models import PlaybookState, Setting, TrackedIssue
 
 PAUSE_KEY = "paused"
 log = logging.getLogger(__name__)
+
+
+class RunWindows(TypedDict):
+    """Where :func:`~bot.pipeline.journal.count_runs` counts, for the guards."""
+
+    since: datetime
+    after: datetime
+    hour_since: datetime
 
 
 @dataclass(frozen=True)
@@ -195,16 +204,41 @@ def check_guards(
         return GuardDecision(
             False, f"circuit breaker open for {playbook.id} until {until.isoformat()}"
         )
-    cooldown = timedelta(minutes=playbook.guards.cooldown_minutes)
-    debt_window = timedelta(hours=hidden_debt_hours)
     counts = count_runs(
         session,
         playbook_id=playbook.id,
         issue_id=issue.id,
-        since=now - max(debt_window, cooldown),
-        after=now - debt_window,
-        hour_since=now - timedelta(hours=1),
+        **run_windows(playbook, now, hidden_debt_hours),
     )
+    return run_guards(
+        playbook,
+        counts,
+        now,
+        hidden_debt_runs=hidden_debt_runs,
+        hidden_debt_hours=hidden_debt_hours,
+    )
+
+
+def run_windows(playbook: Playbook, now: datetime, hidden_debt_hours: float) -> RunWindows:
+    """The windows :func:`run_guards` counts runs in (see :func:`count_runs`)."""
+    debt_window = timedelta(hours=hidden_debt_hours)
+    cooldown = timedelta(minutes=playbook.guards.cooldown_minutes)
+    return {
+        "since": now - max(debt_window, cooldown),
+        "after": now - debt_window,
+        "hour_since": now - timedelta(hours=1),
+    }
+
+
+def run_guards(
+    playbook: Playbook,
+    counts: RunCounts,
+    now: datetime,
+    *,
+    hidden_debt_runs: int,
+    hidden_debt_hours: float,
+) -> GuardDecision:
+    """The guards that count runs, in order: hidden debt, cooldown, the rate cap."""
     if counts.issue_runs_after >= hidden_debt_runs:
         return GuardDecision(
             False,
@@ -212,6 +246,7 @@ def check_guards(
             f"{hidden_debt_hours:g} h; the root cause needs a fix",
             escalate=True,
         )
+    cooldown = timedelta(minutes=playbook.guards.cooldown_minutes)
     last = counts.issue_last_start
     if cooldown and last is not None and last > now - cooldown:
         return GuardDecision(

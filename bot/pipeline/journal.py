@@ -149,20 +149,6 @@ def reclaim_stale_running(store: Store, run_id: str, started_at: datetime) -> bo
         return bool(session.exec(stmt).rowcount == 1)
 
 
-def recent_runs(
-    session: Session, *, playbook_id: str, since: datetime, issue_id: str | None = None
-) -> list[RemediationRun]:
-    """Runs of a playbook (optionally for one issue) that executed since ``since``."""
-    query = select(RemediationRun).where(
-        RemediationRun.playbook_id == playbook_id,
-        col(RemediationRun.status).in_(EXECUTED),
-        col(RemediationRun.started_at) >= since,
-    )
-    if issue_id is not None:
-        query = query.where(RemediationRun.issue_id == issue_id)
-    return list(session.exec(query))
-
-
 @dataclass(frozen=True)
 class RunCounts:
     """What the guards need to know about recent executed runs, counted in SQL."""
@@ -181,36 +167,59 @@ def count_runs(
     after: datetime,
     hour_since: datetime,
 ) -> RunCounts:
-    """Counts for the guards in two indexed aggregate queries; no run row is loaded.
+    """:func:`count_runs_of` for one issue."""
+    per_issue, hourly = count_runs_of(
+        session,
+        playbook_id=playbook_id,
+        issue_ids=[issue_id],
+        since=since,
+        after=after,
+        hour_since=hour_since,
+    )
+    debt, last = per_issue.get(issue_id, (0, None))
+    return RunCounts(issue_runs_after=debt, issue_last_start=last, playbook_runs=hourly)
 
-    ``issue_runs_after`` counts runs started strictly after ``after`` (the hidden-debt
-    window); ``issue_last_start`` is the latest start at or after ``since``;
-    ``playbook_runs`` counts the playbook's runs started at or after ``hour_since``.
-    Uses ``ix_remediation_run_issue_started`` and ``ix_remediation_run_playbook_started``.
+
+def count_runs_of(
+    session: Session,
+    *,
+    playbook_id: str,
+    issue_ids: list[str],
+    since: datetime,
+    after: datetime,
+    hour_since: datetime,
+) -> tuple[dict[str, tuple[int, datetime | None]], int]:
+    """Counts for the guards, in indexed aggregate queries (one per 500 issues, one for
+    the playbook); no run row is loaded.
+
+    Per issue with runs: how many of the playbook's runs on it started strictly after
+    ``after`` (the hidden-debt window) and the latest start at or after ``since``; and
+    the playbook's runs (any issue) started at or after ``hour_since``. Uses
+    ``ix_remediation_run_issue_started`` and ``ix_remediation_run_playbook_started``.
     """
     executed = col(RemediationRun.status).in_(EXECUTED)
     started = col(RemediationRun.started_at)
-    debt, last = session.exec(
-        select(
-            func.count(case((started > after, 1))),
-            func.max(started),
-        ).where(
-            RemediationRun.issue_id == issue_id,
-            RemediationRun.playbook_id == playbook_id,
-            executed,
-            started >= since,
-        )
-    ).one()
+    per_issue: dict[str, tuple[int, datetime | None]] = {}
+    for n in range(0, len(issue_ids), 500):
+        for issue_id, debt, last in session.exec(
+            select(
+                RemediationRun.issue_id, func.count(case((started > after, 1))), func.max(started)
+            )
+            .where(
+                col(RemediationRun.issue_id).in_(issue_ids[n : n + 500]),
+                RemediationRun.playbook_id == playbook_id,
+                executed,
+                started >= since,
+            )
+            .group_by(RemediationRun.issue_id)
+        ):
+            per_issue[issue_id] = (int(debt or 0), as_utc(last))
     hourly = session.exec(
         select(func.count()).where(
             RemediationRun.playbook_id == playbook_id, executed, started >= hour_since
         )
     ).one()
-    return RunCounts(
-        issue_runs_after=int(debt or 0),
-        issue_last_start=as_utc(last),
-        playbook_runs=int(hourly or 0),
-    )
+    return per_issue, int(hourly or 0)
 
 
 def as_utc(value: datetime | str | None) -> datetime | None:

@@ -304,7 +304,7 @@ class Storm:
             session.execute(insert(RemediationRun), runs)
             # Read again (not as admission left them): the state a step starts from is
             # the one in the store now.
-            issues = self._issues(session, [i.issue_id for i in items])
+            issues = issues_by_id(session, [i.issue_id for i in items])
             for item in items:
                 steps(
                     session,
@@ -348,9 +348,6 @@ class Storm:
             ],
         )
 
-    def _issues(self, session: Session, ids: list[str]) -> dict[str, TrackedIssue]:
-        return issues_by_id(session, ids)
-
     def _finish(
         self, pb: Playbook, action: SharesTransaction, items: list[StormItem]
     ) -> list[PlanOutcome]:
@@ -362,7 +359,7 @@ class Storm:
         outs: list[PlanOutcome] = []
         now = self.clock.now()
         with self.store.session() as session:
-            issues = self._issues(session, [i.issue_id for i in items])
+            issues = issues_by_id(session, [i.issue_id for i in items])
             runs = {
                 r.id: r
                 for ids in chunks([i.run_id for i in items])

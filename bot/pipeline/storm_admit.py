@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from sqlalchemy import case, func
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from bot.actions.base import Outcome, Preview
 from bot.clock import Clock
 from bot.pipeline import guards
-from bot.pipeline.journal import EXECUTED, as_utc, idempotency_key, window_start
+from bot.pipeline.journal import RunCounts, count_runs_of, idempotency_key, window_start
 from bot.pipeline.track import TransitionBatch
 from bot.playbooks.matcher import MatchResult
 from bot.playbooks.models import Playbook
@@ -81,23 +79,29 @@ def admit(
                 )
             )
         }
-        counts = recent_runs(
-            session, pb, hidden_debt_hours, [i.issue_id for i in keyed.values()], now
+        per_issue, hourly = count_runs_of(
+            session,
+            playbook_id=pb.id,
+            issue_ids=[i.issue_id for i in keyed.values()],
+            **guards.run_windows(pb, now, hidden_debt_hours),
         )
-        allowance = g.max_runs_per_hour - counts.pop("", (0, None))[0]
-        cooldown = timedelta(minutes=g.cooldown_minutes)
         for key, item in keyed.items():
-            debt, last = counts.get(item.issue_id, (0, None))
+            debt, last = per_issue.get(item.issue_id, (0, None))
+            # The single-run planner's own rule, counting the runs admitted before.
+            counts = RunCounts(debt, last, hourly + len(admitted))
             refused = (
-                key in journaled  # the planner reports the no-op
-                or debt >= hidden_debt_runs
-                or (cooldown and last is not None and last > now - cooldown)
-                or allowance <= 0
+                key in journaled
+                or not guards.run_guards(
+                    pb,
+                    counts,
+                    now,
+                    hidden_debt_runs=hidden_debt_runs,
+                    hidden_debt_hours=hidden_debt_hours,
+                ).allowed
             )
-            if refused:
+            if refused:  # the planner reports the no-op or the refusal, as always
                 single.append((item.issue_id, item.match))
                 continue
-            allowance -= 1
             row = rows[item.issue_id]
             row.playbook_id = pb.id
             matched(
@@ -110,43 +114,6 @@ def admit(
             admitted.append(item)
         matched.flush(session)
     return admitted
-
-
-def recent_runs(
-    session: Session, pb: Playbook, hidden_debt_hours: float, issue_ids: list[str], now: datetime
-) -> dict[str, tuple[int, datetime | None]]:
-    """Per issue: runs in the hidden-debt window and the latest start in the cooldown
-    window; under ``""`` the playbook's runs in the last hour (see
-    :func:`~bot.pipeline.journal.count_runs`, the same counts for one issue)."""
-    debt_window = timedelta(hours=hidden_debt_hours)
-    since = now - max(debt_window, timedelta(minutes=pb.guards.cooldown_minutes))
-    after = now - debt_window
-    executed = col(RemediationRun.status).in_(EXECUTED)
-    started = col(RemediationRun.started_at)
-    out: dict[str, tuple[int, datetime | None]] = {}
-    for ids in chunks(issue_ids):
-        for issue_id, debt, last in session.exec(
-            select(
-                RemediationRun.issue_id,
-                func.count(case((started > after, 1))),
-                func.max(started),
-            )
-            .where(
-                col(RemediationRun.issue_id).in_(ids),
-                RemediationRun.playbook_id == pb.id,
-                executed,
-                started >= since,
-            )
-            .group_by(RemediationRun.issue_id)
-        ):
-            out[issue_id] = (int(debt or 0), as_utc(last))
-    hourly = session.exec(
-        select(func.count()).where(
-            RemediationRun.playbook_id == pb.id, executed, started >= now - timedelta(hours=1)
-        )
-    ).one()
-    out[""] = (int(hourly or 0), None)
-    return out
 
 
 def chunks(ids: list[str]) -> list[list[str]]:
